@@ -1,0 +1,80 @@
+"""The FastAPI application: wiring only; the decisions live in routing/relay."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__, api_models, api_status
+from .context import GatewayContext
+from .errors import GatewayError
+from .gpu import NvmlReader
+from .registry import ModelRegistry, StaticRegistry
+from .settings import GatewaySettings
+
+log = logging.getLogger("llamadock.gateway")
+
+DESCRIPTION = """
+One OpenAI-compatible address for every local model. Requests are routed by their
+`model` field (names and aliases) to that model's llama-server; answers, streams
+included, come back byte for byte.
+
+* **OpenAI**: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models`
+* **Anthropic**: `/v1/messages`
+* **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
+* **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
+
+Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    registry: ModelRegistry | None = None,
+    gpu: NvmlReader | None = None,
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+    registry = registry or StaticRegistry(settings.upstreams_file, settings.health_interval_s)
+    context = GatewayContext(settings=settings, registry=registry, gpu=gpu or NvmlReader())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await registry.start()
+        try:
+            yield
+        finally:
+            await registry.stop()
+
+    app = FastAPI(title="llamadock gateway", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, docs_url="/docs", redoc_url="/redoc")
+    app.state.gateway = context
+    app.include_router(api_status.router)
+    app.include_router(api_models.router)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return GatewayError(400, f"Invalid request: {where}: {first.get('msg', 'invalid')}.").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = f"{request.method} {request.url.path}: {exc.detail}."
+        return GatewayError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return GatewayError(500, f"The gateway failed unexpectedly: {type(exc).__name__}: {exc}.",
+                            type="server_error", code="internal_error").response()
+
+    return app

@@ -1,0 +1,26 @@
+"""What every route needs, built once per app and kept on ``app.state.gateway``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .gpu import NvmlReader
+from .metrics import GatewayMetrics
+from .registry import ModelRegistry
+from .settings import GatewaySettings
+
+
+@dataclass
+class GatewayContext:
+    settings: GatewaySettings
+    registry: ModelRegistry
+    gpu: NvmlReader
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    _background: set[asyncio.Task] = field(default_factory=set)
+
+    def spawn(self, coroutine) -> None:
+        """Run a side job (e.g. re-probe a model) without making the request wait for it."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,44 @@
+"""Prometheus metrics for /metrics.
+
+Updated once per request (never per streamed chunk) so they cost nothing on the
+hot path: the proxy counts events itself and reports the totals at the end.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "llamadock_requests", "Requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"], registry=r)
+        self.errors = Counter(
+            "llamadock_request_errors", "Requests that failed, by model and kind of failure.",
+            ["model", "kind"], registry=r)
+        self.latency = Histogram(
+            "llamadock_request_duration_seconds", "Time from request to the end of the response.",
+            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "llamadock_time_to_first_token_seconds",
+            "Streaming requests: time from request to the first streamed event.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=r)
+        self.streamed_tokens = Counter(
+            "llamadock_streamed_tokens",
+            "SSE events streamed to clients, excluding the final [DONE]: llama-server sends one per token.",
+            ["model"], registry=r)
+        self.in_flight = Gauge(
+            "llamadock_in_flight_requests", "Requests being answered now, by model.", ["model"], registry=r)
+
+    def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(model, endpoint, str(status)).inc()
+        self.latency.labels(model, endpoint).observe(seconds)
+
+    def error(self, model: str, kind: str) -> None:
+        self.errors.labels(model, kind).inc()

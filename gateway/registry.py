@@ -1,0 +1,173 @@
+"""Where is model X, and is it ready: the one interface routing asks.
+
+``ModelRegistry`` is the seam. ``StaticRegistry`` feeds it from a YAML file
+(name -> URL, aliases) and probes each server's ``/health``; the orchestrator
+plugs in a live source behind the same interface. Both publish an immutable
+``Catalog``, swapped whole, so a request reads a consistent view without locks.
+
+Static file format (``config/upstreams.yaml``)::
+
+    models:
+      qwen3-8b:
+        url: http://127.0.0.1:8081
+        aliases: ["llamacpp:qwen3", "gpt-4o-mini"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from .routing import Catalog, ModelRoute, ModelState
+
+log = logging.getLogger("llamadock.registry")
+
+
+class ModelRegistry(Protocol):
+    def catalog(self) -> Catalog:
+        """The current view; cheap, called on every request."""
+
+    async def refresh(self, name: str) -> ModelRoute | None:
+        """Re-check one model now (its state may be stale) and return its fresh entry."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class UpstreamEntry(BaseModel):
+    url: str = Field(pattern=r"^https?://")
+    aliases: list[str] = []
+
+
+class UpstreamsFile(BaseModel):
+    models: dict[str, UpstreamEntry] = {}
+
+
+def load_upstreams(path: Path) -> list[ModelRoute]:
+    """Parse the static file into routes (state unknown yet). Raises ValueError with the reason."""
+    if not path.exists():
+        return []
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        parsed = UpstreamsFile.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    now = int(time.time())
+    return [
+        ModelRoute(name=name, url=entry.url.rstrip("/"), aliases=tuple(entry.aliases), state=ModelState.STARTING,
+                   reason="not checked yet", created=now)
+        for name, entry in parsed.models.items()
+    ]
+
+
+def state_from_health(status: int | None, error: str | None) -> tuple[ModelState, str | None]:
+    """llama-server answers /health 200 when ready and 503 while loading the model."""
+    if status == 200:
+        return ModelState.READY, None
+    if status == 503:
+        return ModelState.STARTING, "loading the model"
+    if status is None:
+        return ModelState.STOPPED, error or "not reachable"
+    return ModelState.FAILED, f"/health answered HTTP {status}"
+
+
+class StaticRegistry:
+    """Models from a YAML file, re-read when it changes, each probed on /health."""
+
+    def __init__(self, path: Path, interval_s: float = 1.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.file_error: str | None = None
+        self._catalog = Catalog()
+        self._stamp: tuple[float, int] | None = None
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0))
+        self._task: asyncio.Task | None = None
+
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    async def start(self) -> None:
+        await self._tick()  # a correct view before the first request
+        self._task = asyncio.create_task(self._loop(), name="static-registry")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()
+
+    async def refresh(self, name: str) -> ModelRoute | None:
+        route = next((r for r in self._catalog.routes if r.name == name), None)
+        if route is None:
+            return None
+        fresh = await self._probe(route)
+        current = self._catalog
+        if any(r.name == name for r in current.routes):
+            self._catalog = current.with_route(fresh)
+        return fresh
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self._tick()
+            except Exception:  # never let the refresher die; the next tick retries
+                log.exception("registry refresh failed")
+
+    async def _tick(self) -> None:
+        routes = self._reload_if_changed()
+        if routes is None:
+            routes = list(self._catalog.routes)
+        probed = await asyncio.gather(*(self._probe(route) for route in routes))
+        self._catalog = Catalog.of(probed)
+
+    def _reload_if_changed(self) -> list[ModelRoute] | None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp and self._stamp is not None:
+            return None
+        try:
+            routes = load_upstreams(self.path)
+        except ValueError as exc:
+            # Keep serving what we had: a typo in the file must not take every model away.
+            if self.file_error != str(exc):
+                log.error("ignoring the new upstreams file: %s", exc)
+            self.file_error = str(exc)
+            return None
+        self._stamp = stamp
+        self.file_error = None
+        known = {r.name: r for r in self._catalog.routes}
+        log.info("upstreams file loaded: %d model(s)", len(routes))
+        # Keep the known state and creation time of models whose URL did not change.
+        return [
+            replace(route, state=known[route.name].state, reason=known[route.name].reason,
+                    created=known[route.name].created)
+            if route.name in known and known[route.name].url == route.url else route
+            for route in routes
+        ]
+
+    async def _probe(self, route: ModelRoute) -> ModelRoute:
+        try:
+            response = await self._client.get(f"{route.url}/health")
+            state, reason = state_from_health(response.status_code, None)
+        except httpx.ConnectError:
+            state, reason = state_from_health(None, "its server refuses connections (not running?)")
+        except httpx.TimeoutException:
+            state, reason = state_from_health(None, "its server does not answer /health")
+        except httpx.HTTPError as exc:
+            state, reason = state_from_health(None, f"/health failed: {exc}")
+        return replace(route, state=state, reason=reason)

@@ -1,0 +1,158 @@
+"""Relaying one request to a model's llama-server and its answer back, untouched.
+
+``Relay`` is an ASGI response: the route validates and picks the model, then
+returns a Relay, which does the upstream exchange itself. Doing it there, not in
+the route, lets one watcher cover the whole exchange: a client that goes away
+while the model is still thinking (no header sent yet) or while it streams has
+its upstream connection dropped, and llama-server stops generating.
+
+The body is forwarded piece by piece as it arrives: never parsed, never
+re-encoded, never held back. Pieces that arrived together leave together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from starlette.responses import Response
+
+from . import errors, upstream
+from .metrics import GatewayMetrics
+from .routing import ModelRoute
+
+log = logging.getLogger("llamadock.relay")
+
+_DROP_REQUEST_HEADERS = upstream.HOP_BY_HOP | {b"authorization", b"x-api-key"}
+_DROP_RESPONSE_HEADERS = upstream.HOP_BY_HOP - {b"content-length"} | {b"server", b"date"}
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    route: ModelRoute
+    endpoint: str  # metric label, e.g. "chat/completions"
+    method: str
+    target: str  # path + query on the model's server
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    started: float  # perf_counter() when the request arrived
+    anthropic: bool = False  # report stream errors the Anthropic way (/v1/messages)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float
+    first_byte_s: float
+
+
+class Relay(Response):
+    """A Response (so FastAPI passes it through) that is really the whole exchange."""
+
+    def __init__(self, request: RelayRequest, metrics: GatewayMetrics, timeouts: Timeouts, on_unreachable=None) -> None:
+        super().__init__()
+        self.request = request
+        self.metrics = metrics
+        self.timeouts = timeouts
+        self.on_unreachable = on_unreachable  # callback(name): re-check a model that refused us
+        self.status = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        req = self.request
+        model = req.route.name
+        in_flight = self.metrics.in_flight.labels(model)
+        in_flight.inc()
+        task = asyncio.current_task()
+        client_gone = asyncio.Event()
+
+        async def watch_client() -> None:
+            # The body was read already: the next message is the disconnect (or the
+            # end of our own response, after which there is nothing left to stop).
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            client_gone.set()
+            task.cancel()
+
+        watcher = asyncio.create_task(watch_client())
+        try:
+            await self._exchange(send)
+        except asyncio.CancelledError:
+            if not client_gone.is_set():
+                raise
+            task.uncancel()
+            self.status = 499  # nginx's "client closed request"
+            self.metrics.error(model, "client_disconnected")
+        finally:
+            if not client_gone.is_set():
+                watcher.cancel()
+            in_flight.dec()
+            self.metrics.observe(model, req.endpoint, self.status, time.perf_counter() - req.started)
+
+    async def _exchange(self, send) -> None:
+        req = self.request
+        model = req.route.name
+        forwarded = [(k, v) for k, v in req.headers if k not in _DROP_REQUEST_HEADERS]
+        try:
+            response = await upstream.send(
+                req.route.url, req.method, req.target, forwarded, req.body,
+                connect_timeout=self.timeouts.connect_s, first_byte_timeout=self.timeouts.first_byte_s,
+            )
+        except upstream.UpstreamConnectError as exc:
+            if self.on_unreachable:
+                self.on_unreachable(model)
+            return await self._fail(send, errors.upstream_unreachable(model, str(exc)), "upstream_unreachable")
+        except upstream.UpstreamTimeout as exc:
+            return await self._fail(send, errors.upstream_timeout(model, str(exc)), "upstream_timeout")
+        except upstream.UpstreamError as exc:
+            if self.on_unreachable:
+                self.on_unreachable(model)
+            return await self._fail(send, errors.upstream_broken(model, str(exc)), "upstream_broken")
+
+        try:
+            await self._stream(response, send)
+        finally:
+            response.close()
+
+    async def _stream(self, response: upstream.UpstreamResponse, send) -> None:
+        req = self.request
+        self.status = response.status
+        headers = [(k.lower(), v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE_HEADERS]
+        headers.append((b"x-llamadock-model", req.route.name.encode()))
+        content_type = response.header(b"content-type") or b""
+        sse = content_type.startswith(b"text/event-stream")
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+
+        events = 0
+        last = b""
+        next_piece = response.next_piece
+        try:
+            piece = await next_piece()
+            if sse and piece is not None:
+                self.metrics.ttft.labels(req.route.name).observe(time.perf_counter() - req.started)
+            while piece is not None:
+                # Hot path: one upstream read and one downstream write per piece.
+                if sse:
+                    events += piece.count(b"\n\n") + (last == b"\n" and piece[:1] == b"\n")
+                    last = piece[-1:]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                piece = await next_piece()
+        except upstream.UpstreamBrokenError as exc:
+            self.metrics.error(req.route.name, "upstream_broken")
+            if self.on_unreachable:
+                self.on_unreachable(req.route.name)
+            if not sse:
+                raise  # nothing valid can end a half-sent JSON body: the connection is dropped
+            error = errors.upstream_broken(req.route.name, str(exc))
+            await send({"type": "http.response.body", "body": error.sse_event(req.anthropic), "more_body": False})
+            return
+        finally:
+            if sse:
+                # llama-server ends OpenAI-style streams with "data: [DONE]", not a token.
+                self.metrics.streamed_tokens.labels(req.route.name).inc(max(0, events - 1))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _fail(self, send, error: errors.GatewayError, kind: str) -> None:
+        self.status = error.status
+        self.metrics.error(self.request.route.name, kind)
+        await error.response()(None, None, send)

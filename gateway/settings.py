@@ -1,0 +1,38 @@
+"""Gateway configuration, read from the environment (prefix ``LLAMADOCK_``) and ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(8080, description="Port the gateway listens on.")
+    upstreams_file: Path = Field(
+        Path("config/upstreams.yaml"),
+        description="Static model registry: model name -> llama-server URL and aliases.",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Bearer keys required on /v1 and /upstream. Empty: no key needed.",
+    )
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 beyond).")
+    connect_timeout_s: float = Field(5.0, description="Connecting to a model's server (502 beyond).")
+    first_byte_timeout_s: float = Field(
+        600.0, description="Waiting for a model's response headers (504 beyond); prompts can be long."
+    )
+    health_interval_s: float = Field(1.0, description="How often the static registry probes /health.")
+    log_level: str = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value

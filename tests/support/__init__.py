@@ -1,0 +1,1 @@
+"""Test helpers: free ports, real llama-server processes, tiny GGUF models."""
