@@ -61,6 +61,7 @@ def _relay(ctx: GatewayContext, request: Request, route: ModelRoute, endpoint: s
         ctx.metrics,
         Timeouts(ctx.settings.connect_timeout_s, ctx.settings.first_byte_timeout_s),
         on_unreachable=lambda name: ctx.spawn(ctx.registry.refresh(name)),
+        fast=ctx.settings.fast_relay,
     )
 
 

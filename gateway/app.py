@@ -14,6 +14,7 @@ from .context import GatewayContext
 from .errors import GatewayError
 from .gpu import NvmlReader
 from .registry import ModelRegistry, StaticRegistry
+from .relay import SERVER_SEND_KEY
 from .settings import GatewaySettings
 
 log = logging.getLogger("llamadock.gateway")
@@ -30,6 +31,14 @@ included, come back byte for byte.
 
 Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 """
+
+
+class GatewayApp(FastAPI):
+    async def __call__(self, scope, receive, send) -> None:
+        # Keep the server's own `send` within reach of the relay's fast path,
+        # before Starlette's middleware wraps it (see relay.Relay._pipe_direct).
+        scope[SERVER_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -49,7 +58,7 @@ def create_app(
         finally:
             await registry.stop()
 
-    app = FastAPI(title="llamadock gateway", version=__version__, description=DESCRIPTION,
+    app = GatewayApp(title="llamadock gateway", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, docs_url="/docs", redoc_url="/redoc")
     app.state.gateway = context
     app.include_router(api_status.router)

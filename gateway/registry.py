@@ -91,7 +91,10 @@ class StaticRegistry:
         self.file_error: str | None = None
         self._catalog = Catalog()
         self._stamp: tuple[float, int] | None = None
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0))
+        # No keep-alive: a probe's connection must not outlive the probe (a model's
+        # server may restart between probes, and idle connections tie it up).
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0),
+                                         limits=httpx.Limits(max_keepalive_connections=0))
         self._task: asyncio.Task | None = None
 
     def catalog(self) -> Catalog:

@@ -29,6 +29,23 @@ _DROP_REQUEST_HEADERS = upstream.HOP_BY_HOP | {b"authorization", b"x-api-key"}
 _DROP_RESPONSE_HEADERS = upstream.HOP_BY_HOP - {b"content-length"} | {b"server", b"date"}
 
 
+# Where GatewayApp leaves the ASGI server's own `send` (before any middleware wraps it).
+SERVER_SEND_KEY = "llamadock.server_send"
+
+
+def _server_cycle(server_send):
+    """uvicorn's per-request object behind its `send`, if that is what serves us.
+
+    Checked by shape, not by version: anything else (another server, a test
+    client, a changed uvicorn) gets the portable path.
+    """
+    cycle = getattr(server_send, "__self__", None)
+    if all(hasattr(cycle, name) for name in ("transport", "flow", "chunked_encoding", "response_complete")) \
+            and hasattr(getattr(cycle, "flow", None), "drain") and hasattr(getattr(cycle, "flow", None), "write_paused"):
+        return cycle
+    return None
+
+
 @dataclass(frozen=True)
 class RelayRequest:
     route: ModelRoute
@@ -50,9 +67,16 @@ class Timeouts:
 class Relay(Response):
     """A Response (so FastAPI passes it through) that is really the whole exchange."""
 
-    def __init__(self, request: RelayRequest, metrics: GatewayMetrics, timeouts: Timeouts, on_unreachable=None) -> None:
+    def __init__(self, request: RelayRequest, metrics: GatewayMetrics, timeouts: Timeouts, on_unreachable=None,
+                 fast: bool = True) -> None:
         super().__init__()
         self.request = request
+        self.fast = fast
+        self.server_send = None
+        self._first_at: float | None = None
+        self._sse = False
+        self._events = 0
+        self._last = b""
         self.metrics = metrics
         self.timeouts = timeouts
         self.on_unreachable = on_unreachable  # callback(name): re-check a model that refused us
@@ -63,6 +87,7 @@ class Relay(Response):
         model = req.route.name
         in_flight = self.metrics.in_flight.labels(model)
         in_flight.inc()
+        self.server_send = scope.get(SERVER_SEND_KEY)
         task = asyncio.current_task()
         client_gone = asyncio.Event()
 
@@ -120,23 +145,17 @@ class Relay(Response):
         headers = [(k.lower(), v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE_HEADERS]
         headers.append((b"x-llamadock-model", req.route.name.encode()))
         content_type = response.header(b"content-type") or b""
-        sse = content_type.startswith(b"text/event-stream")
+        self._sse = sse = content_type.startswith(b"text/event-stream")
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
-        events = 0
-        last = b""
-        next_piece = response.next_piece
+        self._events = 0
+        self._last = b""
         try:
-            piece = await next_piece()
-            if sse and piece is not None:
-                self.metrics.ttft.labels(req.route.name).observe(time.perf_counter() - req.started)
-            while piece is not None:
-                # Hot path: one upstream read and one downstream write per piece.
-                if sse:
-                    events += piece.count(b"\n\n") + (last == b"\n" and piece[:1] == b"\n")
-                    last = piece[-1:]
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-                piece = await next_piece()
+            server = _server_cycle(self.server_send) if self.fast else None
+            if server is not None and server.chunked_encoding is True:
+                await self._pipe_direct(response, server)
+            else:
+                await self._pipe_via_asgi(response, send)
         except upstream.UpstreamBrokenError as exc:
             self.metrics.error(req.route.name, "upstream_broken")
             if self.on_unreachable:
@@ -149,8 +168,46 @@ class Relay(Response):
         finally:
             if sse:
                 # llama-server ends OpenAI-style streams with "data: [DONE]", not a token.
-                self.metrics.streamed_tokens.labels(req.route.name).inc(max(0, events - 1))
+                self.metrics.streamed_tokens.labels(req.route.name).inc(max(0, self._events - 1))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _count(self, piece: bytes) -> None:
+        """SSE events end with a blank line; JSON strings cannot hold a raw newline."""
+        if self._first_at is None:
+            self._first_at = time.perf_counter()
+            if self._sse:
+                self.metrics.ttft.labels(self.request.route.name).observe(self._first_at - self.request.started)
+        if self._sse:
+            self._events += piece.count(b"\n\n") + (self._last == b"\n" and piece[:1] == b"\n")
+            self._last = piece[-1:]
+
+    async def _pipe_via_asgi(self, response: upstream.UpstreamResponse, send) -> None:
+        """Portable path: one ASGI send per piece."""
+        next_piece = response.next_piece
+        while (piece := await next_piece()) is not None:
+            self._count(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+
+    async def _pipe_direct(self, response: upstream.UpstreamResponse, server) -> None:
+        """Fast path under uvicorn: write each piece as an HTTP chunk from the upstream's read callback.
+
+        Per token this saves a future, a task switch and the ASGI send chain,
+        which is most of what the gateway costs. uvicorn stays in charge of the
+        response: it wrote the head (chunked) and writes the last chunk; the
+        frames in between are exactly what its own send would have written.
+        """
+        transport = server.transport
+        flow = server.flow
+        write = transport.writelines
+        count = self._count
+
+        def sink(piece: bytes) -> bool:
+            count(piece)
+            if not transport.is_closing():
+                write((b"%x\r\n" % len(piece), piece, b"\r\n"))
+            return not flow.write_paused
+
+        await response.pipe_to(sink, flow.drain)
 
     async def _fail(self, send, error: errors.GatewayError, kind: str) -> None:
         self.status = error.status

@@ -28,6 +28,9 @@ class GatewaySettings(BaseSettings):
         600.0, description="Waiting for a model's response headers (504 beyond); prompts can be long."
     )
     health_interval_s: float = Field(1.0, description="How often the static registry probes /health.")
+    fast_relay: bool = Field(
+        True, description="Write streamed chunks straight to uvicorn's transport (off: one ASGI send per chunk)."
+    )
     log_level: str = "info"
 
     @field_validator("api_keys", mode="before")

@@ -15,7 +15,7 @@ wrong when a model container restarts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -72,6 +72,7 @@ class _ResponseProtocol(asyncio.Protocol):
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._sink: Callable[[bytes], bool] | None = None
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,11 +99,16 @@ class _ResponseProtocol(asyncio.Protocol):
             self.headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._sink is not None:
+            # Straight through from the read callback: no queue, no task switch.
+            if not self._sink(body):
+                self._pause()
+                self._wake()
+            return
         self.pieces.append(body)
         self.buffered += len(body)
-        if self.buffered > _MAX_BUFFERED and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if self.buffered > _MAX_BUFFERED:
+            self._pause()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -117,6 +123,16 @@ class _ResponseProtocol(asyncio.Protocol):
             self.headers_ready.set_exception(exc)
             self.headers_ready.exception()  # mark retrieved: nobody may be waiting any more
         self._wake()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -136,10 +152,34 @@ class _ResponseProtocol(asyncio.Protocol):
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         pieces.clear()
         self.buffered = 0
-        if self._paused:
-            self._paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._resume()
         return data
+
+    async def pipe_to(self, sink: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]) -> None:
+        """Hand the rest of the body to ``sink`` from the read callback itself.
+
+        ``sink(piece)`` returns False when its side is full; reading then pauses
+        until ``drain()`` returns. Returns at the end of the body, raises if it broke.
+        """
+        if self.pieces:
+            backlog = b"".join(self.pieces)
+            self.pieces.clear()
+            self.buffered = 0
+            if not sink(backlog):
+                await drain()
+        self._sink = sink
+        self._resume()
+        while True:
+            if self.complete:
+                return
+            if self.error is not None:
+                raise self.error
+            if self._paused:
+                await drain()
+                self._resume()
+                continue
+            self._waiter = self._loop.create_future()
+            await self._waiter
 
 
 class UpstreamResponse:
@@ -158,6 +198,9 @@ class UpstreamResponse:
 
     async def next_piece(self) -> bytes | None:
         return await self._protocol.next_piece()
+
+    async def pipe_to(self, sink: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]) -> None:
+        await self._protocol.pipe_to(sink, drain)
 
     async def read(self) -> bytes:
         parts = []

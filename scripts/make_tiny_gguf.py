@@ -4,7 +4,7 @@
 The tokenizer (32,000-token SentencePiece llama vocab) is copied from
 llama.cpp's ``ggml-vocab-llama-spm.gguf``; the weights are F16 noise
 (normal, std 0.02) drawn from ``seed``.  Shape: embedding 64, 2 blocks,
-4 heads / 4 KV heads, FFN 128, trained context 512 -- about 9 MB, and fast
+4 heads / 4 KV heads, FFN 128, trained context 32768 -- about 9 MB, and fast
 enough on one CPU thread for ~1000+ tokens/s.
 
 The output text is gibberish (random tokens, odd Unicode included).  The
@@ -38,7 +38,7 @@ N_LAYER = 2
 N_HEAD = 4
 N_HEAD_KV = 4
 N_FF = 128
-N_CTX_TRAIN = 512
+N_CTX_TRAIN = 32768  # large so long-generation tests are not capped; the KV size follows --ctx-size
 STD = 0.02
 
 # ChatML-ish; minja (llama-server --jinja) and the legacy detector both accept it.

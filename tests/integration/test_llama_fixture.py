@@ -59,7 +59,7 @@ def test_models_differ(upstreams, tiny_models):
         assert props["model_alias"] == name
         assert props["model_path"] == str(tiny_models[name])
         meta = httpx.get(srv.url + "/v1/models", timeout=5).json()["data"][0]["meta"]
-        assert (meta["n_vocab"], meta["n_embd"], meta["n_ctx_train"]) == (32000, 64, 512)
+        assert (meta["n_vocab"], meta["n_embd"], meta["n_ctx_train"]) == (32000, 64, 32768)
         r = httpx.post(
             srv.url + "/v1/chat/completions",
             json={"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 12, "temperature": 0},

@@ -103,12 +103,9 @@ class LlamaServer:
     """One llama-server process bound to 127.0.0.1.
 
     ``ctx`` is the *total* KV size; llama-server gives each of the
-    ``parallel`` slots ctx/parallel tokens, but caps a slot at the model's
-    trained context (512 for the tiny models: "the slot context (1024)
-    exceeds the training context of the model (512) - capping").  The
-    defaults (2048 / 2) thus give each slot 512 tokens: a short chat prompt
-    (~29 tokens) plus 400 generated ones fit; longer requests stop at 512
-    total with finish_reason "length".  Keep ctx >= 512 * parallel.
+    ``parallel`` slots ctx/parallel tokens (capped at the model's trained
+    context, 32768 for the tiny models).  The defaults (2048 / 2) give each
+    slot 1024 tokens: a short chat prompt plus 400+ generated ones fit.
 
     Note: llama-server closes the TCP connection after every *streamed*
     response although it advertises keep-alive; clients reusing that
