@@ -10,8 +10,8 @@ set -euo pipefail
 
 # name -> debootstrap --include list, and the official image's CMD
 declare -A include=(
-    [debian:bookworm-slim]=ca-certificates
-    [python:3.11-slim-bookworm]=ca-certificates,python3,python3-venv,python3-pip,curl
+    [debian:bookworm-slim]="ca-certificates"
+    [python:3.11-slim-bookworm]="ca-certificates,python3,python3-venv,python3-pip,curl"
 )
 declare -A cmd=(
     [debian:bookworm-slim]='["bash"]'

@@ -198,19 +198,21 @@ def test_a_model_added_to_the_file_becomes_routable_and_removal_unroutes_it(gate
 # --- streams that end badly --------------------------------------------------------
 
 @pytest.fixture
-def solo(spawn_llama, upstreams_file, client):
-    """A model of its own (one slot, long context) registered as 'solo' for the duration of a test."""
+def solo(spawn_llama, upstreams_file, gateway, portable_gateway):
+    """A model of its own (one slot, long context), registered under a fresh name for one test."""
     server = spawn_llama("tiny-a", parallel=1, ctx=16384)
+    server.route_name = f"solo-{server.port}"  # fresh, so no gateway can still hold an older entry
     original = upstreams_file.read_text()
     models = yaml.safe_load(original)["models"]
-    write_upstreams(upstreams_file, {**models, "solo": {"url": server.url}})
-    wait_until(lambda: any(m.id == "solo" and m.state == "ready" for m in client.models.list().data), 5,
-               what="'solo' ready")
+    write_upstreams(upstreams_file, {**models, server.route_name: {"url": server.url}})
+    for gw in (gateway, portable_gateway):
+        wait_until(lambda: httpx.get(f"{gw.url}/v1/models/{server.route_name}", timeout=5).json().get("state")
+                   == "ready", 5, what="the model ready on every gateway")
     yield server
     upstreams_file.write_text(original)
 
 
-LONG = {"model": "solo", "messages": CHAT, "max_tokens": 12000, "ignore_eos": True, "stream": True}
+LONG = {"messages": CHAT, "max_tokens": 12000, "ignore_eos": True, "stream": True}
 
 
 def slot_busy(server) -> bool:
@@ -218,7 +220,7 @@ def slot_busy(server) -> bool:
 
 
 def test_client_disconnect_mid_stream_stops_generation(relay_gateway, solo):
-    with httpx.stream("POST", relay_gateway.url + "/v1/chat/completions", json=LONG, timeout=30) as reply:
+    with httpx.stream("POST", relay_gateway.url + "/v1/chat/completions", json={**LONG, "model": solo.route_name}, timeout=30) as reply:
         lines = reply.iter_lines()
         for _ in range(20):
             next(lines)
@@ -249,7 +251,7 @@ def test_client_disconnect_before_headers_drops_the_upstream_request(gateway, so
     connection at once rather than hold it until the answer is complete.
     """
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        body = json.dumps({**LONG, "stream": False}).encode()
+        body = json.dumps({**LONG, "model": solo.route_name, "stream": False}).encode()
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(body), body))
         wait_until(lambda: slot_busy(solo), 5, what="generation to start")
@@ -259,7 +261,7 @@ def test_client_disconnect_before_headers_drops_the_upstream_request(gateway, so
 
 
 def test_upstream_killed_mid_stream_ends_the_stream_with_an_error_event_within_a_second(relay_gateway, solo):
-    with httpx.stream("POST", relay_gateway.url + "/v1/chat/completions", json=LONG, timeout=30) as reply:
+    with httpx.stream("POST", relay_gateway.url + "/v1/chat/completions", json={**LONG, "model": solo.route_name}, timeout=30) as reply:
         lines = reply.iter_lines()
         for _ in range(20):
             next(lines)
@@ -274,7 +276,7 @@ def test_upstream_killed_mid_stream_ends_the_stream_with_an_error_event_within_a
 
 
 def test_upstream_killed_mid_stream_raises_in_the_openai_client(client, solo):
-    stream = client.chat.completions.create(model="solo", messages=CHAT, max_tokens=12000, stream=True,
+    stream = client.chat.completions.create(model=solo.route_name, messages=CHAT, max_tokens=12000, stream=True,
                                             extra_body={"ignore_eos": True})
     next(iter(stream))
     solo.kill()
