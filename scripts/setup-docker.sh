@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Make a Docker engine + Compose v2 usable on a bare Debian 12 box with no
-# systemd and no container registry (dev machines and CI).  Idempotent: each
-# step is skipped when already done, so a warm run takes well under a second.
+# systemd and no container registry (dev machines and CI).  Runs as root.
+# Idempotent: each step is skipped when done; a warm run takes ~0.3 s.
 #
 #   bash scripts/setup-docker.sh
 set -euo pipefail
 
 log() { echo "setup-docker: $*" >&2; }
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Engine: Debian's docker.io (20.10) is the only engine reachable here.
 #    debootstrap comes along for scripts/make-base-images.sh.
@@ -17,20 +16,29 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
     log "installing ${missing[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq >&2
-    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# 2. Daemon: no systemd, so start dockerd by hand.  setsid+nohup detach it from
-#    this script (and the caller's job control) so it outlives us.
-if ! docker info >/dev/null 2>&1; then
+# 2. Daemon: no systemd, so start dockerd by hand.  setsid+nohup detach it so
+#    it outlives this script.  A dockerd that holds the pid file but does not
+#    answer yet is starting (another caller) or shutting down: wait for it
+#    first, since a second dockerd refuses to start while it lives.
+engine_up() { docker info >/dev/null 2>&1; }
+alive() { local st; st="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ "$st" != Z* ]]; }  # zombies count as dead
+pid_alive() { [[ -s /var/run/docker.pid ]] && alive "$(cat /var/run/docker.pid)"; }
+if ! engine_up; then
+    for _ in $(seq 60); do engine_up || ! pid_alive && break; sleep 0.5; done
+fi
+if ! engine_up; then
     log "starting dockerd (log: /var/log/dockerd.log)"
-    as_root bash -c 'setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &'
+    setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+    pid=$!
     for _ in $(seq 120); do             # bounded: 60 s
-        docker info >/dev/null 2>&1 && break
+        engine_up || ! alive "$pid" && break
         sleep 0.5
     done
-    if ! docker info >/dev/null 2>&1; then
+    if ! engine_up; then
         log "dockerd did not come up; last log lines:"
         tail -n 30 /var/log/dockerd.log >&2 || true
         exit 1

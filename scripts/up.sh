@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make up`: build what is missing, start the stack with the overrides this host
+# needs (GPU, WSL2), wait until every service is healthy, then say where it is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+files="$(bash scripts/compose-files.sh)"
+python_image="${LLAMADOCK_PYTHON_IMAGE:-python:3.11-slim-bookworm}"
+
+# The official base image when a registry is reachable; a local stand-in otherwise.
+if ! docker image inspect "$python_image" >/dev/null 2>&1; then
+    if ! timeout 120 docker pull -q "$python_image" >/dev/null 2>&1; then
+        echo "llamadock: cannot pull $python_image: building a local stand-in (scripts/make-base-images.sh)" >&2
+        bash scripts/make-base-images.sh
+    fi
+fi
+
+# shellcheck disable=SC2086  # $files is a list of -f arguments
+docker compose $files up -d --build --wait --wait-timeout 120
+
+port="${LLAMADOCK_PORT:-$(sed -n 's/^LLAMADOCK_PORT=//p' .env 2>/dev/null | tail -n1)}"
+bind="${LLAMADOCK_BIND:-$(sed -n 's/^LLAMADOCK_BIND=//p' .env 2>/dev/null | tail -n1)}"
+url="http://${bind:-127.0.0.1}:${port:-8080}"
+cat <<MSG
+
+llamadock is up.
+  OpenAI API   $url/v1          (e.g. curl $url/v1/models)
+  Swagger      $url/docs
+  GPU status   $url/gpu
+  Metrics      $url/metrics
+MSG
