@@ -6,7 +6,9 @@ order flips every round) so machine noise hits both alike. Prints a table:
 * tokens/s of each path and their ratio (gateway / direct),
 * added time to first token (p50 of gateway minus p50 of direct),
 * gateway CPU per streamed token, from the gateway process's own CPU
-  accounting (/proc/PID/stat utime+stime) over its rounds.
+  accounting (/proc/PID/stat utime+stime) over its rounds,
+* the same for a byte-for-byte TCP forwarder (bench/tcp_forwarder.py), run as
+  a third interleaved path: the floor that any relay's cost sits on here.
 
     make bench                      # or: .venv/bin/python bench/gateway_overhead.py --rounds 6
 """
@@ -18,6 +20,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from gateway import upstream  # noqa: E402  (the lean HTTP client doubles as the load generator)
 from support.gateway import GatewayProcess, write_upstreams  # noqa: E402
 from support.llama import LlamaServer, ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
+from support.net import free_port  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,19 +86,24 @@ def main() -> None:
     rows = []
     with server:
         upstreams = write_upstreams(work / "upstreams.yaml", {"tiny": {"url": server.url}})
+        forwarder_port = free_port()
+        forwarder = subprocess.Popen([sys.executable, str(REPO / "bench" / "tcp_forwarder.py"),
+                                      str(server.port), str(forwarder_port)])
         with GatewayProcess(upstreams) as gateway:
-            asyncio.run(round_(gateway.url, slots, body))  # warm both paths (prompt cache, imports)
+            urls = {"direct": server.url, "gateway": gateway.url, "forwarder": f"http://127.0.0.1:{forwarder_port}"}
+            pids = {"gateway": gateway.pid, "forwarder": forwarder.pid}
+            for url in urls.values():
+                asyncio.run(round_(url, slots, body))  # warm every path (prompt cache, imports)
             for clients in levels:
-                stats = {"direct": [0, 0.0, []], "gateway": [0, 0.0, []]}
-                gateway_cpu = 0.0
+                stats = {path: [0, 0.0, []] for path in urls}
+                cpu = {path: 0.0 for path in pids}
                 for rnd in range(args.rounds):
-                    order = ("direct", "gateway") if rnd % 2 == 0 else ("gateway", "direct")
+                    order = list(urls) if rnd % 2 == 0 else list(reversed(urls))
                     for path in order:
-                        url = server.url if path == "direct" else gateway.url
-                        cpu_before = cpu_seconds(gateway.pid)
-                        tokens, elapsed, ttfts = asyncio.run(round_(url, clients, body))
-                        if path == "gateway":
-                            gateway_cpu += cpu_seconds(gateway.pid) - cpu_before
+                        before = {p: cpu_seconds(pid) for p, pid in pids.items()}
+                        tokens, elapsed, ttfts = asyncio.run(round_(urls[path], clients, body))
+                        if path in pids:
+                            cpu[path] += cpu_seconds(pids[path]) - before[path]
                         stats[path][0] += tokens
                         stats[path][1] += elapsed
                         stats[path][2] += ttfts
@@ -105,9 +114,12 @@ def main() -> None:
                 rows.append({
                     "clients": clients, "direct_tps": d_tps, "gateway_tps": g_tps, "ratio": g_tps / d_tps,
                     "direct_ttft_ms": d_ttft, "gateway_ttft_ms": g_ttft, "added_ttft_ms": g_ttft - d_ttft,
-                    "gateway_cpu_us_per_token": gateway_cpu / stats["gateway"][0] * 1e6,
+                    "gateway_cpu_us_per_token": cpu["gateway"] / stats["gateway"][0] * 1e6,
+                    "forwarder_cpu_us_per_token": cpu["forwarder"] / stats["forwarder"][0] * 1e6,
+                    "forwarder_ratio": stats["forwarder"][0] / stats["forwarder"][1] / d_tps,
                     "tokens": stats["gateway"][0],
                 })
+        forwarder.kill()
     print_table(rows, args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -120,13 +132,14 @@ def print_table(rows: list[dict], args) -> None:
     table = Table(title=f"Gateway overhead: {args.rounds} interleaved A/B rounds x {args.tokens} tokens per client, "
                         f"llama-server --threads {args.threads}")
     for column in ("clients", "direct tok/s", "gateway tok/s", "ratio", "TTFT p50 direct", "TTFT p50 gateway",
-                   "added TTFT", "gateway CPU / token"):
+                   "added TTFT", "gateway CPU / token", "TCP forwarder: ratio", "TCP forwarder CPU / token"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(str(r["clients"]), f"{r['direct_tps']:,.0f}", f"{r['gateway_tps']:,.0f}", f"{r['ratio']:.3f}",
                       f"{r['direct_ttft_ms']:.2f} ms", f"{r['gateway_ttft_ms']:.2f} ms", f"{r['added_ttft_ms']:+.2f} ms",
-                      f"{r['gateway_cpu_us_per_token']:.1f} µs")
-    Console(width=160).print(table)
+                      f"{r['gateway_cpu_us_per_token']:.1f} µs", f"{r['forwarder_ratio']:.3f}",
+                      f"{r['forwarder_cpu_us_per_token']:.1f} µs")
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
