@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode="${LLAMADOCK_GPU:-$(sed -n 's/^LLAMADOCK_GPU=//p' .env 2>/dev/null | tail -n1)}"
+mode="${LLAMADOCK_GPU:-$(sed -n 's/^LLAMADOCK_GPU=//p' .env 2>/dev/null | tail -n1 || true)}"
 mode="${mode:-auto}"
 info="$(docker info --format '{{json .Runtimes}} {{json .CDISpecDirs}} {{.KernelVersion}}' 2>/dev/null || true)"
 

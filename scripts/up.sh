@@ -18,8 +18,8 @@ fi
 # shellcheck disable=SC2086  # $files is a list of -f arguments
 docker compose $files up -d --build --wait --wait-timeout 120
 
-port="${LLAMADOCK_PORT:-$(sed -n 's/^LLAMADOCK_PORT=//p' .env 2>/dev/null | tail -n1)}"
-bind="${LLAMADOCK_BIND:-$(sed -n 's/^LLAMADOCK_BIND=//p' .env 2>/dev/null | tail -n1)}"
+port="${LLAMADOCK_PORT:-$(sed -n 's/^LLAMADOCK_PORT=//p' .env 2>/dev/null | tail -n1 || true)}"
+bind="${LLAMADOCK_BIND:-$(sed -n 's/^LLAMADOCK_BIND=//p' .env 2>/dev/null | tail -n1 || true)}"
 url="http://${bind:-127.0.0.1}:${port:-8080}"
 cat <<MSG
 

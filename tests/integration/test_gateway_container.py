@@ -93,11 +93,20 @@ def test_gateway_container_serves_the_api(stack):
     assert httpx.get(url + "/docs", timeout=10).status_code == 200
 
 
-def test_compose_down_leaves_nothing_behind(tmp_path):
+def test_make_up_then_make_down_leaves_nothing_behind(tmp_path):
+    """The two commands a user runs, as they run them (a test project name keeps a real stack safe)."""
     project = f"llamadock-test-{uuid.uuid4().hex[:8]}"
-    env = {"LLAMADOCK_PORT": str(free_port()), "LLAMADOCK_CONFIG_DIR": str(tmp_path), "LLAMADOCK_GPU": "none"}
+    port = free_port()
     tmp_path.chmod(0o755)
-    compose(project, env, "up", "-d", "--wait", "--wait-timeout", "180")
-    assert project_leftovers(project)
-    compose(project, env, "down", "--remove-orphans", "--volumes", "--timeout", "5")
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "LLAMADOCK_PORT": str(port),
+           "LLAMADOCK_CONFIG_DIR": str(tmp_path), "LLAMADOCK_GPU": "none"}
+    try:
+        up = subprocess.run(["make", "up"], cwd=REPO, env=env, capture_output=True, text=True)
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        assert f"http://127.0.0.1:{port}/docs" in up.stdout
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        assert project_leftovers(project)
+    finally:
+        down = subprocess.run(["make", "down"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr[-2000:]
     assert project_leftovers(project) == []
