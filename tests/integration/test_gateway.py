@@ -125,6 +125,8 @@ def test_completions_and_anthropic_messages_are_relayed(client, gateway):
     reply = httpx.post(gateway.url + "/v1/messages", timeout=30, json={
         "model": "tiny-b", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]})
     assert reply.status_code == 200 and reply.json()["type"] == "message"
+    response = client.responses.create(model="tiny-a", input="Hi", max_output_tokens=8)
+    assert response.status == "completed" and response.output
 
 
 def test_upstream_passthrough_reaches_one_server(gateway):
