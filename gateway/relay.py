@@ -40,8 +40,9 @@ def _server_cycle(server_send):
     client, a changed uvicorn) gets the portable path.
     """
     cycle = getattr(server_send, "__self__", None)
-    if all(hasattr(cycle, name) for name in ("transport", "flow", "chunked_encoding", "response_complete")) \
-            and hasattr(getattr(cycle, "flow", None), "drain") and hasattr(getattr(cycle, "flow", None), "write_paused"):
+    flow = getattr(cycle, "flow", None)
+    if hasattr(cycle, "transport") and hasattr(cycle, "chunked_encoding") \
+            and hasattr(flow, "drain") and hasattr(flow, "write_paused"):
         return cycle
     return None
 
@@ -148,8 +149,6 @@ class Relay(Response):
         self._sse = sse = content_type.startswith(b"text/event-stream")
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
-        self._events = 0
-        self._last = b""
         try:
             server = _server_cycle(self.server_send) if self.fast else None
             if server is not None and server.chunked_encoding is True:

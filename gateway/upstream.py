@@ -148,11 +148,16 @@ class _ResponseProtocol(asyncio.Protocol):
                 raise self.error
             self._waiter = self._loop.create_future()
             await self._waiter
+        data = self._take()
+        self._resume()
+        return data
+
+    def _take(self) -> bytes:
+        """Everything queued, in one piece, and the queue emptied."""
         pieces = self.pieces
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         pieces.clear()
         self.buffered = 0
-        self._resume()
         return data
 
     async def pipe_to(self, sink: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]) -> None:
@@ -161,12 +166,8 @@ class _ResponseProtocol(asyncio.Protocol):
         ``sink(piece)`` returns False when its side is full; reading then pauses
         until ``drain()`` returns. Returns at the end of the body, raises if it broke.
         """
-        if self.pieces:
-            backlog = b"".join(self.pieces)
-            self.pieces.clear()
-            self.buffered = 0
-            if not sink(backlog):
-                await drain()
+        if self.pieces and not sink(self._take()):
+            await drain()
         self._sink = sink
         self._resume()
         while True:
