@@ -7,13 +7,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-COMPOSE := docker compose
+COMPOSE := bash scripts/compose.sh
+# The CLI runs in its container, on the stack's network.
+CLI := $(COMPOSE) --profile cli run --rm cli python -m cli
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
-.PHONY: help venv gateway up down logs ps gpu test test-unit bench images
+.PHONY: help venv gateway up down logs ps gpu test test-unit bench images llama-image models add rm chat reconcile
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,22 +31,45 @@ gateway: venv ## Run the gateway on this host (config/upstreams.yaml), without D
 images: ## Build the stack's images (base images stood in locally when no registry is reachable)
 	bash scripts/setup-docker.sh
 	bash scripts/make-base-images.sh
-	$(COMPOSE) $$(bash scripts/compose-files.sh) build
+	$(COMPOSE) build
+
+llama-image: ## Build a CPU llama-server image locally (no registry needed) and use it for new models
+	bash scripts/make-llama-image.sh
 
 up: ## Start the stack (GPU / WSL2 detected) and wait until it is healthy
 	bash scripts/up.sh
 
-down: ## Stop the stack; nothing of ours is left running
-	$(COMPOSE) $$(bash scripts/compose-files.sh) down --remove-orphans
+down: ## Stop the stack and every model container; nothing of ours is left running
+	bash scripts/down.sh
 
-logs: ## Follow the stack's logs
-	$(COMPOSE) $$(bash scripts/compose-files.sh) logs -f
+logs: ## Follow the stack's logs, model servers included
+	$(COMPOSE) logs -f
 
-ps: ## Show the stack's containers
-	$(COMPOSE) $$(bash scripts/compose-files.sh) ps
+ps: ## Show the stack's containers and the model containers
+	@$(COMPOSE) ps
+	@docker ps -a --filter "label=io.llamadock.project=$${COMPOSE_PROJECT_NAME:-llamadock}" \
+		--format 'table {{.Names}}\t{{.Status}}\t{{.Image}}'
+
+models: ## Models: declared, running, and GGUF files available to add
+	$(CLI) models
+
+add: ## Add a model: make add NAME=x MODEL=file.gguf|owner/repo[:quant] [CTX=8192] [PARALLEL=2] [ALIASES=a,b] [ARGS="..."]
+	@test -n "$(NAME)" -a -n "$(MODEL)" || { echo "usage: make add NAME=name MODEL=file.gguf|owner/repo[:quant]"; exit 2; }
+	$(CLI) models add "$(NAME)" "$(MODEL)" $(if $(CTX),--ctx-size $(CTX)) $(if $(PARALLEL),--parallel $(PARALLEL)) \
+		$(if $(ALIASES),--alias "$(ALIASES)") $(if $(ARGS),--args "$(ARGS)")
+
+reconcile: ## Apply hand edits of config/models.yaml: start, recreate, remove containers to match
+	$(CLI) models reconcile
+
+rm: ## Remove a model: make rm NAME=x
+	@test -n "$(NAME)" || { echo "usage: make rm NAME=name"; exit 2; }
+	$(CLI) models rm "$(NAME)"
 
 gpu: ## Show GPU status from the running gateway
-	@curl -fsS $(GATEWAY_URL)/gpu | $(PYTHON) -m json.tool
+	$(CLI) gpu
+
+chat: ## Chat in the terminal (the cli container): make chat [MODEL=name]
+	$(CLI) chat $(if $(MODEL),--model "$(MODEL)")
 
 test-unit: venv ## Fast tests: pure logic, no servers
 	$(PY) -m pytest tests/unit -q

@@ -1,5 +1,5 @@
-# One image for llamadock's Python services: the gateway (default CMD), and
-# later the orchestrator and the CLI (override the command).
+# One image for llamadock's Python services: the gateway (default CMD), the
+# orchestrator and the CLI (compose.yaml sets each one's command).
 #
 #   docker build -f docker/app.Dockerfile -t llamadock/app:dev .
 #
@@ -37,6 +37,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # The project itself: seconds, no network.
 COPY gateway/ gateway/
+COPY orchestrator/ orchestrator/
 COPY cli/ cli/
 RUN pip install --quiet --no-deps --no-build-isolation . \
  && rm -rf build ./*.egg-info

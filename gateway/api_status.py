@@ -43,7 +43,8 @@ async def status(request: Request) -> Status:
     models = [ModelObject(id=r.name, created=r.created, aliases=list(r.aliases), state=r.state.value, reason=r.reason)
               for r in catalog.routes]
     return Status(models=models, gpu=await read_gpu(ctx),
-                  upstreams_file_error=getattr(ctx.registry, "file_error", None))
+                  upstreams_file_error=getattr(ctx.registry, "file_error", None),
+                  orchestrator_error=getattr(ctx.registry, "error", None))
 
 
 @router.get("/metrics", tags=["Gateway"], summary="Prometheus metrics", response_class=Response,

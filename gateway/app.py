@@ -9,10 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, api_models, api_status
+import httpx
+
+from . import __version__, api_admin, api_models, api_status
 from .context import GatewayContext
 from .errors import GatewayError
 from .gpu import NvmlReader
+from .orchestrated import OrchestratorRegistry
 from .registry import ModelRegistry, StaticRegistry
 from .relay import SERVER_SEND_KEY
 from .settings import GatewaySettings
@@ -28,6 +31,7 @@ included, come back byte for byte.
 * **Anthropic**: `/v1/messages`
 * **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
 * **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
+* **Admin** (admin token): `/admin/models` add, remove, restart, logs; `/admin/reconcile`
 
 Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 """
@@ -41,21 +45,31 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def default_registry(settings: GatewaySettings) -> ModelRegistry:
+    static = StaticRegistry(settings.upstreams_file, settings.health_interval_s)
+    if settings.orchestrator_url:
+        return OrchestratorRegistry(settings.orchestrator_url, settings.admin_token, static=static)
+    return static
+
+
 def create_app(
     settings: GatewaySettings | None = None,
     registry: ModelRegistry | None = None,
     gpu: NvmlReader | None = None,
 ) -> FastAPI:
     settings = settings or GatewaySettings()
-    registry = registry or StaticRegistry(settings.upstreams_file, settings.health_interval_s)
+    registry = registry or default_registry(settings)
     context = GatewayContext(settings=settings, registry=registry, gpu=gpu or NvmlReader())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await registry.start()
+        # Admin calls can take minutes (a model loading); log follows last as long as the client stays.
+        app.state.admin_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
         try:
             yield
         finally:
+            await app.state.admin_client.aclose()
             await registry.stop()
 
     app = GatewayApp(title="llamadock gateway", version=__version__, description=DESCRIPTION,
@@ -63,6 +77,7 @@ def create_app(
     app.state.gateway = context
     app.include_router(api_status.router)
     app.include_router(api_models.router)
+    app.include_router(api_admin.router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError):

@@ -32,6 +32,7 @@ class Status(BaseModel):
     models: list[ModelObject]
     gpu: GpuStatus
     upstreams_file_error: str | None = Field(None, description="Why the last edit of the static registry file was ignored.")
+    orchestrator_error: str | None = Field(None, description="Why the live model view may be stale (orchestrator away).")
 
 
 _CHAT = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Say hello in five words."}]}

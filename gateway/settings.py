@@ -31,6 +31,10 @@ class GatewaySettings(BaseSettings):
     fast_relay: bool = Field(
         True, description="Write streamed chunks straight to uvicorn's transport (off: one ASGI send per chunk)."
     )
+    orchestrator_url: str | None = Field(
+        None, description="The orchestrator's API (inside the stack: http://orchestrator:8081). Unset: static file only."
+    )
+    admin_token: str = Field("", description="Bearer token for /admin/*. Empty: admin endpoints are off.")
     log_level: str = "info"
 
     @field_validator("api_keys", mode="before")

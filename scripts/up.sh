@@ -3,10 +3,9 @@
 # needs (GPU, WSL2), wait until every service is healthy, then say where it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/stack-env.sh
 
-files="$(bash scripts/compose-files.sh)"
 python_image="${LLAMADOCK_PYTHON_IMAGE:-python:3.11-slim-bookworm}"
-
 # The official base image when a registry is reachable; a local stand-in otherwise.
 if ! docker image inspect "$python_image" >/dev/null 2>&1; then
     if ! timeout 120 docker pull -q "$python_image" >/dev/null 2>&1; then
@@ -15,11 +14,10 @@ if ! docker image inspect "$python_image" >/dev/null 2>&1; then
     fi
 fi
 
-# shellcheck disable=SC2086  # $files is a list of -f arguments
-docker compose $files up -d --build --wait --wait-timeout 120
+bash scripts/compose.sh up -d --build --wait --wait-timeout 120
 
-port="${LLAMADOCK_PORT:-$(sed -n 's/^LLAMADOCK_PORT=//p' .env 2>/dev/null | tail -n1 || true)}"
-bind="${LLAMADOCK_BIND:-$(sed -n 's/^LLAMADOCK_BIND=//p' .env 2>/dev/null | tail -n1 || true)}"
+port="${LLAMADOCK_PORT:-$(env_file_value LLAMADOCK_PORT)}"
+bind="${LLAMADOCK_BIND:-$(env_file_value LLAMADOCK_BIND)}"
 url="http://${bind:-127.0.0.1}:${port:-8080}"
 cat <<MSG
 
@@ -28,4 +26,8 @@ llamadock is up.
   Swagger      $url/docs
   GPU status   $url/gpu
   Metrics      $url/metrics
+  Admin token  in .env (LLAMADOCK_ADMIN_TOKEN), for /admin/* and \`make add\`
+
+Add a model:   make add NAME=gemma3 MODEL=ggml-org/gemma-3-1b-it-GGUF:Q4_K_M
+               make add NAME=mine MODEL=my-model.gguf      (a file in models/)
 MSG

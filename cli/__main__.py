@@ -1,0 +1,84 @@
+"""``python -m cli`` (``llamadock``): admin commands; the chat client comes with issue 4.
+
+    llamadock models                          table of models
+    llamadock models add NAME SOURCE [opts]   SOURCE: file in models/ or owner/repo[:quant]
+    llamadock models rm NAME
+    llamadock models restart NAME
+    llamadock models logs NAME [-f] [--tail N]
+    llamadock gpu | status
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from . import admin
+from .api import Api, ApiError, Connection
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llamadock", description="Manage and inspect a llamadock stack.")
+    p.add_argument("--url", help="Gateway URL (LLAMADOCK_URL; default http://127.0.0.1:8080).")
+    p.add_argument("--admin-token", help="Admin token (LLAMADOCK_ADMIN_TOKEN).")
+    p.add_argument("--api-key", help="API key for /v1 (LLAMADOCK_API_KEY).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="List, add, remove models.")
+    models.set_defaults(run=admin.cmd_models)
+    msub = models.add_subparsers(dest="action")
+
+    add = msub.add_parser("add", help="Add a model and wait until it answers.")
+    add.add_argument("name")
+    add.add_argument("source", help="A GGUF file in models/ (x.gguf) or a Hugging Face repo (owner/repo[:quant]).")
+    add.add_argument("--alias", action="append", help="Another name for it (repeat, or comma-separated).")
+    add.add_argument("--ctx-size", type=int)
+    add.add_argument("--parallel", type=int)
+    add.add_argument("--gpu-layers", help="'all' or a number.")
+    add.add_argument("--mmproj", help="Vision projector GGUF in models/.")
+    add.add_argument("--image", help="llama-server image for this model.")
+    add.add_argument("--args", dest="args_text", help="Extra llama-server arguments, as one string: --args '--flash-attn on'.")
+    add.add_argument("--replace", action="store_true", help="Replace a model of that name.")
+    add.set_defaults(run=admin.cmd_add)
+
+    rm = msub.add_parser("rm", help="Stop and remove a model.")
+    rm.add_argument("name")
+    rm.set_defaults(run=admin.cmd_rm)
+
+    restart = msub.add_parser("restart", help="Restart a model's server.")
+    restart.add_argument("name")
+    restart.set_defaults(run=admin.cmd_restart)
+
+    logs = msub.add_parser("logs", help="A model's server log.")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int, default=100)
+    logs.set_defaults(run=admin.cmd_logs)
+
+    reconcile = msub.add_parser("reconcile", help="Make the containers match config/models.yaml.")
+    reconcile.set_defaults(run=admin.cmd_reconcile)
+
+    sub.add_parser("gpu", help="GPU memory, utilization, temperature.").set_defaults(run=admin.cmd_gpu)
+    sub.add_parser("status", help="Models and GPUs.").set_defaults(run=admin.cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console()
+    api = Api(Connection.from_env(args.url, args.admin_token, args.api_key), timeout=None)
+    try:
+        return args.run(api, console, args)
+    except ApiError as exc:
+        console.print(f"[red]Error:[/] {exc}")
+        for line in exc.log_tail[-15:]:
+            console.print(f"  [dim]{line}[/]", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The gateway's HTTP API as the CLI uses it: one place for URLs, tokens and errors.
+
+Every failure becomes ``ApiError`` with one sentence a person can act on: the
+gateway's own error message when there is one, else what could not be reached.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int | None = None, log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.log_tail = log_tail or []
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    admin_token: str = ""
+    api_key: str = ""
+
+    @classmethod
+    def from_env(cls, url: str | None = None, admin_token: str | None = None, api_key: str | None = None) -> "Connection":
+        return cls(
+            url=(url or os.environ.get("LLAMADOCK_URL") or DEFAULT_URL).rstrip("/"),
+            admin_token=admin_token if admin_token is not None else os.environ.get("LLAMADOCK_ADMIN_TOKEN", ""),
+            api_key=api_key if api_key is not None else os.environ.get("LLAMADOCK_API_KEY", ""),
+        )
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    try:
+        error = response.json().get("error") or {}
+        message = error.get("message") or response.text
+        tail = error.get("log_tail") or []
+    except ValueError:
+        message, tail = response.text.strip() or response.reason_phrase, []
+    return ApiError(str(message), response.status_code, tail)
+
+
+class Api:
+    def __init__(self, conn: Connection, timeout: float | None = 30.0) -> None:
+        self.conn = conn
+        self.client = httpx.Client(base_url=conn.url, timeout=httpx.Timeout(timeout, connect=5.0))
+
+    def _headers(self, admin: bool) -> dict[str, str]:
+        token = self.conn.admin_token if admin else self.conn.api_key
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+    def request(self, method: str, path: str, *, admin: bool = False, **kwargs) -> dict:
+        if admin and not self.conn.admin_token:
+            raise ApiError("This needs the admin token: set LLAMADOCK_ADMIN_TOKEN (it is in .env after `make up`).")
+        try:
+            response = self.client.request(method, path, headers=self._headers(admin), **kwargs)
+        except httpx.ConnectError:
+            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
+        except httpx.TimeoutException:
+            raise ApiError(f"The gateway at {self.conn.url} did not answer in time.") from None
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response.json()
+
+    def stream_text(self, path: str, *, admin: bool = False, params: dict | None = None) -> Iterator[str]:
+        try:
+            with self.client.stream("GET", path, headers=self._headers(admin), params=params,
+                                    timeout=httpx.Timeout(None, connect=5.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                yield from response.iter_text()
+        except httpx.ConnectError:
+            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None

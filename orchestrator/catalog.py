@@ -1,0 +1,404 @@
+"""The model catalog, config/models.yaml: read it, edit it, find GGUF files it does not declare.
+
+Users edit the file by hand and the orchestrator edits it at runtime, so:
+
+- errors name the file and the line, down to the offending key, so a typo is quick to fix;
+- edits are surgical: adding, replacing or removing a model rewrites that model's lines only,
+  and every other line (comments, order, quoting, indentation) stays byte for byte;
+- we never write what we cannot read back: each rendered text is parsed again and compared
+  with the specs it should hold, writes are atomic, and a file the user left broken is never
+  overwritten.
+
+    # comments the user wrote survive our edits
+    models:
+      qwen3-4b:
+        hf: Qwen/Qwen3-4B-GGUF:Q4_K_M
+        ctx_size: 8192
+      tiny:
+        model: tiny.gguf
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml as pyyaml
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from .spec import ModelSpec
+
+DEFAULT_PATH = "config/models.yaml"
+MODELS_KEY = "models"
+# llama.cpp's split files: only the first part is given to llama-server.
+MULTIPART_GGUF = re.compile(r"^.+-(?P<part>\d{5})-of-\d{5}\.gguf$", re.IGNORECASE)
+# `models:`, `models: {}`, `models: ~  # note`: a line we can turn into `models:  # note` with entries under it.
+EMPTY_MODELS_LINE = re.compile(
+    rf"^(?P<key>{MODELS_KEY}:)[ \t]*?(?:\{{[ \t]*\}}|null|Null|NULL|~)?(?P<comment>[ \t]+#.*)?\r?\n?$")
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be read: where (``path``, 1-based ``line`` or None) and why (``reason``)."""
+
+    def __init__(self, path: str, line: int | None, reason: str):
+        super().__init__(path, line, reason)
+        self.path, self.line, self.reason = path, line, reason
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}, line {self.line}"
+        return f"{where}: {self.reason}"
+
+
+def parse_catalog(text: str, path: str = DEFAULT_PATH) -> dict[str, ModelSpec]:
+    """The models ``text`` declares, by name; CatalogError says where and why it is wrong."""
+    root = _load(text, path)
+    models = _models_mapping(root, path)
+    specs: dict[str, ModelSpec] = {}
+    for name, body in (models or {}).items():
+        key_line = models.lc.key(name)[0] + 1
+        if body is None:
+            body = CommentedMap()
+        if not isinstance(body, CommentedMap):
+            raise CatalogError(path, key_line, f"models.{name}: expected settings such as `model: file.gguf`, "
+                                               f"found {_kind(body)}")
+        if "name" in body:
+            raise CatalogError(path, body.lc.key("name")[0] + 1,
+                               f"models.{name}.name: the model's name is its key; remove `name:`")
+        try:
+            spec = ModelSpec.model_validate({"name": _plain(name), **_plain(body)})
+        except ValidationError as error:
+            raise _located(error, name, body, key_line, path) from None
+        specs[spec.name] = spec
+    return specs
+
+
+def load_catalog(path: Path) -> dict[str, ModelSpec]:
+    """The models declared in the file at ``path``; none when it does not exist."""
+    return parse_catalog(_read(path), str(path))
+
+
+def render_with_model(text: str, spec: ModelSpec) -> str:
+    """``text`` with ``spec`` added at the end of `models:`, or replacing the model of that name in place."""
+    expected = parse_catalog(text) | {spec.name: spec}
+    root = _load(text, DEFAULT_PATH)
+    models = root.get(MODELS_KEY) if root is not None else None
+    if not _is_block_with_entries(root, models):
+        return _checked(_added_to_empty(root, text, spec), expected)
+    lines = _with_final_newline(text.splitlines(keepends=True))
+    names = list(models)
+    column = models.lc.key(names[0])[1]
+    entry = [" " * column + line for line in _dump(_entry(spec), _body_indent(models, names[0])).splitlines(True)]
+    if spec.name in models:
+        start, stop = _entry_span(lines, models, spec.name)
+    else:
+        start = stop = _entry_span(lines, models, names[-1])[1]
+    lines[start:stop] = entry
+    return _checked("".join(lines), expected)
+
+
+def render_without_model(text: str, name: str) -> str:
+    """``text`` without the model ``name``; KeyError when it has none by that name.
+
+    Comment lines just above the model stay: they may well be about the models above it.
+    """
+    expected = parse_catalog(text)
+    if name not in expected:
+        raise KeyError(name)
+    del expected[name]
+    root = _load(text, DEFAULT_PATH)
+    models = root[MODELS_KEY]
+    if not _is_block_with_entries(root, models):
+        del models[name]
+        return _checked(_dump(root), expected)
+    lines = text.splitlines(keepends=True)
+    start, stop = _entry_span(lines, models, name)
+    gap_above = start - 1 == root.lc.key(MODELS_KEY)[0] or not lines[start - 1].strip()
+    if gap_above and stop < len(lines) and not lines[stop].strip():
+        stop += 1  # one blank line where the model was, not two
+    del lines[start:stop]
+    return _checked("".join(lines), expected)
+
+
+def save_catalog_text(path: Path, text: str) -> None:
+    """Replace the file at ``path`` with ``text`` atomically: readers see the old file or the new, never half of one.
+
+    Keeps the permission bits (and owner, where we may) of the file it replaces; a new file gets 0o644.
+    """
+    target = Path(os.path.realpath(path))  # a symlinked catalog: replace what it points to, not the link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = target.stat()
+    except FileNotFoundError:
+        old = None
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, stat.S_IMODE(old.st_mode) if old else 0o644)
+        if old:
+            # Run as root in a container, we would otherwise leave the user a file they cannot edit.
+            with contextlib.suppress(PermissionError):
+                os.chown(temp, old.st_uid, old.st_gid)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def update_catalog(path: Path, change: Callable[[str], str]) -> dict[str, ModelSpec]:
+    """Apply ``change`` (old text -> new text, e.g. ``lambda t: render_with_model(t, spec)``) to the file.
+
+    Refuses, writing nothing, when the file as it is does not parse: a user's half-done edit is
+    theirs to finish, not ours to overwrite. Returns the specs now in the file. Not locked: callers
+    serialise their updates themselves.
+    """
+    text = _read(path)
+    parse_catalog(text, str(path))
+    new_text = change(text)
+    specs = parse_catalog(new_text, str(path))
+    save_catalog_text(path, new_text)
+    return specs
+
+
+def undeclared_gguf_files(models_dir: Path, specs: dict[str, ModelSpec]) -> list[str]:
+    """GGUF files under ``models_dir`` that no spec uses as ``model`` or ``mmproj``: sorted paths relative to it.
+
+    Hidden files and directories (``.cache``, partial downloads) are skipped, symlinked directories
+    are not entered, and of a split model (``x-00001-of-00003.gguf``) only the first part is listed.
+    """
+    declared = {path for spec in specs.values() for path in (spec.model, spec.mmproj) if path}
+    root = models_dir.resolve()
+    found = []
+    for directory, subdirectories, files in os.walk(models_dir):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in files:
+            part = MULTIPART_GGUF.match(name)
+            if name.startswith(".") or not name.lower().endswith(".gguf") or (part and int(part["part"]) != 1):
+                continue
+            file = Path(directory, name)
+            if not file.is_file() or not file.resolve().is_relative_to(root):
+                continue  # a broken link, or one pointing out of models/ (not there inside the container)
+            relative = file.relative_to(models_dir).as_posix()
+            if relative not in declared:
+                found.append(relative)
+    return sorted(found)
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip mode: keeps comments and positions, refuses duplicate keys
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a long hf id or argument onto a second line
+    return yaml
+
+
+def _load(text: str, path: str) -> Any:
+    try:
+        return _yaml().load(text)
+    except DuplicateKeyError as error:
+        what = error.problem.split(" with value")[0].removeprefix("found ")  # 'duplicate key "tiny"'
+        raise CatalogError(path, _line(error.problem_mark), what) from None
+    except MarkedYAMLError as error:
+        what = "; ".join(part for part in (error.context, error.problem) if part)
+        raise CatalogError(path, _line(error.problem_mark or error.context_mark), f"not valid YAML: {what}") from None
+    except YAMLError as error:
+        raise CatalogError(path, None, f"not valid YAML: {error}") from None
+
+
+def _line(mark: Any) -> int | None:
+    return mark.line + 1 if mark is not None else None
+
+
+def _models_mapping(root: Any, path: str) -> CommentedMap | None:
+    if root is None:
+        return None
+    if not isinstance(root, CommentedMap):
+        line = root.lc.line + 1 if isinstance(root, CommentedSeq) else None
+        raise CatalogError(path, line, f"expected `{MODELS_KEY}:` at the top level, found {_kind(root)}")
+    for key in root:
+        if key != MODELS_KEY:
+            raise CatalogError(path, root.lc.key(key)[0] + 1,
+                               f"unknown top-level key {key!r}: the catalog holds only `{MODELS_KEY}:`")
+    models = root.get(MODELS_KEY)
+    if models is not None and not isinstance(models, CommentedMap):
+        raise CatalogError(path, root.lc.key(MODELS_KEY)[0] + 1,
+                           f"`{MODELS_KEY}:` must map model names to their settings, found {_kind(models)}")
+    return models
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers and scalar subclasses as plain Python values."""
+    if isinstance(node, dict):
+        return {_plain(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, ScalarBoolean):
+        return bool(node)
+    for kind in (bool, str, int, float):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
+def _located(error: ValidationError, name: Any, body: CommentedMap, key_line: int, path: str) -> CatalogError:
+    """The first problem pydantic found, on the line of the deepest key of its ``loc`` the file has."""
+    problems = [(_deepest(body, problem["loc"], key_line), problem) for problem in error.errors()]
+    (steps, line), first = problems[0]
+    if first["loc"][:1] == ("name",):
+        return CatalogError(path, key_line, f"models.{name}: invalid model name: {first['msg']}")
+    # A union field (gpu_layers, gpus) fails once per alternative, each with the same place in the file.
+    messages = dict.fromkeys(problem["msg"].removeprefix("Value error, ") for (s, _), problem in problems if s == steps)
+    return CatalogError(path, line, f"{'.'.join(['models', str(name), *map(str, steps)])}: {' or '.join(messages)}")
+
+
+def _deepest(node: Any, loc: tuple, line: int) -> tuple[tuple, int]:
+    steps: tuple = ()
+    for step in loc:
+        if isinstance(node, CommentedMap) and step in node:
+            line = node.lc.key(step)[0] + 1
+        elif isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node):
+            line = node.lc.item(step)[0] + 1
+        else:
+            break
+        steps, node = (*steps, step), node[step]
+    return steps, line
+
+
+def _is_block_with_entries(root: Any, models: Any) -> bool:
+    return bool(models) and not root.fa.flow_style() and not models.fa.flow_style()
+
+
+def _entry_span(lines: list[str], models: CommentedMap, name: str) -> tuple[int, int]:
+    """Lines [start, stop) of model ``name``: its key and all lines indented under it.
+
+    The blank and comment lines after it that are not indented deeper than its key belong to
+    what follows (the next model, or the end of the file), so they are not part of it.
+    """
+    names = list(models)
+    start, column = models.lc.key(name)
+    after = names.index(name) + 1
+    stop = models.lc.key(names[after])[0] if after < len(names) else len(lines)
+    while stop - 1 > start and (not lines[stop - 1].strip() or _indent(lines[stop - 1]) <= column):
+        stop -= 1
+    return start, stop
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _body_indent(models: CommentedMap, name: str) -> int:
+    """How far the user indents a model's settings under its name (2 unless the file says otherwise)."""
+    body = models[name]
+    if isinstance(body, CommentedMap) and body and not body.fa.flow_style():
+        return max(body.lc.key(next(iter(body)))[1] - models.lc.key(name)[1], 1)
+    return 2
+
+
+def _with_final_newline(lines: list[str]) -> list[str]:
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    return lines
+
+
+def _entry(spec: ModelSpec) -> CommentedMap:
+    """``{name: settings}`` ready to dump, lists on one line: ``args: [--flash-attn, "on"]``."""
+    settings = CommentedMap()
+    for key, value in spec.declared().items():
+        if isinstance(value, list):
+            value = CommentedSeq(_unambiguous(item) for item in value)
+            value.fa.set_flow_style()
+        settings[key] = _unambiguous(value)
+    return CommentedMap({_unambiguous(spec.name): settings})
+
+
+def _unambiguous(value: Any) -> Any:
+    """Quote a string that a YAML 1.1 reader such as PyYAML would take for something else (`on`, `no`, `1_000`)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        same = pyyaml.safe_load(value) == value
+    except pyyaml.YAMLError:
+        same = False
+    return value if same else DoubleQuotedScalarString(value)
+
+
+def _dump(data: Any, mapping_indent: int = 2) -> str:
+    yaml = _yaml()
+    yaml.indent(mapping=mapping_indent, sequence=mapping_indent + 2, offset=mapping_indent)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def _added_to_empty(root: Any, text: str, spec: ModelSpec) -> str:
+    """``spec`` added to a catalog with no block-style models yet: no file, ``models:``, ``models: {}``."""
+    lines = _with_final_newline(text.splitlines(keepends=True))
+    entry = ["  " + line for line in _dump(_entry(spec)).splitlines(True)]
+    if root is None:  # nothing but comments (or `null`): keep the comments, add `models:` below
+        kept = [line for line in lines if line.strip()[:1] in ("", "#")]
+        return "".join([*kept, f"{MODELS_KEY}:\n", *entry])
+    key_line = root.lc.key(MODELS_KEY)[0] if MODELS_KEY in root else None
+    empty_value = EMPTY_MODELS_LINE.match(lines[key_line]) if key_line is not None else None
+    if empty_value and not root.fa.flow_style():
+        # `models: {}  # note` -> `models:  # note`, the new model right under it
+        lines[key_line:key_line + 1] = [f"{empty_value['key']}{empty_value['comment'] or ''}\n", *entry]
+        return "".join(lines)
+    # Anything rarer (a flow mapping `models: {a: {...}}`, `{}` as the whole file): let ruamel write it all.
+    if root.get(MODELS_KEY) is None:
+        root[MODELS_KEY] = CommentedMap()
+    root.fa.set_block_style()
+    root[MODELS_KEY].fa.set_block_style()  # not `models: {tiny: {...}}`
+    root[MODELS_KEY].update(_entry(spec))
+    return _dump(root)
+
+
+def _checked(text: str, expected: dict[str, ModelSpec]) -> str:
+    """``text``, once it is sure to parse back to ``expected``: a bug here must not reach the disk."""
+    try:
+        actual = parse_catalog(text)
+    except CatalogError as error:
+        raise AssertionError(f"rendered catalog does not parse ({error}):\n{text}") from error
+    if actual != expected:
+        raise AssertionError(f"rendered catalog holds {sorted(actual)}, not the expected {sorted(expected)}:\n{text}")
+    return text
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError as error:
+        raise CatalogError(str(path), None, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable; not every platform lets a directory be opened for this."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,130 @@
+"""Spec + host facts -> the Docker SDK arguments for that model's llama-server container.
+
+Pure: ``create_kwargs`` returns plain data (``client.containers.create(**kwargs)``),
+so every host kind is unit-tested without a daemon. Labels carry everything needed
+to rebuild the orchestrator's view after a restart: project, model, spec and its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .host import HostFacts
+from .spec import ModelSpec
+
+LABEL_PROJECT = "io.llamadock.project"
+LABEL_MODEL = "io.llamadock.model"
+LABEL_HASH = "io.llamadock.spec-hash"
+LABEL_SPEC = "io.llamadock.spec"
+
+SERVER_PORT = 8080
+MODELS_MOUNT = "/models"  # models/ inside a model container (read-only)
+CACHE_MOUNT = "/cache"  # models/.cache inside it: where -hf downloads land (read-write)
+NS = 1_000_000_000  # Docker wants durations in nanoseconds
+
+
+@dataclass(frozen=True)
+class StackFacts:
+    """Where the stack lives, as the Docker daemon sees it (host paths, network name)."""
+
+    project: str
+    network: str
+    models_dir: str  # host path of models/
+    cache_dir: str  # host path of models/.cache
+    cpu_image: str
+    gpu_image: str
+    user: str | None = None  # "uid:gid" the servers run as (so downloads belong to the user)
+    log_max_size: str = "10m"
+    log_max_files: int = 3
+
+
+def container_name(project: str, model: str) -> str:
+    return f"{project}-model-{model}"
+
+
+def server_command(spec: ModelSpec, host: HostFacts) -> list[str]:
+    """llama-server's arguments (the image's entrypoint is llama-server)."""
+    cmd = ["--host", "0.0.0.0", "--port", str(SERVER_PORT), "--alias", spec.name]
+    if spec.model is not None:
+        cmd += ["--model", f"{MODELS_MOUNT}/{spec.model}"]
+    else:
+        cmd += ["--hf-repo", spec.hf]
+    if spec.mmproj is not None:
+        cmd += ["--mmproj", f"{MODELS_MOUNT}/{spec.mmproj}"]
+    layers = 0 if not host.gpu else (999 if spec.gpu_layers == "all" else spec.gpu_layers)
+    cmd += ["--ctx-size", str(spec.ctx_size), "--n-gpu-layers", str(layers), "--parallel", str(spec.parallel)]
+    # Prometheus metrics and the slots view feed llamadock's status and scheduling.
+    cmd += ["--metrics", "--slots"]
+    return cmd + list(spec.args)
+
+
+def _device_requests(spec: ModelSpec, host: HostFacts) -> list[dict]:
+    if not host.gpu:
+        return []
+    ids = None if spec.gpus == "all" else [str(i) for i in spec.gpus]
+    if host.gpu_driver == "cdi":
+        names = ["nvidia.com/gpu=all"] if ids is None else [f"nvidia.com/gpu={i}" for i in ids]
+        return [{"Driver": "cdi", "DeviceIDs": names}]
+    request = {"Driver": "nvidia", "Capabilities": [["gpu", "compute", "utility"]]}
+    if ids is None:
+        request["Count"] = -1
+    else:
+        request["DeviceIDs"] = ids
+    return [request]
+
+
+def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts) -> dict:
+    image = spec.image or (stack.gpu_image if host.gpu else stack.cpu_image)
+    environment = {"LLAMA_CACHE": CACHE_MOUNT, "HOME": CACHE_MOUNT}
+    mounts = [
+        {"Type": "bind", "Source": stack.models_dir, "Target": MODELS_MOUNT, "ReadOnly": True},
+        {"Type": "bind", "Source": stack.cache_dir, "Target": CACHE_MOUNT, "ReadOnly": False},
+    ]
+    devices: list[str] = []
+    if host.gpu and host.wsl2 and not host.docker_desktop:
+        # A Docker engine inside a WSL2 distro: the driver's libraries are in
+        # /usr/lib/wsl/lib and the GPU is the paravirtual /dev/dxg device.
+        environment["LD_LIBRARY_PATH"] = "/usr/lib/wsl/lib"
+        mounts.append({"Type": "bind", "Source": "/usr/lib/wsl", "Target": "/usr/lib/wsl", "ReadOnly": True})
+        devices.append("/dev/dxg:/dev/dxg:rwm")
+    kwargs = {
+        "image": image,
+        "command": server_command(spec, host),
+        "environment": environment,
+        "mounts": mounts,
+        "devices": devices,
+        "device_requests": _device_requests(spec, host),
+        "network": stack.network,
+        "healthcheck": {
+            # The official llama.cpp server images ship curl for exactly this.
+            "test": ["CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{SERVER_PORT}/health"],
+            "interval": 5 * NS, "timeout": 3 * NS, "retries": 3,
+            "start_period": 600 * NS,  # loading (or downloading) a big model takes a while
+        },
+        "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
+        "log_config": {"type": "json-file",
+                       "config": {"max-size": stack.log_max_size, "max-file": str(stack.log_max_files)}},
+        "stop_signal": "SIGTERM",
+        "privileged": False,
+        "security_opt": ["no-new-privileges"],
+        "detach": True,
+    }
+    if stack.user:
+        kwargs["user"] = stack.user
+    digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
+    kwargs["name"] = container_name(stack.project, spec.name)
+    kwargs["labels"] = {
+        LABEL_PROJECT: stack.project,
+        LABEL_MODEL: spec.name,
+        # The hash covers the container as created (spec, image, host kind, mounts), so
+        # reconcile recreates a model whenever anything that shapes it changed.
+        LABEL_HASH: digest,
+        LABEL_SPEC: json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+    }
+    return kwargs
+
+
+def spec_hash(kwargs: dict) -> str:
+    return kwargs["labels"][LABEL_HASH]

@@ -1,0 +1,441 @@
+"""The operations on model containers: add, remove, restart, list, logs, reconcile.
+
+The decisions are pure (spec.py, containers.py, status.py); this module does the
+effects through the Docker SDK, which blocks, so every call runs in a thread.
+One asyncio lock per model name makes each operation atomic for that name: ten
+concurrent adds of one model give one container, and reconcile never removes a
+container that an add is still starting.
+
+The view handed to the gateway is a snapshot rebuilt from Docker (labels, state)
+and the catalog whenever something changes; ``version`` counts the changes so a
+client can long-poll for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+import docker
+import docker.errors
+import httpx
+
+from . import catalog as catalog_file
+from .containers import LABEL_MODEL, LABEL_PROJECT, StackFacts, container_name, create_kwargs, spec_hash
+from .errors import OpError, not_found
+from .host import HostFacts
+from .settings import OrchestratorSettings
+from .sources import SourceError, check_sources
+from .spec import ModelSpec
+from .status import READY, STARTING, ContainerView, container_view, model_state, model_url, uptime_s
+
+log = logging.getLogger("llamadock.orchestrator")
+
+LOG_TAIL_ON_FAILURE = 40
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    declared: bool
+    spec: dict | None
+    aliases: list[str]
+    state: str
+    reason: str | None
+    url: str | None
+    container: dict | None
+    pids: list[int]
+    uptime_s: float | None
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+@dataclass
+class Snapshot:
+    version: int = 0
+    models: list[ModelStatus] = field(default_factory=list)
+    available: list[str] = field(default_factory=list)
+    catalog_error: str | None = None
+
+    def find(self, name: str) -> ModelStatus | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+class ModelManager:
+    def __init__(self, client: docker.DockerClient, settings: OrchestratorSettings, stack: StackFacts,
+                 host: HostFacts) -> None:
+        self.client = client
+        self.settings = settings
+        self.stack = stack
+        self.host = host
+        # Versions start at the boot time in ms, so they keep growing across restarts
+        # and a gateway long-polling with an old version is answered at once.
+        self.snapshot = Snapshot(version=time.time_ns() // 1_000_000)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._catalog_lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._ready_ids: set[str] = set()  # containers our probe saw answer /health since they started
+        self._failures: dict[str, str] = {}  # declared models that could not be started, and why
+        self._kick = asyncio.Event()
+        self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _catalog(self) -> dict[str, ModelSpec]:
+        return catalog_file.load_catalog(self.settings.catalog_file)
+
+    def _containers(self) -> list[ContainerView]:
+        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.stack.project}"})
+        return [container_view(c.attrs, self.stack.network) for c in found]
+
+    def _container_of(self, name: str) -> ContainerView | None:
+        return next((v for v in self._containers() if v.model == name), None)
+
+    async def refresh(self) -> Snapshot:
+        """Rebuild the snapshot from Docker and the catalog; bump the version if anything changed."""
+        views = await asyncio.to_thread(self._containers)
+        try:
+            specs, catalog_error = await asyncio.to_thread(self._catalog), None
+        except catalog_file.CatalogError as exc:
+            specs, catalog_error = {}, str(exc)
+        await self._probe_starting(views)
+        available = await asyncio.to_thread(catalog_file.undeclared_gguf_files, self.settings.models_dir, specs)
+        models = self._statuses(specs, views)
+        if catalog_error is None or not self.snapshot.models:
+            fresh = Snapshot(self.snapshot.version, models, available, catalog_error)
+        else:  # a broken catalog edit: keep describing the models we know, and say what is wrong
+            fresh = Snapshot(self.snapshot.version, self._statuses({}, views), available, catalog_error)
+        if (fresh.models, fresh.available, fresh.catalog_error) != (
+                self.snapshot.models, self.snapshot.available, self.snapshot.catalog_error):
+            fresh.version = self.snapshot.version + 1
+            self.snapshot = fresh
+            async with self._changed:
+                self._changed.notify_all()
+        return self.snapshot
+
+    def _statuses(self, specs: dict[str, ModelSpec], views: list[ContainerView]) -> list[ModelStatus]:
+        by_model = {v.model: v for v in views}
+        now = datetime.now(timezone.utc)
+        out = []
+        for name in sorted(set(specs) | set(by_model)):
+            view = by_model.get(name)
+            spec = specs[name].model_dump(mode="json") if name in specs else (view.spec if view else None)
+            state, reason = model_state(view, view is not None and view.id in self._ready_ids)
+            if view is None and name in self._failures:
+                state, reason = "failed", self._failures[name]
+            if name not in specs and view is not None:
+                reason = (reason + "; " if reason else "") + "not declared in the catalog (reconcile removes it)"
+            out.append(ModelStatus(
+                name=name, declared=name in specs, spec=spec,
+                aliases=list((spec or {}).get("aliases") or []),
+                state=state, reason=reason,
+                url=model_url(view, self.settings.model_url_by) if view else None,
+                container=None if view is None else {
+                    "id": view.id[:12], "name": view.name, "status": view.status, "health": view.health,
+                    "image": view.image, "started_at": view.started_at, "exit_code": view.exit_code,
+                    "restart_count": view.restart_count},
+                pids=[view.pid] if view and view.pid else [],
+                uptime_s=None if (u := uptime_s(view, now)) is None else round(u, 1),
+            ))
+        return out
+
+    async def _probe_starting(self, views: list[ContainerView]) -> None:
+        """Ask /health of running containers Docker does not call healthy yet: readiness
+        within one probe, not one healthcheck interval (5 s)."""
+        live = {v.id for v in views if v.status == "running"}
+        self._ready_ids &= live
+        pending = [v for v in views if v.status == "running" and v.id not in self._ready_ids
+                   and v.health != "healthy" and v.ip]
+        results = await asyncio.gather(*(self._healthy(v.ip) for v in pending))
+        self._ready_ids |= {v.id for v, ok in zip(pending, results) if ok}
+
+    async def _healthy(self, ip: str) -> bool:
+        try:
+            return (await self._probe.get(f"http://{ip}:8080/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def wait_change(self, after: int, timeout: float) -> Snapshot:
+        """The snapshot once its version is past ``after`` (or after ``timeout``): a long poll."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.snapshot.version > after), timeout)
+            except TimeoutError:
+                pass
+        return self.snapshot
+
+    def forget_ready(self, container_id: str) -> None:
+        self._ready_ids.discard(container_id)
+
+    def kick(self) -> None:
+        """Something changed in Docker: refresh soon (called from the event watcher)."""
+        self._kick.set()
+
+    async def refresh_loop(self) -> None:
+        """Refresh on events, quickly while a model is starting, and every few seconds anyway."""
+        while True:
+            starting = any(m.state == STARTING for m in self.snapshot.models)
+            try:
+                await asyncio.wait_for(self._kick.wait(), 0.1 if starting else 5.0)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            try:
+                await self.refresh()
+            except Exception:  # Docker hiccups must not end the loop
+                log.exception("refreshing the model view failed")
+
+    # ---- operations --------------------------------------------------------------------------
+
+    async def add(self, spec: ModelSpec, *, replace: bool = False) -> tuple[ModelStatus, bool]:
+        """Declare and start a model; wait until it answers. Returns (status, created).
+
+        Adding what is already declared with the same spec is a no-op that waits for it."""
+        async with self._lock(spec.name):
+            specs = await self._load_catalog_or_409()
+            current = specs.get(spec.name)
+            if current is not None and current != spec and not replace:
+                raise OpError(409, f"A model named '{spec.name}' already exists with a different spec. "
+                              "Remove it first, or add with replace=true.", "model_exists", "name")
+            self._check_names_free(spec, specs)
+            kwargs = create_kwargs(spec, self.host, self.stack)
+            view = await asyncio.to_thread(self._container_of, spec.name)
+            if current == spec and view is not None and view.spec_hash == spec_hash(kwargs) \
+                    and view.status in ("running", "restarting"):
+                await self._wait_ready(spec, view.id, new=False)
+                return await self._status(spec.name), False
+            await self._start(spec, kwargs, view)
+            async with self._catalog_lock:
+                try:
+                    await asyncio.to_thread(catalog_file.update_catalog, self.settings.catalog_file,
+                                            lambda text: catalog_file.render_with_model(text, spec))
+                except Exception:
+                    await asyncio.to_thread(self._remove_container, spec.name)
+                    raise
+            self._failures.pop(spec.name, None)
+            return await self._status(spec.name), True
+
+    async def remove(self, name: str) -> None:
+        async with self._lock(name):
+            specs = await self._load_catalog_or_409()
+            view = await asyncio.to_thread(self._container_of, name)
+            if view is None and name not in specs:
+                raise not_found(name, [m.name for m in self.snapshot.models])
+            await asyncio.to_thread(self._remove_container, name)
+            if name in specs:
+                async with self._catalog_lock:
+                    await asyncio.to_thread(catalog_file.update_catalog, self.settings.catalog_file,
+                                            lambda text: catalog_file.render_without_model(text, name))
+            self._failures.pop(name, None)
+        await self.refresh()
+
+    async def restart(self, name: str) -> ModelStatus:
+        async with self._lock(name):
+            specs = await self._load_catalog_or_409()
+            view = await asyncio.to_thread(self._container_of, name)
+            if view is None:
+                if name not in specs:
+                    raise not_found(name, [m.name for m in self.snapshot.models])
+                await self._start(specs[name], create_kwargs(specs[name], self.host, self.stack), None)
+            else:
+                self.forget_ready(view.id)
+                container = await asyncio.to_thread(self.client.containers.get, view.id)
+                await asyncio.to_thread(container.restart, timeout=int(self.settings.stop_grace_s))
+                spec = specs.get(name) or ModelSpec.model_validate(view.spec)
+                await self._wait_ready(spec, view.id, new=False)
+        return await self._status(name)
+
+    async def status(self, name: str) -> ModelStatus:
+        status = (await self.refresh()).find(name)
+        if status is None:
+            raise not_found(name, [m.name for m in self.snapshot.models])
+        return status
+
+    async def logs(self, name: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
+        view = await asyncio.to_thread(self._container_of, name)
+        if view is None:
+            raise not_found(name, [m.name for m in self.snapshot.models if m.container])
+        container = await asyncio.to_thread(self.client.containers.get, view.id)
+        stream = await asyncio.to_thread(container.logs, stream=True, follow=follow, tail=tail)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
+                    yield chunk
+            finally:
+                stream.close()  # unblocks the reader thread when the client leaves mid-follow
+        return chunks()
+
+    async def reconcile(self) -> dict:
+        """Make Docker match the catalog: start what is declared, recreate what changed,
+        remove our containers nothing declares. A broken catalog changes nothing."""
+        specs = await self._load_catalog_or_409()
+        views = {v.model: v for v in await asyncio.to_thread(self._containers)}
+        report: dict[str, list | dict] = {"started": [], "recreated": [], "removed": [], "unchanged": [], "failed": {}}
+
+        async def one(name: str) -> None:
+            async with self._lock(name):
+                view = await asyncio.to_thread(self._container_of, name)
+                if name not in specs:
+                    if view is not None:
+                        await asyncio.to_thread(self._remove_container, name)
+                        report["removed"].append(name)
+                    return
+                spec = specs[name]
+                kwargs = create_kwargs(spec, self.host, self.stack)
+                if view is not None and view.spec_hash == spec_hash(kwargs):
+                    if view.status not in ("running", "restarting"):
+                        container = await asyncio.to_thread(self.client.containers.get, view.id)
+                        await asyncio.to_thread(container.start)
+                        report["started"].append(name)
+                    else:
+                        report["unchanged"].append(name)
+                    return
+                try:
+                    self._check_names_free(spec, specs)
+                    await self._start(spec, kwargs, view, wait=False)
+                    self._failures.pop(name, None)
+                    report["recreated" if view is not None else "started"].append(name)
+                except OpError as exc:
+                    self._failures[name] = exc.message
+                    report["failed"][name] = exc.message
+
+        await asyncio.gather(*(one(name) for name in sorted(set(specs) | set(views))))
+        await self.refresh()
+        return report
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    async def _load_catalog_or_409(self) -> dict[str, ModelSpec]:
+        try:
+            return await asyncio.to_thread(self._catalog)
+        except catalog_file.CatalogError as exc:
+            raise OpError(409, f"The catalog cannot be read, so nothing was changed: {exc}. Fix the file first.",
+                          "catalog_invalid") from None
+
+    def _check_names_free(self, spec: ModelSpec, specs: dict[str, ModelSpec]) -> None:
+        taken = {}
+        for other in specs.values():
+            if other.name != spec.name:
+                for n in (other.name, *other.aliases):
+                    taken[n.casefold()] = other.name
+        for n in (spec.name, *spec.aliases):
+            if n.casefold() in taken:
+                raise OpError(409, f"'{n}' is already a name or alias of model '{taken[n.casefold()]}'.",
+                              "name_taken", "aliases" if n != spec.name else "name")
+
+    async def _start(self, spec: ModelSpec, kwargs: dict, old: ContainerView | None, wait: bool = True) -> None:
+        """Create and start the container (replacing ``old``); on failure remove it, report its last lines."""
+        try:
+            await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
+        except SourceError as exc:
+            raise OpError(400, str(exc), "invalid_model_source", exc.param) from None
+        await asyncio.to_thread(self._ensure_image, kwargs["image"])
+        if old is not None:
+            await asyncio.to_thread(self._remove_container, spec.name)
+        try:
+            container = await asyncio.to_thread(self.client.containers.create, **kwargs)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # the name is held by a container we did not label: not ours to remove
+                raise OpError(409, f"A container named {kwargs['name']} exists and is not managed by llamadock.",
+                              "container_name_taken", "name") from None
+            raise OpError(500, f"Docker could not create the container: {exc.explanation or exc}.",
+                          "docker_error") from None
+        try:
+            await asyncio.to_thread(container.start)
+        except docker.errors.APIError as exc:
+            await asyncio.to_thread(self._remove_container, spec.name)
+            raise OpError(500, f"Docker could not start the container: {_gpu_hint(exc)}.", "docker_error") from None
+        log.info("model %s: container %s started", spec.name, container.short_id)
+        self.kick()
+        if wait:
+            try:
+                await self._wait_ready(spec, container.id, new=True)
+            except BaseException:
+                await asyncio.to_thread(self._remove_container, spec.name)
+                raise
+
+    async def _wait_ready(self, spec: ModelSpec, container_id: str, *, new: bool) -> None:
+        """Until /health says 200; fails fast when the server exits (a bad file, no memory)."""
+        limit = self.settings.download_timeout_s if spec.hf else self.settings.load_timeout_s
+        deadline = time.monotonic() + limit
+        container = await asyncio.to_thread(self.client.containers.get, container_id)
+        checked = 0.0
+        while True:
+            now = time.monotonic()
+            if now - checked >= 0.5:
+                checked = now
+                await asyncio.to_thread(container.reload)
+                view = container_view(container.attrs, self.stack.network)
+                if view.status in ("exited", "dead") or (new and view.restart_count > 0):
+                    tail = await asyncio.to_thread(_log_tail, container)
+                    raise OpError(422, f"Model '{spec.name}' exited while loading (exit code {view.exit_code}); "
+                                  f"its last log line: {tail[-1] if tail else '(none)'}", "model_failed_to_start",
+                                  log_tail=tail)
+            if view.ip and await self._healthy(view.ip):
+                self._ready_ids.add(container_id)
+                self.kick()
+                return
+            if now > deadline:
+                tail = await asyncio.to_thread(_log_tail, container)
+                raise OpError(504, f"Model '{spec.name}' did not become ready within {limit:.0f} s.",
+                              "model_start_timeout", log_tail=tail)
+            await asyncio.sleep(0.1)
+
+    def _ensure_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        log.info("pulling %s", image)
+        try:
+            self.client.images.pull(image)
+        except docker.errors.APIError as exc:
+            raise OpError(400, f"The image {image} is not on this machine and could not be pulled "
+                          f"({exc.explanation or exc}). Build one with `make llama-image` "
+                          "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
+
+    def _remove_container(self, name: str) -> None:
+        """SIGTERM, the grace period, SIGKILL, remove: every container of ours for that model."""
+        found = self.client.containers.list(all=True, filters={
+            "label": [f"{LABEL_PROJECT}={self.stack.project}", f"{LABEL_MODEL}={name}"]})
+        for container in found:
+            self.forget_ready(container.id)
+            try:
+                if container.status in ("running", "restarting", "paused"):
+                    container.stop(timeout=int(self.settings.stop_grace_s))
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # already gone: what we wanted
+            log.info("model %s: container %s removed", name, container.short_id)
+        self.kick()
+
+    async def _status(self, name: str) -> ModelStatus:
+        return (await self.refresh()).find(name) or ModelStatus(
+            name, False, None, [], "stopped", "gone", None, None, [], None)
+
+
+def _log_tail(container) -> list[str]:
+    try:
+        raw = container.logs(tail=LOG_TAIL_ON_FAILURE)
+    except docker.errors.APIError:
+        return []
+    return [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def _gpu_hint(exc: docker.errors.APIError) -> str:
+    text = str(exc.explanation or exc)
+    if "could not select device driver" in text or "nvidia" in text.lower():
+        return (f"{text}. Docker cannot hand the GPU to containers here: install the NVIDIA Container Toolkit, "
+                "or set LLAMADOCK_GPU=none to run on the CPU")
+    return text

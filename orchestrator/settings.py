@@ -1,0 +1,49 @@
+"""Orchestrator configuration, from the environment (prefix ``LLAMADOCK_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The official llama.cpp server images, pinned to the build that matches the
+# llama.cpp tree the tests run (llama-cpp-python 0.3.36's vendored copy).
+OFFICIAL_CPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-b7100"
+OFFICIAL_GPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda-b7100"
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore")
+
+    orchestrator_host: str = Field("127.0.0.1", description="Address the orchestrator's API listens on.")
+    orchestrator_port: int = Field(8081, description="Its port (on the stack's network only; never published).")
+    admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
+    gpu: Literal["auto", "nvidia", "none"] = Field("auto", description="GPU mode; auto asks the Docker daemon.")
+    catalog_file: Path = Field(Path("config/models.yaml"), description="Declared models (persisted on add/remove).")
+    models_dir: Path = Field(Path("models"), description="models/ as this process sees it (for checks).")
+    # Where the stack is, as the Docker daemon sees it. Inside the stack these are read
+    # from the orchestrator's own container; set them to run the orchestrator elsewhere.
+    project: str | None = Field(None, description="Compose project name (labels, container names).")
+    network: str | None = Field(None, description="Docker network the model containers join.")
+    models_host_dir: str | None = Field(None, description="Host path of models/ (bind-mounted into models).")
+    llama_image_cpu: str = Field(OFFICIAL_CPU_IMAGE, description="llama-server image without a GPU.")
+    llama_image_gpu: str = Field(OFFICIAL_GPU_IMAGE, description="llama-server image with an NVIDIA GPU.")
+    model_user: str | None = Field(None, description="uid:gid the model servers run as (owner of downloads).")
+    load_timeout_s: float = Field(900.0, description="Longest wait for a model file to load.")
+    download_timeout_s: float = Field(7200.0, description="Longest wait for a Hugging Face model (download + load).")
+    stop_grace_s: float = Field(10.0, description="SIGTERM, then this long, then SIGKILL.")
+    model_url_by: Literal["name", "ip"] = Field("name", description="Gateway reaches models by container name or IP.")
+    reconcile_on_start: bool = Field(True, description="Bring containers in line with the catalog at start.")
+    follow_model_logs: bool = Field(True, description="Copy model containers' output to this service's log.")
+    log_level: str = "info"
+
+    @field_validator("llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value, info):
+        # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value

@@ -1,0 +1,114 @@
+"""Two background readers of the Docker daemon, each on its own thread (the SDK blocks):
+
+* the event watcher: any container event of this stack tells the manager to refresh,
+  so the gateway hears of a crash or a start within a refresh, not a poll interval;
+* the log copier: each model container's output is copied, one ``model | line`` at a
+  time, to this service's stdout, so ``docker compose logs -f`` shows every model too.
+  (Compose only shows containers it created itself; see the README.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Callable
+
+import docker
+import docker.errors
+
+from .containers import LABEL_MODEL, LABEL_PROJECT
+
+log = logging.getLogger("llamadock.orchestrator")
+
+
+class EventWatcher:
+    def __init__(self, client: docker.DockerClient, project: str, on_event: Callable[[dict], None]) -> None:
+        self.client = client
+        self.project = project
+        self.on_event = on_event
+        self._stream = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._stream is not None:
+            self._stream.close()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._stream = self.client.events(
+                    decode=True, filters={"type": "container", "label": f"{LABEL_PROJECT}={self.project}"})
+                for event in self._stream:
+                    self.on_event(event)
+            except Exception as exc:  # the daemon restarted, or the stream broke: reconnect
+                if not self._stopped.is_set():
+                    log.warning("docker event stream ended (%s); reconnecting", exc)
+            self._stopped.wait(1.0)
+
+
+def _started_epoch(attrs: dict) -> float | None:
+    stamp = (attrs.get("State") or {}).get("StartedAt", "")
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0")) - 0.001
+    except ValueError:
+        return None
+
+
+class LogCopier:
+    """Follows each model container's output into ours, prefixed with the model's name."""
+
+    def __init__(self, client: docker.DockerClient, out=None) -> None:
+        self.client = client
+        self.out = out or sys.stdout
+        self._following: set[str] = set()
+        self._lock = threading.Lock()
+
+    def follow(self, container_id: str, since_now: bool = True) -> None:
+        with self._lock:
+            if container_id in self._following:
+                return
+            self._following.add(container_id)
+        threading.Thread(target=self._copy, args=(container_id, since_now), name=f"logs-{container_id[:12]}",
+                         daemon=True).start()
+
+    def _copy(self, container_id: str, since_now: bool) -> None:
+        try:
+            container = self.client.containers.get(container_id)
+            model = container.labels.get(LABEL_MODEL, container.name)
+            # Just started: from its start, so the first lines are not lost (a restarted
+            # container's log also holds its earlier runs). Already running when we
+            # came up: from now, so restarting the orchestrator repeats nothing.
+            since = time.time() if since_now else _started_epoch(container.attrs) or time.time()
+            kwargs = {"since": since}
+            pending = b""
+            for chunk in container.logs(stream=True, follow=True, **kwargs):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._write(model, line)
+            if pending:
+                self._write(model, pending)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:
+            log.warning("stopped copying logs of %s: %s", container_id[:12], exc)
+        finally:
+            with self._lock:
+                self._following.discard(container_id)
+
+    def _write(self, model: str, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        with self._lock:
+            self.out.write(f"{model} | {text}\n")
+            self.out.flush()

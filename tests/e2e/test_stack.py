@@ -1,0 +1,191 @@
+"""The whole stack on a real Docker engine, as a user drives it: `make up`, add a tiny
+GGUF model, chat through the gateway, restart services, crash and remove the model,
+`make down`. The tests run in order and share one stack."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from support.stack import Stack, local_llama_image, require_docker, wait_for
+
+require_docker()
+pytestmark = pytest.mark.docker
+
+CHAT = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_models):
+    stack = Stack(tmp_path_factory.mktemp("stack"), llama_image=local_llama_image())
+    shutil.copy(tiny_models["tiny-a"], stack.models / "tiny.gguf")
+    shutil.copy(tiny_models["tiny-b"], stack.models / "other.gguf")
+    (stack.models / "notes.gguf").write_text("not a model")
+    try:
+        yield stack
+    finally:
+        stack.force_down()
+
+
+@pytest.fixture(scope="module")
+def client(stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def catalog_text(stack: Stack) -> str:
+    return (stack.config / "models.yaml").read_text()
+
+
+def models_by_name(stack: Stack) -> dict[str, dict]:
+    return {m["id"]: m for m in httpx.get(stack.url + "/v1/models", timeout=10).json()["data"]}
+
+
+def test_make_up_starts_cleanly_with_no_model(stack):
+    up = stack.run("make", "up")
+    assert f"{stack.url}/docs" in up.stdout
+    assert models_by_name(stack) == {}
+    listing = stack.admin.get("/admin/models").json()
+    assert listing["models"] == [] and listing["host"]["kind"] == "cpu"
+    assert listing["available"] == ["notes.gguf", "other.gguf", "tiny.gguf"]
+    # Only the gateway is published, on loopback; only the orchestrator has the Docker socket.
+    for service, published, has_socket in (("gateway", True, False), ("orchestrator", False, True)):
+        info = json.loads(stack.run("docker", "inspect", f"{stack.project}-{service}-1").stdout)[0]
+        bindings = [b for port in (info["HostConfig"]["PortBindings"] or {}).values() for b in port]
+        assert bool(bindings) == published and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+        mounts = {m["Destination"] for m in info["Mounts"]}
+        assert ("/var/run/docker.sock" in mounts) == has_socket
+
+
+def test_admin_endpoints_need_the_token(stack):
+    assert httpx.get(stack.url + "/admin/models", timeout=10).status_code == 401
+    wrong = httpx.post(stack.url + "/admin/models", json={"name": "x", "model": "tiny.gguf"},
+                       headers={"authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_admin_token"
+    assert stack.model_containers() == []
+
+
+@pytest.mark.parametrize("spec, status, words", [
+    ({"name": "x", "model": "missing.gguf"}, 400, "does not exist in models/"),
+    ({"name": "x", "model": "notes.gguf"}, 400, "not a GGUF file"),
+    ({"name": "x", "model": "../config/models.yaml"}, 400, "inside models/"),
+    ({"name": "x", "model": "/etc/passwd"}, 400, "relative to models/"),
+    ({"name": "Bad Name", "model": "tiny.gguf"}, 400, "name"),
+    ({"name": "x", "model": "tiny.gguf", "args": ["--port", "1"]}, 400, "managed by llamadock"),
+    ({"name": "x"}, 400, "exactly one source"),
+])
+def test_bad_adds_get_clear_errors_and_leave_nothing(stack, spec, status, words):
+    before = catalog_text(stack)
+    response = stack.admin.post("/admin/models", json=spec)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert words in error["message"] and error["type"] == "invalid_request_error"
+    assert stack.model_containers() == []
+    assert catalog_text(stack) == before
+
+
+def test_make_add_starts_a_routable_model(stack, client):
+    added = stack.run("make", "add", "NAME=tiny", "MODEL=tiny.gguf", "PARALLEL=2", "CTX=4096", "ALIASES=gpt-4o-mini")
+    assert "tiny is ready" in added.stdout, added.stdout
+    (container,) = stack.model_containers()
+    assert container["Name"] == f"/{stack.project}-model-tiny"
+    assert container["HostConfig"]["PortBindings"] in (None, {})
+    assert container["HostConfig"]["Privileged"] is False
+    assert "tiny:" in catalog_text(stack) and "gpt-4o-mini" in catalog_text(stack)
+    assert "# Example: a small model" in catalog_text(stack)  # the user's comments survive
+    assert models_by_name(stack)["tiny"]["state"] == "ready"
+
+    answer = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=16, temperature=0)
+    assert answer.model == "tiny" and answer.usage.completion_tokens == 16
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="gpt-4o-mini", messages=CHAT, max_tokens=16, temperature=0, stream=True) if c.choices]
+    assert "".join(pieces) == answer.choices[0].message.content  # same greedy answer, streamed, via the alias
+
+
+def test_adding_the_same_model_again_is_a_no_op(stack):
+    again = stack.admin.post("/admin/models", json={"name": "tiny", "model": "tiny.gguf", "parallel": 2,
+                                                     "ctx_size": 4096, "aliases": ["gpt-4o-mini"]})
+    assert again.status_code == 200 and again.json()["state"] == "ready"
+    clash = stack.admin.post("/admin/models", json={"name": "tiny", "model": "other.gguf"})
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "model_exists"
+    alias_clash = stack.admin.post("/admin/models", json={"name": "b", "model": "other.gguf",
+                                                          "aliases": ["GPT-4o-mini"]})
+    assert alias_clash.status_code == 409 and "gpt-4o-mini" in alias_clash.json()["error"]["message"].lower()
+    assert len(stack.model_containers()) == 1
+
+
+def test_ten_concurrent_adds_give_one_container(stack):
+    spec = {"name": "twin", "model": "other.gguf"}
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = sorted(pool.map(lambda _: stack.admin.post("/admin/models", json=spec).status_code, range(10)))
+    assert codes == [200] * 9 + [201]
+    twins = [c for c in stack.model_containers() if c["Config"]["Labels"]["io.llamadock.model"] == "twin"]
+    assert len(twins) == 1
+    assert stack.admin.delete("/admin/models/twin").status_code == 200
+
+
+def test_model_output_shows_in_compose_logs(stack, client):
+    def timings() -> int:
+        # Plain `docker compose logs`, no service named: the model's own lines, prefixed with its name.
+        out = stack.compose("logs", "--no-color").stdout
+        return sum(1 for line in out.splitlines() if "tiny | " in line and "print_timing" in line)
+
+    before = timings()
+    client.completions.create(model="tiny", prompt="log me", max_tokens=4)
+    wait_for(lambda: timings() > before, 30, "this request's timing line from the model in docker compose logs")
+
+
+def test_admin_logs_endpoint(stack):
+    tail = stack.admin.get("/admin/models/tiny/logs", params={"tail": 20})
+    assert tail.status_code == 200 and tail.text.strip()
+    assert stack.admin.get("/admin/models/nope/logs").status_code == 404
+
+
+def test_state_survives_restarting_orchestrator_and_gateway(stack, client):
+    (before,) = [c["Id"] for c in stack.model_containers()]
+    stack.compose("restart", "orchestrator", "gateway")
+    wait_for(lambda: models_by_name(stack).get("tiny", {}).get("state") == "ready", 60, "tiny routable again")
+    answer = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
+    assert answer.choices[0].message.content is not None
+    assert [c["Id"] for c in stack.model_containers()] == [before]  # adopted, not recreated
+
+
+def test_killed_model_is_reported_then_restarted(stack, client):
+    (container,) = stack.model_containers()
+    stack.run("docker", "kill", container["Id"])
+    state = wait_for(lambda: (m := models_by_name(stack)["tiny"])["state"] != "ready" and m, 30,
+                     "the gateway to see the model down")
+    assert state["state"] in ("failed", "starting", "stopped") and state["reason"]
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
+    assert refused.value.status_code in (502, 503)
+    restarted = stack.admin.post("/admin/models/tiny/restart")
+    assert restarted.status_code == 200 and restarted.json()["state"] == "ready"
+    wait_for(lambda: models_by_name(stack)["tiny"]["state"] == "ready", 30, "the gateway to see it ready")
+    assert client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4).choices
+
+
+def test_remove_model(stack, client):
+    removed = stack.run("make", "rm", "NAME=tiny")
+    assert "Removed tiny" in removed.stdout
+    assert stack.model_containers() == []
+    assert "tiny:" not in catalog_text(stack)
+    wait_for(lambda: "tiny" not in models_by_name(stack), 10, "the gateway to forget tiny")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
+    assert stack.admin.delete("/admin/models/tiny").status_code == 404
+
+
+def test_make_down_leaves_nothing(stack):
+    stack.admin.post("/admin/models", json={"name": "left-running", "model": "other.gguf"}).raise_for_status()
+    assert stack.model_containers()
+    stack.run("make", "down")
+    assert stack.leftovers() == []
