@@ -33,8 +33,8 @@ images: ## Build the stack's images (base images stood in locally when no regist
 	bash scripts/make-base-images.sh
 	$(COMPOSE) build
 
-llama-image: ## Build a CPU llama-server image locally (no registry needed) and use it for new models
-	bash scripts/make-llama-image.sh
+llama-image: ## Build llama-server from source into a local image (offline) and use it for new models
+	bash scripts/llama-image.sh
 
 up: ## Start the stack (GPU / WSL2 detected) and wait until it is healthy
 	bash scripts/up.sh
@@ -77,5 +77,6 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks: gateway overhead vs direct llama-server, printed as a table
+bench: venv ## Benchmarks, printed as tables: gateway overhead vs direct; stack start-up vs by hand
 	$(PY) bench/gateway_overhead.py
+	$(PY) bench/stack_startup.py

@@ -389,7 +389,7 @@ class ModelManager:
                 tail = await asyncio.to_thread(_log_tail, container)
                 raise OpError(504, f"Model '{spec.name}' did not become ready within {limit:.0f} s.",
                               "model_start_timeout", log_tail=tail)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)  # a local GET: cheap, and readiness is seen within 20 ms
 
     def _ensure_image(self, image: str) -> None:
         try:

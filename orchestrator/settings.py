@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The official llama.cpp server images, pinned to the build that matches the
 # llama.cpp tree the tests run (llama-cpp-python 0.3.36's vendored copy).
-OFFICIAL_CPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-b7100"
-OFFICIAL_GPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda-b7100"
+OFFICIAL_CPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-b11312"
+OFFICIAL_GPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312"
 
 
 class OrchestratorSettings(BaseSettings):

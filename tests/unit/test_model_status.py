@@ -1,0 +1,67 @@
+"""A model's state from `docker inspect` data, and the gateway's reading of the orchestrator's listing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.orchestrated import routes_from_listing
+from gateway.routing import ModelState
+from orchestrator.status import container_view, model_state, model_url, uptime_s
+
+
+def attrs(status="running", health=None, exit_code=0, oom=False, restarts=0, started="2026-11-22T10:00:00.123456789Z"):
+    state = {"Status": status, "ExitCode": exit_code, "OOMKilled": oom, "Pid": 4242 if status == "running" else 0,
+             "StartedAt": started}
+    if health:
+        state["Health"] = {"Status": health}
+    return {"Id": "abc123", "Name": "/llamadock-model-tiny", "RestartCount": restarts, "State": state,
+            "Config": {"Image": "llama:cpu", "Labels": {"io.llamadock.model": "tiny", "io.llamadock.spec-hash": "h",
+                                                        "io.llamadock.spec": '{"name": "tiny"}'}},
+            "NetworkSettings": {"Networks": {"llamadock_default": {"IPAddress": "172.18.0.5"}}}}
+
+
+@pytest.mark.parametrize("kw, probed, expected", [
+    ({"health": "starting"}, False, ("starting", "loading the model")),
+    ({"health": "starting"}, True, ("ready", None)),
+    ({"health": "healthy"}, False, ("ready", None)),
+    ({"health": "unhealthy"}, True, ("failed", "running, but its /health check keeps failing")),
+    ({"status": "restarting", "exit_code": 1, "restarts": 2}, False,
+     ("starting", "restarting after it exited with code 1 (restart 2)")),
+    ({"status": "exited", "exit_code": 137}, False, ("failed", "exited with code 137 (killed)")),
+    ({"status": "exited", "exit_code": 137, "oom": True}, False, ("failed", "killed: out of memory (exit code 137)")),
+    ({"status": "exited", "exit_code": 0}, False, ("stopped", "stopped")),
+    ({"status": "created"}, False, ("stopped", "created, not started")),
+])
+def test_state_from_container(kw, probed, expected):
+    assert model_state(container_view(attrs(**kw), "llamadock_default"), probed) == expected
+
+
+def test_no_container_is_stopped():
+    assert model_state(None) == ("stopped", "not running (no container)")
+
+
+def test_view_fields_url_and_uptime():
+    view = container_view(attrs(health="healthy"), "llamadock_default")
+    assert (view.model, view.pid, view.ip, view.spec) == ("tiny", 4242, "172.18.0.5", {"name": "tiny"})
+    assert model_url(view, "name") == "http://llamadock-model-tiny:8080"
+    assert model_url(view, "ip") == "http://172.18.0.5:8080"
+    now = datetime(2026, 11, 22, 10, 1, 0, tzinfo=timezone.utc)
+    assert uptime_s(view, now) == pytest.approx(59.877, abs=1e-3)
+    assert uptime_s(container_view(attrs(status="exited"), "x"), now) is None
+
+
+def test_gateway_reads_the_listing():
+    listing = {"version": 7, "models": [
+        {"name": "tiny", "aliases": ["gpt-4o-mini"], "state": "ready", "reason": None,
+         "url": "http://llamadock-model-tiny:8080", "pids": [4242], "container": {"name": "llamadock-model-tiny"}},
+        {"name": "gone", "aliases": [], "state": "stopped", "reason": "not running (no container)", "url": None,
+         "pids": [], "container": None},
+        {"name": "odd", "state": "something-new", "url": None},
+    ]}
+    tiny, gone, odd = routes_from_listing(listing, now=100)
+    assert (tiny.state, tiny.url, tiny.aliases, tiny.pids) == (ModelState.READY, "http://llamadock-model-tiny:8080",
+                                                               ("gpt-4o-mini",), (4242,))
+    assert gone.state is ModelState.STOPPED and gone.reason
+    assert odd.state is ModelState.FAILED  # an unknown state is never routed to
