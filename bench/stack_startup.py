@@ -61,10 +61,14 @@ def stack_start(stack: Stack, name: str) -> tuple[float, float, float]:
     chat = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     container = f"{stack.project}-model-{name}"
 
+    address: list[str] = []
+
     def model_health() -> bool:
-        ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                             container], capture_output=True, text=True).stdout.strip()
-        return bool(ip) and httpx.get(f"http://{ip}:8080/health", timeout=1).status_code == 200
+        if not address:  # docker inspect costs ~20 ms: once, then only the GET is polled
+            ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                                 container], capture_output=True, text=True).stdout.strip()
+            address[:] = [ip] if ip else []
+        return bool(address) and httpx.get(f"http://{address[0]}:8080/health", timeout=1).status_code == 200
 
     def routable() -> bool:
         return httpx.post(stack.url + "/v1/chat/completions", json=chat, timeout=5).status_code == 200
