@@ -12,7 +12,9 @@ from . import errors
 from .auth import require_api_key
 from .context import GatewayContext
 from .relay import Relay, RelayRequest, Timeouts
-from .routing import Catalog, ModelRoute, ModelState, RequestError, model_from_body, retry_after_s
+from .lifecycle import Ticket
+from .routing import (Catalog, ModelRoute, ModelState, RequestError, is_streaming_body, model_from_body,
+                      retry_after_s)
 from .schemas import EXAMPLES, ModelList, ModelObject
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -36,27 +38,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def ready_route(ctx: GatewayContext, requested: str) -> ModelRoute:
-    """The model a request names, ready to serve, or the OpenAI error saying why not."""
+async def ready_route(ctx: GatewayContext, requested: str) -> tuple[ModelRoute, Ticket | None]:
+    """The model a request names and, for scheduled models, the request's place with the
+    scheduler; or the OpenAI error saying why not."""
     catalog: Catalog = ctx.registry.catalog()
     route = catalog.resolve(requested)
     if route is None:
         raise errors.model_not_found(requested, catalog.names())
+    if ctx.lifecycle is not None and ctx.lifecycle.knows(route.name):
+        # Declared with the orchestrator: started on demand, queued while busy.
+        return route, ctx.lifecycle.request(route.name)
     if route.state is not ModelState.READY:
         # The view may be up to one probe interval old: ask again before refusing.
         route = await ctx.registry.refresh(route.name) or route
         if route.state is not ModelState.READY:
             raise errors.model_not_ready(route.name, route.state.value, route.reason, retry_after_s(route.state))
-    return route
+    return route, None
 
 
 def _relay(ctx: GatewayContext, request: Request, route: ModelRoute, endpoint: str, target: str,
-           body: bytes, started: float) -> Relay:
+           body: bytes, started: float, ticket: Ticket | None = None) -> Relay:
+    name = route.name
     return Relay(
         RelayRequest(
             route=route, endpoint=endpoint, method=request.method, target=target,
             headers=request.headers.raw, body=body, started=started,
             anthropic=endpoint.startswith("messages"),
+            streaming=ticket is not None and is_streaming_body(body),
+            ticket=ticket,
+            fresh_route=lambda: next((r for r in ctx.registry.catalog().routes if r.name == name), None),
+            keepalive_s=ctx.settings.keepalive_s,
         ),
         ctx.metrics,
         Timeouts(ctx.settings.connect_timeout_s, ctx.settings.first_byte_timeout_s),
@@ -73,9 +84,9 @@ async def relay_by_body(request: Request, endpoint: str) -> Relay:
         requested = model_from_body(body)
     except RequestError as exc:
         raise errors.bad_request(str(exc), exc.param) from None
-    route = await ready_route(ctx, requested)
+    route, ticket = await ready_route(ctx, requested)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _relay(ctx, request, route, endpoint, target, body, started)
+    return _relay(ctx, request, route, endpoint, target, body, started, ticket)
 
 
 def _body_doc(example_key: str, summary: str) -> dict:
@@ -160,8 +171,8 @@ async def other_v1(request: Request, path: str):
     if not requested:
         raise errors.bad_request("Say which model this is for with '?model=NAME'.", param="model")
     ctx = _context(request)
-    route = await ready_route(ctx, requested)
-    return _relay(ctx, request, route, path, request.url.path + f"?{request.url.query}", b"", started)
+    route, ticket = await ready_route(ctx, requested)
+    return _relay(ctx, request, route, path, request.url.path + f"?{request.url.query}", b"", started, ticket)
 
 
 for _method in ("GET", "POST"):
@@ -174,9 +185,9 @@ async def upstream_passthrough(request: Request, model: str, path: str):
     started = time.perf_counter()
     ctx = _context(request)
     body = await read_body(request, ctx.settings.max_body_bytes)
-    route = await ready_route(ctx, model)
+    route, ticket = await ready_route(ctx, model)
     target = "/" + path + (f"?{request.url.query}" if request.url.query else "")
-    return _relay(ctx, request, route, "upstream", target, body, started)
+    return _relay(ctx, request, route, "upstream", target, body, started, ticket)
 
 
 for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):

@@ -15,6 +15,7 @@ from . import __version__, api_admin, api_models, api_status
 from .context import GatewayContext
 from .errors import GatewayError
 from .gpu import NvmlReader
+from .lifecycle import Defaults, Lifecycle
 from .orchestrated import OrchestratorRegistry
 from .registry import ModelRegistry, StaticRegistry
 from .relay import SERVER_SEND_KEY
@@ -45,6 +46,12 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def defaults_from(settings: GatewaySettings) -> Defaults:
+    return Defaults(ttl_s=settings.default_ttl_s, queue=settings.queue_size, queue_timeout_s=settings.queue_timeout_s,
+                    memory_budget=int(settings.memory_budget) if settings.memory_budget else None,
+                    vram_reserve=int(settings.vram_reserve))
+
+
 def default_registry(settings: GatewaySettings) -> ModelRegistry:
     static = StaticRegistry(settings.upstreams_file, settings.health_interval_s)
     if settings.orchestrator_url:
@@ -63,12 +70,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await registry.start()
         # Admin calls can take minutes (a model loading); log follows last as long as the client stays.
         app.state.admin_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
+        if isinstance(registry, OrchestratorRegistry):
+            context.lifecycle = lifecycle = Lifecycle(
+                httpx.AsyncClient(headers={"authorization": f"Bearer {settings.admin_token}"},
+                                  timeout=httpx.Timeout(None, connect=5.0)),
+                settings.orchestrator_url, defaults_from(settings), context.gpu, context.metrics,
+                on_status=registry.apply_status)
+            registry.on_listing = lifecycle.on_listing
+            await lifecycle.start()
+        await registry.start()
         try:
             yield
         finally:
+            if context.lifecycle is not None:
+                await context.lifecycle.stop()
+                await context.lifecycle.client.aclose()
             await app.state.admin_client.aclose()
             await registry.stop()
 

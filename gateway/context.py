@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from .gpu import NvmlReader
+from .lifecycle import Lifecycle
 from .metrics import GatewayMetrics
 from .registry import ModelRegistry
 from .settings import GatewaySettings
@@ -17,6 +18,7 @@ class GatewayContext:
     registry: ModelRegistry
     gpu: NvmlReader
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    lifecycle: "Lifecycle | None" = None  # the scheduler, when an orchestrator manages the models
     _background: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coroutine) -> None:

@@ -36,6 +36,19 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "llamadock_in_flight_requests", "Requests being answered now, by model.", ["model"], registry=r)
 
+        self.queue_depth = Gauge(
+            "llamadock_queue_depth", "Requests waiting for a model (its slots busy, or it is starting).",
+            ["model"], registry=r)
+        self.queue_wait = Histogram(
+            "llamadock_queue_wait_seconds", "Time a request waited before it was let through or refused.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter(
+            "llamadock_rejected_requests", "Requests the scheduler refused: 429 queue full, 503 cannot start or "
+            "waited too long, by model and status.", ["model", "status"], registry=r)
+        self.model_starts = Histogram(
+            "llamadock_model_start_seconds", "On-demand starts: from asking the orchestrator to the model ready.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, endpoint, str(status)).inc()
         self.latency.labels(model, endpoint).observe(seconds)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from typing import Callable
 
 import httpx
 
@@ -54,6 +55,7 @@ class OrchestratorRegistry:
         self._client = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"},
                                          timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0))
         self._task: asyncio.Task | None = None
+        self.on_listing: Callable[[dict], None] | None = None  # the scheduler hears every listing
 
     @property
     def file_error(self) -> str | None:
@@ -83,6 +85,13 @@ class OrchestratorRegistry:
         if self.static:
             await self.static.stop()
         await self._client.aclose()
+
+    def apply_status(self, model: dict) -> None:
+        """One model's fresh status (from a start or stop the gateway asked for), ahead of the next listing."""
+        (route,) = routes_from_listing({"models": [model]}, int(time.time()))
+        route = replace(route, created=self._created.setdefault(route.name, route.created))
+        self._routes = [route if r.name == route.name else r for r in self._routes]
+        self._catalog = Catalog.of(self._routes)
 
     async def refresh(self, name: str) -> ModelRoute | None:
         if self.static and any(r.name == name for r in self.static.catalog().routes) \
@@ -120,6 +129,8 @@ class OrchestratorRegistry:
         self._routes = [replace(r, created=self._created[r.name]) for r in routes]
         self._catalog = Catalog.of(self._routes)
         self.version = int(listing.get("version", 0))
+        if self.on_listing is not None:
+            self.on_listing(listing)
         if self.error is not None:
             log.info("orchestrator view: %d model(s), version %d", len(routes), self.version)
         self.error = None

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from starlette.responses import Response
 
@@ -57,6 +58,10 @@ class RelayRequest:
     body: bytes
     started: float  # perf_counter() when the request arrived
     anthropic: bool = False  # report stream errors the Anthropic way (/v1/messages)
+    streaming: bool = False  # the client asked for a stream
+    ticket: object | None = None  # lifecycle.Ticket: the scheduler's word on when to go
+    fresh_route: Callable[[], ModelRoute | None] | None = None  # the route once admitted (a start gives a URL)
+    keepalive_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Relay(Response):
         self.timeouts = timeouts
         self.on_unreachable = on_unreachable  # callback(name): re-check a model that refused us
         self.status = 0
+        self._headers_sent = False
 
     async def __call__(self, scope, receive, send) -> None:
         req = self.request
@@ -112,10 +118,55 @@ class Relay(Response):
         finally:
             if not client_gone.is_set():
                 watcher.cancel()
+            if req.ticket is not None:
+                req.ticket.release()
             in_flight.dec()
             self.metrics.observe(model, req.endpoint, self.status, time.perf_counter() - req.started)
 
+    async def _admission(self, send) -> bool | None:
+        """Wait for the scheduler's go. True: SSE headers were sent while waiting (a
+        streaming client gets keep-alive comments so it does not time out); None: the
+        request was refused and answered."""
+        req = self.request
+        ticket = req.ticket
+        if ticket is None:
+            return False
+        waited, headers_sent = 0.0, False
+        try:
+            while not ticket.future.done():
+                try:
+                    await asyncio.wait_for(ticket.wait(), req.keepalive_s if req.streaming else None)
+                except TimeoutError:
+                    waited += req.keepalive_s
+                    if not headers_sent:
+                        self.status = 200
+                        await send({"type": "http.response.start", "status": 200, "headers": [
+                            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                            (b"x-llamadock-model", req.route.name.encode())]})
+                        headers_sent = True
+                    note = f": llamadock: waiting for model '{req.route.name}' ({waited:.0f} s)\n\n"
+                    await send({"type": "http.response.body", "body": note.encode(), "more_body": True})
+            ticket.future.result()  # raises the refusal, if it was one
+        except errors.GatewayError as refused:
+            self.metrics.error(req.route.name, "scheduler_refused")
+            if not headers_sent:
+                self.status = refused.status
+                await refused.response()(None, None, send)
+            else:
+                await send({"type": "http.response.body", "body": refused.sse_event(req.anthropic),
+                            "more_body": False})
+            return None
+        if req.fresh_route is not None:
+            route = req.fresh_route()
+            if route is not None and route.url:
+                self.request = replace(req, route=route)
+        return headers_sent
+
     async def _exchange(self, send) -> None:
+        headers_sent = await self._admission(send)
+        if headers_sent is None:
+            return
+        self._headers_sent = headers_sent
         req = self.request
         model = req.route.name
         forwarded = [(k, v) for k, v in req.headers if k not in _DROP_REQUEST_HEADERS]
@@ -147,7 +198,18 @@ class Relay(Response):
         headers.append((b"x-llamadock-model", req.route.name.encode()))
         content_type = response.header(b"content-type") or b""
         self._sse = sse = content_type.startswith(b"text/event-stream")
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if self._headers_sent:
+            # The client already has 200 and SSE headers (it waited for the model to start).
+            if response.status != 200 or not sse:
+                body = await response.read()
+                error = errors.GatewayError(response.status, f"Model '{req.route.name}' answered HTTP "
+                                            f"{response.status}: {body[:500].decode('utf-8', 'replace')}",
+                                            type="server_error", code="upstream_error")
+                await send({"type": "http.response.body", "body": error.sse_event(req.anthropic),
+                            "more_body": False})
+                return
+        else:
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
         try:
             server = _server_cycle(self.server_send) if self.fast else None
@@ -209,6 +271,10 @@ class Relay(Response):
         await response.pipe_to(sink, flow.drain)
 
     async def _fail(self, send, error: errors.GatewayError, kind: str) -> None:
-        self.status = error.status
         self.metrics.error(self.request.route.name, kind)
+        if self._headers_sent:  # the client waited on an SSE stream already: end it with the error
+            await send({"type": "http.response.body", "body": error.sse_event(self.request.anthropic),
+                        "more_body": False})
+            return
+        self.status = error.status
         await error.response()(None, None, send)

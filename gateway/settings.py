@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing import Annotated
 
@@ -35,7 +35,19 @@ class GatewaySettings(BaseSettings):
         None, description="The orchestrator's API (inside the stack: http://orchestrator:8081). Unset: static file only."
     )
     admin_token: str = Field("", description="Bearer token for /admin/*. Empty: admin endpoints are off.")
+    default_ttl_s: float = Field(0.0, ge=0, description="Stop a model after this long idle (a model's `ttl` wins); 0 = never.")
+    queue_size: int = Field(32, ge=0, description="Requests that may wait per model beyond its slots (429 beyond).")
+    queue_timeout_s: float = Field(300.0, gt=0, description="Longest wait in the queue, model start included (503 beyond).")
+    memory_budget: ByteSize | None = Field(
+        None, description="Memory the models may use when no GPU is visible (e.g. 24GiB); unset: no limit.")
+    vram_reserve: ByteSize = Field(512 * 2**20, description="VRAM left free on each GPU for the driver and others.")
+    keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
     log_level: str = "info"
+
+    @field_validator("memory_budget", "orchestrator_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes `${VAR:-}` as ""
 
     @field_validator("api_keys", mode="before")
     @classmethod

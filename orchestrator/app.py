@@ -73,6 +73,14 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
     async def restart_model(name: str) -> dict:
         return (await manager.restart(name)).as_dict()
 
+    @app.post("/models/{name}/start", dependencies=guarded)
+    async def start_model(name: str) -> dict:
+        return (await manager.start(name)).as_dict()
+
+    @app.post("/models/{name}/stop", dependencies=guarded)
+    async def stop_model(name: str) -> dict:
+        return (await manager.stop(name)).as_dict()
+
     @app.get("/models/{name}/logs", dependencies=guarded)
     async def model_logs(name: str, tail: int = Query(100, ge=0, le=100_000), follow: bool = False):
         chunks = await manager.logs(name, tail, follow)

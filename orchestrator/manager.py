@@ -26,6 +26,7 @@ import docker.errors
 import httpx
 
 from . import catalog as catalog_file
+from .estimate import estimate_spec
 from .containers import LABEL_MODEL, LABEL_PROJECT, StackFacts, container_name, create_kwargs, spec_hash
 from .errors import OpError, not_found
 from .host import HostFacts
@@ -51,6 +52,8 @@ class ModelStatus:
     container: dict | None
     pids: list[int]
     uptime_s: float | None
+    need_bytes: int | None = None  # memory it needs: the spec's `memory`, else estimated from the GGUF
+    need_detail: str | None = None
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -83,6 +86,7 @@ class ModelManager:
         self._ready_ids: set[str] = set()  # containers our probe saw answer /health since they started
         self._failures: dict[str, str] = {}  # declared models that could not be started, and why
         self._kick = asyncio.Event()
+        self._estimates: dict[tuple, dict] = {}
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
 
     # ---- reading -------------------------------------------------------------------------
@@ -109,7 +113,8 @@ class ModelManager:
             specs, catalog_error = {}, str(exc)
         await self._probe_starting(views)
         available = await asyncio.to_thread(catalog_file.undeclared_gguf_files, self.settings.models_dir, specs)
-        models = self._statuses(specs, views)
+        # In a thread: the first look at a GGUF's metadata (for its memory estimate) takes a while.
+        models = await asyncio.to_thread(self._statuses, specs, views)
         if catalog_error is None or not self.snapshot.models:
             fresh = Snapshot(self.snapshot.version, models, available, catalog_error)
         else:  # a broken catalog edit: keep describing the models we know, and say what is wrong
@@ -145,8 +150,27 @@ class ModelManager:
                     "restart_count": view.restart_count},
                 pids=[view.pid] if view and view.pid else [],
                 uptime_s=None if (u := uptime_s(view, now)) is None else round(u, 1),
+                **self._need(specs.get(name)),
             ))
         return out
+
+    def _need(self, spec: ModelSpec | None) -> dict:
+        if spec is None:
+            return {}
+        if spec.memory is not None:
+            return {"need_bytes": int(spec.memory), "need_detail": "set in the spec"}
+        path = self.settings.models_dir / spec.model if spec.model else None
+        try:
+            stamp = path.stat().st_mtime_ns if path else None
+        except OSError:
+            stamp = None
+        key = (spec.digest(), stamp)
+        if key not in self._estimates:  # reading GGUF metadata costs ms: once per file version
+            # Without a GPU every layer lands in RAM, whatever gpu_layers says.
+            found = estimate_spec(spec, self.settings.models_dir, **({} if self.host.gpu else {"gpu_layers": "all"}))
+            self._estimates[key] = {} if found is None else {
+                "need_bytes": found.total_bytes, "need_detail": "estimated: " + found.describe()}
+        return self._estimates[key]
 
     async def _probe_starting(self, views: list[ContainerView]) -> None:
         """Ask /health of running containers Docker does not call healthy yet: readiness
@@ -254,6 +278,44 @@ class ModelManager:
                 await self._wait_ready(spec, view.id, new=False)
         return await self._status(name)
 
+    async def start(self, name: str) -> ModelStatus:
+        """Run a declared model and wait until it answers (the scheduler's on-demand start)."""
+        async with self._lock(name):
+            specs = await self._load_catalog_or_409()
+            if name not in specs:
+                raise not_found(name, list(specs))
+            spec = specs[name]
+            kwargs = create_kwargs(spec, self.host, self.stack)
+            view = await asyncio.to_thread(self._container_of, name)
+            if view is not None and view.spec_hash == spec_hash(kwargs):
+                if view.status not in ("running", "restarting"):
+                    self.forget_ready(view.id)
+                    container = await asyncio.to_thread(self.client.containers.get, view.id)
+                    await asyncio.to_thread(container.start)
+                    self.kick()
+                    await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+                else:
+                    await self._wait_ready(spec, view.id, new=False)
+            else:
+                await self._start(spec, kwargs, view)
+            self._failures.pop(name, None)
+        return await self._status(name)
+
+    async def stop(self, name: str) -> ModelStatus:
+        """Stop a model's server and keep its container, so the next start is quick."""
+        async with self._lock(name):
+            view = await asyncio.to_thread(self._container_of, name)
+            if view is None:
+                specs = await self._load_catalog_or_409()
+                if name not in specs:
+                    raise not_found(name, [m.name for m in self.snapshot.models])
+            elif view.status in ("running", "restarting", "paused"):
+                self.forget_ready(view.id)
+                container = await asyncio.to_thread(self.client.containers.get, view.id)
+                await asyncio.to_thread(container.stop, timeout=int(self.settings.stop_grace_s))
+                log.info("model %s: stopped", name)
+        return await self._status(name)
+
     async def status(self, name: str) -> ModelStatus:
         status = (await self.refresh()).find(name)
         if status is None:
@@ -276,8 +338,9 @@ class ModelManager:
         return chunks()
 
     async def reconcile(self) -> dict:
-        """Make Docker match the catalog: start what is declared, recreate what changed,
-        remove our containers nothing declares. A broken catalog changes nothing."""
+        """Make Docker match the catalog: start what is preloaded or pinned (the rest start
+        on demand), recreate running models whose spec changed, remove our containers
+        nothing declares. A broken catalog changes nothing."""
         specs = await self._load_catalog_or_409()
         views = {v.model: v for v in await asyncio.to_thread(self._containers)}
         report: dict[str, list | dict] = {"started": [], "recreated": [], "removed": [], "unchanged": [], "failed": {}}
@@ -291,14 +354,21 @@ class ModelManager:
                         report["removed"].append(name)
                     return
                 spec = specs[name]
+                wanted = spec.preload or spec.pinned  # the rest start on their first request
                 kwargs = create_kwargs(spec, self.host, self.stack)
+                running = view is not None and view.status in ("running", "restarting")
                 if view is not None and view.spec_hash == spec_hash(kwargs):
-                    if view.status not in ("running", "restarting"):
+                    if wanted and not running:
                         container = await asyncio.to_thread(self.client.containers.get, view.id)
                         await asyncio.to_thread(container.start)
                         report["started"].append(name)
                     else:
                         report["unchanged"].append(name)
+                    return
+                if not (wanted or running):
+                    if view is not None:  # an outdated stopped container: the next start recreates it
+                        await asyncio.to_thread(self._remove_container, name)
+                    report["unchanged"].append(name)
                     return
                 try:
                     self._check_names_free(spec, specs)
@@ -364,7 +434,7 @@ class ModelManager:
                 await asyncio.to_thread(self._remove_container, spec.name)
                 raise
 
-    async def _wait_ready(self, spec: ModelSpec, container_id: str, *, new: bool) -> None:
+    async def _wait_ready(self, spec: ModelSpec, container_id: str, *, new: bool, restarts_before: int = 0) -> None:
         """Until /health says 200; fails fast when the server exits (a bad file, no memory)."""
         limit = self.settings.download_timeout_s if spec.hf else self.settings.load_timeout_s
         deadline = time.monotonic() + limit
@@ -376,7 +446,7 @@ class ModelManager:
                 checked = now
                 await asyncio.to_thread(container.reload)
                 view = container_view(container.attrs, self.stack.network)
-                if view.status in ("exited", "dead") or (new and view.restart_count > 0):
+                if view.status in ("exited", "dead") or (new and view.restart_count > restarts_before):
                     tail = await asyncio.to_thread(_log_tail, container)
                     raise OpError(422, f"Model '{spec.name}' exited while loading (exit code {view.exit_code}); "
                                   f"its last log line: {tail[-1] if tail else '(none)'}", "model_failed_to_start",

@@ -12,7 +12,7 @@ import posixpath
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 # owner/repo, optionally :quant (llama-server's -hf syntax), as Hugging Face spells repo ids.
@@ -60,6 +60,15 @@ class ModelSpec(BaseModel):
     args: tuple[str, ...] = Field((), description="Extra llama-server arguments, e.g. ['--flash-attn', 'on'].")
     gpus: Literal["all"] | tuple[int, ...] = Field("all", description="GPUs to use: 'all' or indices like [0].")
     image: str | None = Field(None, description="llama-server image; default: the stack's image for this host.")
+    # Scheduling (see gateway/scheduler.py): none of these change the container.
+    ttl: float | None = Field(None, ge=0, description="Stop after this many seconds idle; 0 = never; unset: the default.")
+    pinned: bool = Field(False, description="Never stopped to make room, nor when idle.")
+    preload: bool = Field(False, description="Started with the stack, not on its first request.")
+    swap_group: str | None = Field(None, pattern=r"^[\w.-]{1,64}$",
+                                   description="Models sharing a swap group run one at a time.")
+    max_concurrent: int | None = Field(None, ge=1, le=1024, description="Requests at once; default `parallel`.")
+    max_queue: int | None = Field(None, ge=0, le=100_000, description="Requests that may wait; default from config.")
+    memory: ByteSize | None = Field(None, description="Memory it needs, e.g. '6GiB'; default: estimated from the GGUF.")
 
     @field_validator("model", "mmproj")
     @classmethod
@@ -119,7 +128,19 @@ class ModelSpec(BaseModel):
 
     def declared(self) -> dict:
         """The spec as stored in the catalog: defaults left out, so the file stays short."""
-        return self.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+        dumped = self.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+        # A field serializer defeats exclude_defaults for `memory`; every optional field defaults to None.
+        return {key: value for key, value in dumped.items() if value is not None}
+
+    @field_serializer("memory")
+    def _memory_text(self, value: ByteSize | None) -> str | None:
+        """Written back as people write it ("6GiB"), not as a 10-digit number."""
+        if value is None:
+            return None
+        for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+        return str(int(value))
 
     def digest(self) -> str:
         """A stable hash of everything that shapes the model's server (not of how it is written)."""

@@ -78,7 +78,7 @@ def model_state(view: ContainerView | None, probed_ready: bool = False) -> tuple
     if view.status in ("exited", "dead"):
         if view.oom_killed:
             return FAILED, f"killed: out of memory (exit code {view.exit_code})"
-        if view.exit_code == 0:
+        if view.exit_code in (0, 143):  # 143: it ended on SIGTERM, i.e. it was stopped
             return STOPPED, "stopped"
         killed = " (killed)" if view.exit_code == 137 else ""
         return FAILED, f"exited with code {view.exit_code}{killed}"

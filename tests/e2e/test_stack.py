@@ -158,15 +158,15 @@ def test_state_survives_restarting_orchestrator_and_gateway(stack, client):
     assert [c["Id"] for c in stack.model_containers()] == [before]  # adopted, not recreated
 
 
-def test_killed_model_is_reported_then_restarted(stack, client):
+def test_killed_model_is_reported_then_started_again_on_demand(stack, client):
     (container,) = stack.model_containers()
     stack.run("docker", "kill", container["Id"])
     state = wait_for(lambda: (m := models_by_name(stack)["tiny"])["state"] != "ready" and m, 30,
                      "the gateway to see the model down")
-    assert state["state"] in ("failed", "starting", "stopped") and state["reason"]
-    with pytest.raises(openai.APIStatusError) as refused:
-        client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
-    assert refused.value.status_code in (502, 503)
+    assert state["state"] == "failed" and "137" in state["reason"]
+    # The next request starts it again (the scheduler's on-demand start) and is served.
+    assert client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4).choices
+    assert models_by_name(stack)["tiny"]["state"] == "ready"
     restarted = stack.admin.post("/admin/models/tiny/restart")
     assert restarted.status_code == 200 and restarted.json()["state"] == "ready"
     wait_for(lambda: models_by_name(stack)["tiny"]["state"] == "ready", 30, "the gateway to see it ready")
