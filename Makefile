@@ -77,6 +77,7 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks, printed as tables: gateway overhead vs direct; stack start-up vs by hand
+bench: venv ## Benchmarks, printed as tables: gateway overhead; stack start-up; scheduling (cold start, swap)
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/stack_startup.py
+	$(PY) bench/scheduling.py

@@ -44,7 +44,8 @@ async def status(request: Request) -> Status:
               for r in catalog.routes]
     return Status(models=models, gpu=await read_gpu(ctx),
                   upstreams_file_error=getattr(ctx.registry, "file_error", None),
-                  orchestrator_error=getattr(ctx.registry, "error", None))
+                  orchestrator_error=getattr(ctx.registry, "error", None),
+                  scheduler=ctx.lifecycle.describe() if ctx.lifecycle else None)
 
 
 @router.get("/metrics", tags=["Gateway"], summary="Prometheus metrics", response_class=Response,

@@ -148,6 +148,22 @@ class Lifecycle:
         self._listing = listing
         self._sync()
 
+    def describe(self) -> dict:
+        """The scheduler's view, for /status: what holds memory where, and what waits."""
+        state = self.state
+        pools = {}
+        for pool, capacity in state.capacity.items():
+            ours = sum(m.policy.need.get(pool, 0) for m in state.models.values()
+                       if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING))
+            others = state.external.get(pool, 0)
+            pools[pool] = {"capacity_bytes": capacity, "models_bytes": ours, "others_bytes": others,
+                           "free_bytes": max(0, capacity - ours - others)}
+        models = {m.name: {"phase": m.phase.value, "in_flight": m.in_flight, "queued": len(m.queue),
+                           "limit": m.policy.limit, "need_bytes": dict(m.policy.need), "pinned": m.policy.pinned,
+                           "ttl_s": m.policy.ttl_s, "swap_group": m.policy.swap_group}
+                  for m in state.models.values()}
+        return {"pools": pools, "models": models}
+
     def dispatch(self, event) -> None:
         self.state, actions = step(self.state, event)
         for action in actions:

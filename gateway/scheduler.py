@@ -290,6 +290,19 @@ def _settle(state: State, now: float, actions: list[Action]) -> State:
 
 
 def _try_start(state: State, model: Model, actions: list[Action]) -> State:
+    # Would it ever fit? Only pinned models and other people's memory stay for good
+    # (checked first: a swap-group rival is not stopped, nor waited for, for a model that cannot fit).
+    for pool, need in model.policy.need.items():
+        fixed = state.external.get(pool, 0) + sum(
+            m.policy.need.get(pool, 0) for m in state.models.values()
+            if m.name != model.name and m.policy.pinned and m.phase in HOLDS_MEMORY)
+        capacity = state.capacity.get(pool)
+        if capacity is not None and need + fixed > capacity:
+            return _reject_all(state, model, actions,
+                               f"it needs {_gib(need)} in {pool}, which holds {_gib(capacity)}"
+                               f"{' with ' + _gib(fixed) + ' used by pinned models and other processes' if fixed else ''}"
+                               f". Loaded: {_loaded(state, pool)}.")
+
     # Swap group: the others must go first, and only once they are idle.
     group = model.policy.swap_group
     if group:
@@ -310,18 +323,6 @@ def _try_start(state: State, model: Model, actions: list[Action]) -> State:
     if not short:
         actions.append(Start(model.name))
         return state.with_model(replace(model, phase=Phase.STARTING, reason=None))
-
-    # Would it ever fit? Only pinned models and other people's memory stay for good.
-    for pool, need in model.policy.need.items():
-        fixed = state.external.get(pool, 0) + sum(
-            m.policy.need.get(pool, 0) for m in state.models.values()
-            if m.name != model.name and m.policy.pinned and m.phase in HOLDS_MEMORY)
-        capacity = state.capacity.get(pool)
-        if capacity is not None and need + fixed > capacity:
-            return _reject_all(state, model, actions,
-                               f"it needs {_gib(need)} in {pool}, which holds {_gib(capacity)}"
-                               f"{' with ' + _gib(fixed) + ' used by pinned models and other processes' if fixed else ''}"
-                               f". Loaded: {_loaded(state, pool)}.")
 
     # Memory being freed already counts; then idle, unpinned models, least recently used first.
     stopping = [m for m in state.models.values() if m.phase is Phase.STOPPING]

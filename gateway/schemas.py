@@ -32,6 +32,8 @@ class Status(BaseModel):
     models: list[ModelObject]
     gpu: GpuStatus
     upstreams_file_error: str | None = Field(None, description="Why the last edit of the static registry file was ignored.")
+    scheduler: dict | None = Field(None, description="Memory pools (capacity, used by our models, by others) and per "
+                                   "model: phase, requests running and waiting, memory need. Null without an orchestrator.")
     orchestrator_error: str | None = Field(None, description="Why the live model view may be stale (orchestrator away).")
 
 

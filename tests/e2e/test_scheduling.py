@@ -137,3 +137,12 @@ def test_429_is_openai_shaped_with_retry_after(stack):
     error = refused[0].json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "narrow" in error["message"]
     json.dumps(error)
+
+
+def test_status_shows_the_budget_and_who_holds_it(stack):
+    view = httpx.get(stack.url + "/status", timeout=10).json()["scheduler"]
+    budget = view["pools"]["budget"]
+    assert budget["capacity_bytes"] == 350 * 2**20
+    holders = {name for name, m in view["models"].items() if m["phase"] in ("ready", "starting", "stopping")}
+    assert budget["models_bytes"] == sum(view["models"][n]["need_bytes"].get("budget", 0) for n in holders)
+    assert view["models"]["pinned"]["pinned"] is True and view["models"]["narrow"]["limit"] == 1
