@@ -146,7 +146,7 @@ class Lifecycle:
 
     def on_listing(self, listing: dict) -> None:
         self._listing = listing
-        self._sync()
+        self._sync(phases_from_listing=True)
 
     def describe(self) -> dict:
         """The scheduler's view, for /status: what holds memory where, and what waits."""
@@ -229,7 +229,9 @@ class Lifecycle:
             log.warning("stopping %s failed: %s", name, exc)  # the next listing tells what is true
         self.dispatch(Stopped(name, self.clock()))
 
-    def _sync(self) -> None:
+    def _sync(self, phases_from_listing: bool) -> None:
+        """Policies and pools from the last listing and NVML. Phases from the listing only when it
+        is new: replaying an older one would undo what happened since (a stop we just did)."""
         ours: dict[str, int] = {}
         if self._gpu is not None:
             for dev in self._gpu.gpus:
@@ -242,7 +244,11 @@ class Lifecycle:
             if not model.get("declared"):
                 continue
             policy = policy_from_listing(model, self.defaults, pools, self._learned.get(model["name"]))
-            models[model["name"]] = (policy, PHASES.get(model.get("state"), Phase.FAILED), model.get("reason"))
+            known = self.state.models.get(model["name"])
+            if phases_from_listing or known is None:
+                models[model["name"]] = (policy, PHASES.get(model.get("state"), Phase.FAILED), model.get("reason"))
+            else:
+                models[model["name"]] = (policy, known.phase, known.reason)
         self.dispatch(Sync(models, capacity, external, self.clock()))
 
     def _read_gpu(self) -> None:
@@ -280,7 +286,7 @@ class Lifecycle:
                 if self.clock() - last_gpu >= gpu_every:
                     last_gpu = self.clock()
                     await asyncio.to_thread(self._read_gpu)
-                    self._sync()
+                    self._sync(phases_from_listing=False)
                 self.dispatch(Tick(self.clock()))
             except Exception:
                 log.exception("scheduler tick failed")

@@ -234,14 +234,18 @@ def _sync(state: State, event: Sync, actions: list[Action]) -> State:
     models: dict[str, Model] = {}
     for name, (policy, observed, reason) in event.models.items():
         known = state.models.get(name)
+        settled = known is None or known.phase in (Phase.READY, Phase.STOPPED, Phase.FAILED)
+        if settled and observed is Phase.STARTING:
+            # Started by someone else (a preload, Docker's restart after a crash, an admin):
+            # ask for it too, so its end arrives as Started / StartFailed like our own starts.
+            actions.append(Start(name))
         if known is None:
             models[name] = Model(name, policy, observed, reason=reason)
             continue
         phase = known.phase
         # Our own transitions (starting, stopping) end with their own events; the
         # orchestrator's view only overrides a settled phase (a crash, a manual start).
-        if known.phase in (Phase.READY, Phase.STOPPED, Phase.FAILED) and observed in (
-                Phase.READY, Phase.STOPPED, Phase.FAILED):
+        if settled:
             phase = observed
         elif known.phase is Phase.STARTING and observed is Phase.READY:
             phase = Phase.READY
@@ -301,7 +305,7 @@ def _try_start(state: State, model: Model, actions: list[Action]) -> State:
             return _reject_all(state, model, actions,
                                f"it needs {_gib(need)} in {pool}, which holds {_gib(capacity)}"
                                f"{' with ' + _gib(fixed) + ' used by pinned models and other processes' if fixed else ''}"
-                               f". Loaded: {_loaded(state, pool)}.")
+                               f": {_gib(need + fixed - capacity)} missing. Loaded: {_loaded(state, pool)}.")
 
     # Swap group: the others must go first, and only once they are idle.
     group = model.policy.swap_group

@@ -1,0 +1,780 @@
+"""The pure scheduler: every decision as a table of events in, actions out.
+
+No Docker, no HTTP, no clock: a state, a few events, the exact actions. The last
+test runs a few hundred random event sequences (fed back the way the effect layer
+would: Started/Stopped some time after each Start/Stop) and checks invariants
+after every step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
+                               Start, StartFailed, State, Stop, Stopped, Started, Sync, Tick, Waiter, step)
+
+READY, STARTING, STOPPING, STOPPED, FAILED = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
+                                              Phase.FAILED)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def gb(n: float) -> int:
+    return int(n * GiB)
+
+
+def model(name, phase=STOPPED, need=None, *, limit=1, queue=32, ttl=0.0, pinned=False, group=None,
+          in_flight=0, waiting=(), last_used=0.0, reason=None) -> Model:
+    """``need``: bytes in gpu0, or a {pool: bytes} dict, or None (size unknown).
+    ``waiting``: rids queued (since 0), or (rid, since) pairs."""
+    if need is None:
+        need = {}
+    elif isinstance(need, int):
+        need = {"gpu0": need}
+    queued = tuple(Waiter(*w) if isinstance(w, tuple) else Waiter(w, 0.0) for w in waiting)
+    return Model(name, Policy(limit=limit, queue=queue, ttl_s=ttl, pinned=pinned, swap_group=group, need=need),
+                 phase, in_flight, queued, last_used, reason)
+
+
+def state(*models: Model, capacity=None, external=None, timeout=120.0) -> State:
+    return State(models={m.name: m for m in models},
+                 capacity={"gpu0": gb(8)} if capacity is None else capacity,
+                 external=external or {}, queue_timeout_s=timeout)
+
+
+def run(s: State, *events) -> tuple[State, list]:
+    """Every event through ``step``, in order: the final state and all actions."""
+    actions = []
+    for event in events:
+        s, more = step(s, event)
+        actions.extend(more)
+    return s, actions
+
+
+def trace(s: State, *events) -> tuple[State, list[list]]:
+    """Like ``run``, but the actions of each event apart."""
+    out = []
+    for event in events:
+        s, more = step(s, event)
+        out.append(more)
+    return s, out
+
+
+def rids(m: Model) -> list[int]:
+    return [w.rid for w in m.queue]
+
+
+class R:
+    """Matches a Reject on its fields, and its message on fragments (messages are prose)."""
+
+    def __init__(self, rid, model, status, retry_after_s, *fragments):
+        self.rid, self.model, self.status, self.retry, self.fragments = rid, model, status, retry_after_s, fragments
+
+    def __eq__(self, other):
+        return (isinstance(other, Reject) and (other.rid, other.model, other.status, other.retry_after_s)
+                == (self.rid, self.model, self.status, self.retry)
+                and all(f in other.message for f in self.fragments))
+
+    def __repr__(self):
+        return f"R({self.rid}, {self.model!r}, {self.status}, {self.retry}, *{self.fragments!r})"
+
+
+# ---- a request arrives -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "m, expected, queued, in_flight",
+    [
+        (model("a", READY), [Admit(1, "a")], [], 1),
+        (model("a", READY, limit=2, in_flight=1), [Admit(1, "a")], [], 2),
+        (model("a", READY, in_flight=1), [], [1], 1),  # full: waits
+        (model("a", READY, in_flight=1, queue=1, waiting=[7]),
+         [Reject(1, "a", 429, "Model 'a' is at its limit: 1 request(s) running, 1 waiting (the most it queues). "
+                              "Retry shortly.", 1)], [7], 1),
+        (model("a", STARTING, waiting=[7]), [], [7, 1], 0),  # joins the start under way: no second Start
+        (model("a", STOPPING), [], [1], 0),  # waits for the stop, then starts again
+        (model("a", STOPPED), [Start("a")], [1], 0),
+        (model("a", FAILED, reason="oom"), [Start("a")], [1], 0),  # a failed model is tried again
+        (model("a", STOPPED, need=gb(8)), [Start("a")], [1], 0),  # exactly fits
+    ],
+    ids=["ready-free", "ready-second-slot", "ready-full-queues", "queue-full-429", "starting-joins",
+         "stopping-waits", "stopped-starts", "failed-restarts", "exact-fit"],
+)
+def test_arrive(m, expected, queued, in_flight):
+    s, actions = step(state(m), Arrive(1, "a", now=10.0))
+    assert actions == expected
+    after = s.models["a"]
+    assert rids(after) == queued
+    assert after.in_flight == in_flight
+    assert after.last_used == 10.0
+
+
+def test_unknown_model_is_404():
+    s0 = state(model("a", READY))
+    s, actions = step(s0, Arrive(1, "nope", 1.0))
+    assert actions == [Reject(1, "nope", 404, "No model named 'nope'.", 0)]
+    assert s == s0
+
+
+@pytest.mark.parametrize("event", [Finish(1, "nope", 1.0), Cancel(1, "nope", 1.0), Started("nope", 1.0),
+                                   StartFailed("nope", "x", 1.0), Stopped("nope", 1.0), Tick(1.0)],
+                         ids=lambda e: type(e).__name__)
+def test_events_about_unknown_models_change_nothing(event):
+    s0 = state(model("a", READY, in_flight=1, waiting=[2]))
+    assert step(s0, event) == (s0, [])
+
+
+# ---- on-demand start, concurrency, bounded queue -----------------------------------------------
+
+def test_on_demand_start_many_requests_one_start():
+    s, steps = trace(state(model("a", need=gb(4), limit=2)),
+                     Arrive(1, "a", 0.0), Arrive(2, "a", 0.1), Arrive(3, "a", 0.2), Started("a", 1.0))
+    assert steps == [[Start("a")], [], [], [Admit(1, "a"), Admit(2, "a")]]  # one start, then FIFO up to the limit
+    a = s.models["a"]
+    assert (a.phase, a.in_flight, rids(a), a.last_used) == (READY, 2, [3], 1.0)
+    s, actions = run(s, Finish(1, "a", 2.0))
+    assert actions == [Admit(3, "a")]
+    assert (s.models["a"].in_flight, s.models["a"].queue, s.models["a"].last_used) == (2, (), 2.0)
+
+
+def test_concurrency_limit_then_bounded_queue_then_429():
+    s, steps = trace(state(model("a", READY, limit=2, queue=1)),
+                     *(Arrive(i, "a", 1.0) for i in range(1, 6)))
+    assert steps[:3] == [[Admit(1, "a")], [Admit(2, "a")], []]
+    for rid, actions in zip((4, 5), steps[3:]):
+        assert actions == [R(rid, "a", 429, 1, "at its limit", "2 request(s) running", "1 waiting")]
+    assert rids(s.models["a"]) == [3]
+    # a slot frees: the queued one goes, and the queue has room again
+    s, steps = trace(s, Finish(1, "a", 2.0), Arrive(6, "a", 2.0), Arrive(7, "a", 2.0))
+    assert steps == [[Admit(3, "a")], [], [R(7, "a", 429, 1)]]
+
+
+@pytest.mark.parametrize("limit, queue, arrivals, admitted, queued, rejected", [
+    (1, 0, 3, [1], [], [2, 3]),
+    (2, 0, 3, [1, 2], [], [3]),
+    (1, 1, 3, [1], [2], [3]),
+    (2, 1, 4, [1, 2], [3], [4]),
+], ids=["limit1-queue0", "limit2-queue0", "limit1-queue1", "limit2-queue1"])
+@pytest.mark.parametrize("phase", [STOPPED, READY], ids=lambda p: p.value)
+def test_limit_plus_queue_requests_are_taken_whatever_the_phase(phase, limit, queue, arrivals, admitted, queued,
+                                                                 rejected):
+    """Requests waiting for a start are the ones that will take its slots, not a queue beyond them:
+    a stopped model takes as many as a ready one (and max_queue: 0 does not make on-demand start impossible)."""
+    s, actions = run(state(model("a", phase, limit=limit, queue=queue)),
+                     *(Arrive(i, "a", 1.0) for i in range(1, arrivals + 1)))
+    assert [a.rid for a in actions if isinstance(a, Reject)] == rejected
+    assert all(a.status == 429 for a in actions if isinstance(a, Reject))
+    if phase is STOPPED:
+        assert [a for a in actions if isinstance(a, Start)] == [Start("a")]
+        s, more = step(s, Started("a", 2.0))
+        actions += more
+    assert [a.rid for a in actions if isinstance(a, Admit)] == admitted
+    assert rids(s.models["a"]) == queued
+
+
+def test_finish_never_goes_below_zero():
+    s, actions = step(state(model("a", READY)), Finish(9, "a", 1.0))
+    assert (actions, s.models["a"].in_flight) == ([], 0)
+
+
+# ---- idle unload (ttl) -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m, now, stops", [
+    (model("a", READY, ttl=60, last_used=100), 159.9, False),
+    (model("a", READY, ttl=60, last_used=100), 160.0, True),
+    (model("a", READY, ttl=0, last_used=0), 1e9, False),  # 0: never
+    (model("a", READY, ttl=60, pinned=True), 1e9, False),  # pinned: never
+    (model("a", READY, ttl=60, in_flight=1), 1e9, False),  # answering someone
+    (model("a", READY, ttl=60, in_flight=1, waiting=[(2, 1e9)]), 1e9, False),  # someone waiting
+    (model("a", STARTING, ttl=60), 1e9, False),
+    (model("a", STOPPED, ttl=60), 1e9, False),
+    (model("a", FAILED, ttl=60), 1e9, False),
+], ids=["before-ttl", "at-ttl", "ttl0", "pinned", "in-flight", "queued", "starting", "stopped", "failed"])
+def test_idle_unload(m, now, stops):
+    s, actions = step(state(m), Tick(now))
+    assert actions == ([Stop("a", "idle for 60 s")] if stops else [])
+    assert s.models["a"].phase is (STOPPING if stops else m.phase)
+
+
+def test_use_resets_the_idle_clock():
+    s = state(model("a", READY, ttl=60, limit=2, last_used=0))
+    s, actions = run(s, Arrive(1, "a", 50.0), Tick(100.0), Finish(1, "a", 90.0), Tick(149.0))
+    assert actions == [Admit(1, "a")]
+    s, actions = run(s, Tick(150.0))
+    assert actions == [Stop("a", "idle for 60 s")]
+
+
+def test_ttl_counts_from_ready_not_from_the_last_request():
+    s, actions = run(state(model("a", ttl=10)), Arrive(1, "a", 0.0), Cancel(1, "a", 1.0), Started("a", 30.0),
+                     Tick(35.0))
+    assert actions == [Start("a")]  # the start carries on for nobody; it is not stopped on arrival
+    s, actions = run(s, Tick(40.0))
+    assert actions == [Stop("a", "idle for 10 s")]
+
+
+# ---- races (the issue's table) -----------------------------------------------------------------
+
+RACES = [
+    pytest.param(
+        state(model("a", need=gb(4))),
+        [Arrive(1, "a", 0), Arrive(2, "a", 1), Started("a", 2), Finish(1, "a", 3)],
+        [Start("a"), Admit(1, "a"), Admit(2, "a")],
+        id="request-during-start"),
+    pytest.param(
+        state(model("a", READY, need=gb(4), ttl=10)),
+        [Tick(10), Arrive(1, "a", 11), Stopped("a", 12), Started("a", 15)],
+        [Stop("a", "idle for 10 s"), Start("a"), Admit(1, "a")],
+        id="request-during-unload"),
+    pytest.param(
+        state(model("a", READY, need=gb(4), ttl=10)),
+        [Tick(10), Arrive(1, "a", 11), Cancel(1, "a", 11.5), Stopped("a", 12)],
+        [Stop("a", "idle for 10 s")],
+        id="request-during-unload-gone-before-it-stopped"),
+    pytest.param(
+        state(model("a", READY, need=gb(6), in_flight=1, last_used=1),
+              model("b", READY, need=gb(2), last_used=5), model("c", need=gb(4))),
+        [Arrive(1, "c", 10), Finish(0, "a", 11), Stopped("a", 12), Stopped("b", 12), Started("c", 13)],
+        [Stop("b", "making room for 'c'"), Stop("a", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        id="eviction-waits-for-requests-in-flight"),  # b alone is not enough: nothing stops until a is idle,
+    # then least recently used first (a was just used, so b goes too)
+    pytest.param(
+        state(model("a", READY, need=gb(4), in_flight=1, last_used=1),
+              model("b", READY, need=gb(4), last_used=5), model("c", need=gb(4))),
+        [Arrive(1, "c", 10), Stopped("b", 11), Started("c", 12)],
+        [Stop("b", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        id="eviction-with-requests-in-flight"),
+    pytest.param(
+        state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(2)), model("b", need=gb(2))),
+        [Arrive(1, "a", 1), Arrive(2, "b", 2), Started("a", 3)],
+        [Start("a"), Admit(1, "a")],  # b waits: the last 2 GB went to a
+        id="two-models-compete-for-the-last-gb"),
+    pytest.param(
+        state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(2)), model("b", need=gb(2))),
+        [Arrive(1, "a", 1), Arrive(2, "b", 2), Started("a", 3), Finish(1, "a", 4), Stopped("a", 5),
+         Started("b", 6)],
+        [Start("a"), Admit(1, "a"), Stop("a", "making room for 'b'"), Start("b"), Admit(2, "b")],
+        id="the-loser-gets-the-gb-once-the-winner-is-idle"),
+]
+
+
+@pytest.mark.parametrize("s, events, expected", RACES)
+def test_races(s, events, expected):
+    s, actions = run(s, *events)
+    assert actions == expected
+    assert _memory_ok(s)
+
+
+def test_eviction_is_not_done_when_it_cannot_make_enough_room():
+    # a (6 GB) answers someone, b (2 GB) is idle; c needs 4: even without b only 2 GB are free.
+    s, actions = run(state(model("a", READY, need=gb(6), in_flight=1, last_used=1),
+                           model("b", READY, need=gb(1), last_used=5), model("c", need=gb(4))),
+                     Arrive(1, "c", 10))
+    assert actions == []  # b stays: stopping it would not let c in
+    assert s.models["b"].phase is READY and rids(s.models["c"]) == [1]
+
+
+# ---- memory: fit, eviction order, never fits ---------------------------------------------------
+
+def test_lru_eviction_order_and_only_as_many_as_needed():
+    s = state(model("a", READY, need=gb(2), last_used=3), model("b", READY, need=gb(2), last_used=1),
+              model("c", READY, need=gb(2), last_used=2), model("d", need=gb(5)))
+    s, actions = run(s, Arrive(1, "d", 10))  # 2 GB free, 3 missing: the two least recently used go
+    assert actions == [Stop("b", "making room for 'd'"), Stop("c", "making room for 'd'")]
+    s, actions = run(s, Stopped("b", 11))
+    assert actions == []  # not yet: c still holds its part
+    s, actions = run(s, Stopped("c", 12), Started("d", 13))
+    assert actions == [Start("d"), Admit(1, "d")]
+    assert s.models["a"].phase is READY
+
+
+@pytest.mark.parametrize("others, victims", [
+    ([model("a", READY, need=gb(3), last_used=1, in_flight=1), model("b", READY, need=gb(3), last_used=2)],
+     ["b"]),
+    ([model("a", READY, need=gb(3), last_used=1, in_flight=1, waiting=[9]),
+      model("b", READY, need=gb(3), last_used=2)], ["b"]),
+    ([model("a", READY, need=gb(3), last_used=1, pinned=True), model("b", READY, need=gb(3), last_used=2)],
+     ["b"]),
+    ([model("a", STARTING, need=gb(3), last_used=1), model("b", READY, need=gb(3), last_used=2)], ["b"]),
+    ([model("a", READY, last_used=1), model("b", READY, need=gb(6), last_used=2)], ["b"]),  # unknown size frees nothing
+    ([model("a", READY, need={"gpu1": gb(6)}, last_used=1), model("b", READY, need=gb(6), last_used=2)],
+     ["b"]),  # another pool frees nothing here
+], ids=["in-flight", "in-flight-and-queued", "pinned", "starting", "unknown-size", "other-pool"])
+def test_never_evict_busy_pinned_or_useless(others, victims):
+    s = state(*others, model("new", need=gb(3)), capacity={"gpu0": gb(8), "gpu1": gb(8)})
+    s, actions = run(s, Arrive(1, "new", 10))
+    assert actions == [Stop(v, "making room for 'new'") for v in victims]
+
+
+def test_memory_being_freed_counts_no_extra_eviction():
+    s = state(model("a", STOPPING, need=gb(4)), model("b", READY, need=gb(4), last_used=1), model("c", need=gb(4)))
+    s, actions = run(s, Arrive(1, "c", 5))
+    assert actions == []  # a's 4 GB will do: b stays
+    s, actions = run(s, Stopped("a", 6))
+    assert actions == [Start("c")]
+    assert s.models["b"].phase is READY
+
+
+@pytest.mark.parametrize("s, fragments", [
+    (state(model("big", need=gb(10))), ["needs 10.00 GiB in gpu0", "holds 8.00 GiB", "Loaded: nothing"]),
+    (state(model("p", READY, need=gb(5), pinned=True), model("big", need=gb(4))),
+     ["needs 4.00 GiB in gpu0", "with 5.00 GiB used by pinned models and other processes",
+      "Loaded: p 5.00 GiB (pinned)"]),
+    (state(model("big", need=gb(4)), external={"gpu0": gb(5)}),
+     ["with 5.00 GiB used by pinned models", "Loaded: nothing"]),
+    (state(model("o", READY, need=gb(2), in_flight=1), model("big", need={"gpu0": gb(1), "gpu1": gb(3)}),
+           capacity={"gpu0": gb(8), "gpu1": gb(2)}),
+     ["needs 3.00 GiB in gpu1", "holds 2.00 GiB"]),
+], ids=["bigger-than-the-pool", "pinned-in-the-way", "other-processes", "one-of-two-pools"])
+def test_503_at_once_when_it_can_never_fit(s, fragments):
+    s, actions = run(s, Arrive(1, "big", 1), Arrive(2, "big", 2))
+    assert actions == [R(1, "big", 503, 30, "Model 'big' cannot be started", *fragments),
+                       R(2, "big", 503, 30, "Model 'big' cannot be started", *fragments)]
+    assert s.models["big"].queue == () and s.models["big"].phase is STOPPED
+
+
+def test_busy_models_hold_the_room_wait_then_start():
+    s = state(model("a", READY, need=gb(6), in_flight=1), model("b", need=gb(4)))
+    s, actions = run(s, Arrive(1, "b", 1))
+    assert actions == []
+    s, steps = trace(s, Finish(99, "a", 2), Stopped("a", 3), Started("b", 4))
+    assert steps == [[Stop("a", "making room for 'b'")], [Start("b")], [Admit(1, "b")]]
+
+
+def test_busy_models_hold_the_room_until_the_queue_timeout():
+    s = state(model("a", READY, need=gb(6), in_flight=1), model("b", need=gb(4)), timeout=30)
+    s, steps = trace(s, Arrive(1, "b", 1), Arrive(2, "b", 20), Tick(30.9), Tick(31))
+    assert steps[:3] == [[], [], []]
+    assert steps[3] == [R(1, "b", 503, 5, "Waited 30 s for model 'b'", "2.00 GiB more needed in gpu0",
+                          "busy models hold it", "Loaded: a 6.00 GiB (busy)")]
+    assert rids(s.models["b"]) == [2]
+    s, actions = run(s, Tick(50))
+    assert actions == [R(2, "b", 503, 5, "Waited 30 s")]
+    s, actions = run(s, Finish(99, "a", 51))
+    assert actions == []  # nobody waits for b any more: a stays
+    assert s.models["a"].phase is READY
+
+
+@pytest.mark.parametrize("need, capacity", [
+    (None, {"gpu0": gb(8)}),  # unknown size: always fits
+    ({"gpu1": gb(100)}, {"gpu0": gb(8)}),  # a pool without a capacity is unlimited
+    ({}, {}),
+], ids=["unknown-size", "unlimited-pool", "no-pools"])
+def test_what_always_fits(need, capacity):
+    s = state(model("full", READY, need=gb(8), in_flight=1), model("a", need=need), capacity=capacity)
+    _, actions = run(s, Arrive(1, "a", 1))
+    assert actions == [Start("a")]
+
+
+def test_multi_pool_need_must_fit_in_each_pool():
+    caps = {"gpu0": gb(8), "gpu1": gb(8)}
+    s = state(model("on0", READY, need={"gpu0": gb(6)}, last_used=2),
+              model("on1", READY, need={"gpu1": gb(6)}, last_used=1),
+              model("split", need={"gpu0": gb(2), "gpu1": gb(4)}), capacity=caps)
+    s, actions = run(s, Arrive(1, "split", 5))
+    assert actions == [Stop("on1", "making room for 'split'")]  # gpu0 has its 2 GB; gpu1 lacks 2
+    s, actions = run(s, Stopped("on1", 6))
+    assert actions == [Start("split")]
+    assert _memory_ok(s)
+
+
+def test_multi_pool_evicts_in_lru_order_until_every_pool_fits():
+    caps = {"gpu0": gb(8), "gpu1": gb(8)}
+    s = state(model("both", READY, need={"gpu0": gb(3), "gpu1": gb(3)}, last_used=3),
+              model("on0", READY, need={"gpu0": gb(4)}, last_used=1),
+              model("on1", READY, need={"gpu1": gb(4)}, last_used=2),
+              model("split", need={"gpu0": gb(4), "gpu1": gb(4)}), capacity=caps)
+    _, actions = run(s, Arrive(1, "split", 5))
+    assert actions == [Stop("on0", "making room for 'split'"), Stop("on1", "making room for 'split'")]
+
+
+def test_oldest_demand_starts_first_when_room_frees():
+    s = state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(4)), model("b", need=gb(4)))
+    s, actions = run(s, Arrive(1, "b", 1), Arrive(2, "a", 2), Finish(99, "x", 3))
+    assert actions == [Stop("x", "making room for 'b'")]
+    s, actions = run(s, Stopped("x", 4))
+    assert actions == [Start("b"), Start("a")]  # both fit in the 8 GB x left
+    assert _memory_ok(s)
+
+
+# ---- swap groups -------------------------------------------------------------------------------
+
+def test_swap_group_stops_the_idle_one_then_starts():
+    s = state(model("a", READY, group="g"), model("b", group="g"), model("c", READY))
+    s, steps = trace(s, Arrive(1, "b", 1), Stopped("a", 2), Started("b", 3))
+    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")], [Admit(1, "b")]]
+    assert s.models["c"].phase is READY  # not in the group
+
+
+def test_swap_waits_for_the_running_one_to_be_idle():
+    s = state(model("a", READY, group="g", limit=2, in_flight=1), model("b", group="g"))
+    s, steps = trace(s, Arrive(1, "b", 1), Arrive(2, "a", 2), Finish(99, "a", 3), Finish(2, "a", 4),
+                     Stopped("a", 5))
+    assert steps == [[], [Admit(2, "a")], [], [Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")]]
+
+
+@pytest.mark.parametrize("rival", [model("a", STARTING, group="g"), model("a", STOPPING, group="g")],
+                         ids=["rival-starting", "rival-stopping"])
+def test_swap_waits_for_a_rival_in_transition(rival):
+    s, actions = run(state(rival, model("b", group="g")), Arrive(1, "b", 1))
+    assert actions == []
+    assert s.models["a"].phase is rival.phase and rids(s.models["b"]) == [1]
+
+
+def test_swap_after_a_rival_finishes_starting():
+    s = state(model("a", STARTING, group="g", waiting=[1]), model("b", group="g"))
+    s, steps = trace(s, Arrive(2, "b", 1), Started("a", 2), Finish(1, "a", 3), Stopped("a", 4), Started("b", 5))
+    assert steps == [[], [Admit(1, "a")], [Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")],
+                     [Admit(2, "b")]]
+
+
+def test_pinned_member_of_a_swap_group_blocks_the_others():
+    s = state(model("a", READY, group="g", pinned=True), model("b", group="g"))
+    s, actions = run(s, Arrive(1, "b", 1))
+    assert actions == [R(1, "b", 503, 30, "'a' is pinned in swap group 'g'")]
+    assert s.models["a"].phase is READY
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["rival-idle", "rival-busy"])
+def test_swap_group_model_that_can_never_fit_is_503_at_once_and_the_rival_stays(busy):
+    s = state(model("a", READY, need=gb(4), group="g", in_flight=int(busy)), model("b", need=gb(10), group="g"))
+    s, actions = run(s, Arrive(1, "b", 1))
+    assert actions == [R(1, "b", 503, 30, "needs 10.00 GiB in gpu0", "holds 8.00 GiB", "Loaded: a 4.00 GiB")]
+    assert s.models["a"].phase is READY
+
+
+def test_swap_group_member_that_is_stopped_does_not_block():
+    s = state(model("a", STOPPED, group="g", pinned=True), model("b", FAILED, group="g"), model("c", group="g"))
+    _, actions = run(s, Arrive(1, "c", 1))
+    assert actions == [Start("c")]
+
+
+def test_cancel_before_anything_started_starts_nothing():
+    s = state(model("a", READY, group="g"), model("b", group="g"))
+    s, steps = trace(s, Arrive(1, "b", 1), Cancel(1, "b", 2), Stopped("a", 3))
+    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted")], [], []]
+    assert s.models["b"].phase is STOPPED
+
+
+def test_cancel_while_waiting_for_room_starts_nothing():
+    s = state(model("a", READY, need=gb(6)), model("b", need=gb(4)))
+    s, steps = trace(s, Arrive(1, "b", 1), Cancel(1, "b", 2), Stopped("a", 3))
+    assert steps == [[Stop("a", "making room for 'b'")], [], []]
+    assert s.models["b"].phase is STOPPED
+
+
+# ---- queue timeout, cancel ---------------------------------------------------------------------
+
+def test_queued_request_times_out_while_the_model_loads_and_the_start_continues():
+    s = state(model("a", limit=1), timeout=60)
+    s, steps = trace(s, Arrive(1, "a", 0), Arrive(2, "a", 30), Tick(59.9), Tick(60))
+    assert steps == [[Start("a")], [], [],
+                     [Reject(1, "a", 503, "Waited 60 s for model 'a' (still loading).", 5)]]
+    s, actions = run(s, Started("a", 70))
+    assert actions == [Admit(2, "a")]
+
+
+def test_queued_request_times_out_when_all_slots_stay_busy():
+    s = state(model("a", READY, limit=2, in_flight=2), timeout=10)
+    _, actions = run(s, Arrive(1, "a", 0), Tick(10))
+    assert actions == [Reject(1, "a", 503, "Waited 10 s for model 'a' (all 2 slot(s) busy).", 5)]
+
+
+def test_cancel_removes_only_that_request():
+    s = state(model("a", READY, in_flight=1, waiting=[1, 2, 3]))
+    s, actions = run(s, Cancel(2, "a", 1), Cancel(42, "a", 1))
+    assert actions == [] and rids(s.models["a"]) == [1, 3]
+    s, actions = run(s, Finish(0, "a", 2))
+    assert actions == [Admit(1, "a")]
+
+
+def test_cancel_of_the_only_waiter_lets_the_start_continue():
+    s, steps = trace(state(model("a")), Arrive(1, "a", 0), Cancel(1, "a", 1), Started("a", 2))
+    assert steps == [[Start("a")], [], []]
+    assert (s.models["a"].phase, s.models["a"].in_flight) == (READY, 0)
+
+
+# ---- failures ----------------------------------------------------------------------------------
+
+def test_start_failed_rejects_the_queue_with_the_reason():
+    s = state(model("a"))
+    s, actions = run(s, Arrive(1, "a", 0), Arrive(2, "a", 1), StartFailed("a", "image not found", 2))
+    assert actions == [Start("a"),
+                       Reject(1, "a", 503, "Model 'a' could not be started: image not found", 30),
+                       Reject(2, "a", 503, "Model 'a' could not be started: image not found", 30)]
+    a = s.models["a"]
+    assert (a.phase, a.reason, a.queue) == (FAILED, "image not found", ())
+    s, actions = run(s, Arrive(3, "a", 5))  # the next request tries again
+    assert actions == [Start("a")]
+    assert (s.models["a"].phase, s.models["a"].reason) == (STARTING, None)
+
+
+def test_crash_marks_failed_and_the_next_request_restarts():
+    s = state(model("a", READY, need=gb(4)))
+    s, actions = run(s, Stopped("a", 1, reason="exited with code 139"))
+    assert actions == []
+    assert (s.models["a"].phase, s.models["a"].reason) == (FAILED, "exited with code 139")
+    s, actions = run(s, Arrive(1, "a", 2), Started("a", 3))
+    assert actions == [Start("a"), Admit(1, "a")]
+    assert (s.models["a"].phase, s.models["a"].reason) == (READY, None)
+
+
+def test_crash_with_requests_queued_restarts_at_once():
+    s = state(model("a", READY, in_flight=1, waiting=[2]))
+    s, actions = run(s, Stopped("a", 1, reason="killed"))
+    assert actions == [Start("a")]  # someone is waiting for it
+    s, actions = run(s, Finish(1, "a", 2), Started("a", 3))
+    assert actions == [Admit(2, "a")]
+
+
+def test_plain_stop_is_stopped_not_failed():
+    s, _ = run(state(model("a", STOPPING)), Stopped("a", 1))
+    assert (s.models["a"].phase, s.models["a"].reason) == (STOPPED, None)
+
+
+def test_crash_frees_its_memory_for_others():
+    s = state(model("a", READY, need=gb(6), in_flight=1), model("b", need=gb(4)))
+    s, actions = run(s, Arrive(1, "b", 1), Stopped("a", 2, reason="oom"))
+    assert actions == [Start("b")]
+
+
+# ---- sync with the orchestrator ----------------------------------------------------------------
+
+def _sync(models, now=1.0, capacity=None, external=None):
+    return Sync(models, capacity={"gpu0": gb(8)} if capacity is None else capacity, external=external or {},
+                now=now)
+
+
+def test_sync_adds_models_with_their_observed_phase_and_the_pools():
+    pol = Policy(limit=4, need={"gpu0": gb(2)})
+    s, actions = step(State(), _sync({"a": (pol, READY, None), "b": (Policy(), FAILED, "bad gguf")},
+                                     external={"gpu0": gb(1)}))
+    assert actions == []
+    assert s.models["a"] == Model("a", pol, READY)
+    assert s.models["b"] == Model("b", Policy(), FAILED, reason="bad gguf")
+    assert (dict(s.capacity), dict(s.external)) == ({"gpu0": gb(8)}, {"gpu0": gb(1)})
+    s, actions = step(s, Arrive(1, "a", 2))
+    assert actions == [Admit(1, "a")]
+
+
+def test_sync_removing_a_model_rejects_its_waiters_with_404():
+    s = state(model("a", STARTING, waiting=[1, 2]), model("b", READY))
+    s, actions = step(s, _sync({"b": (Policy(), READY, None)}))
+    assert actions == [Reject(rid, "a", 404, "Model 'a' was removed.", 0) for rid in (1, 2)]
+    assert list(s.models) == ["b"]
+    s, actions = step(s, Arrive(3, "a", 2))
+    assert actions == [R(3, "a", 404, 0)]
+
+
+@pytest.mark.parametrize("known, observed, result", [
+    (STARTING, STOPPED, STARTING),  # our start is under way; the listing is older than it
+    (STARTING, FAILED, STARTING),  # StartFailed will say so
+    (STARTING, READY, READY),  # ready before our start call returned: good, use it
+    (STOPPING, READY, STOPPING),  # our stop is under way
+    (STOPPING, STOPPED, STOPPING),  # Stopped will say so
+    (STOPPING, FAILED, STOPPING),
+    (READY, STOPPED, STOPPED),  # stopped behind our back
+    (READY, FAILED, FAILED),  # crashed
+    (STOPPED, READY, READY),  # started by hand / preloaded
+    (FAILED, STOPPED, STOPPED),
+    (READY, STARTING, STARTING),  # restarted by Docker after a crash, or by an admin: wait for it
+    (STOPPED, STARTING, STARTING),
+], ids=lambda v: v.value if isinstance(v, Phase) else None)
+def test_sync_does_not_override_our_own_transitions(known, observed, result):
+    s = state(model("a", known))
+    s, _ = step(s, _sync({"a": (Policy(), observed, "why" if observed is FAILED else None)}))
+    assert s.models["a"].phase is result
+    assert s.models["a"].reason == ("why" if result is FAILED else None)
+
+
+def test_sync_ready_during_our_start_admits_at_once_and_our_started_changes_nothing():
+    s = state(model("a", STARTING, waiting=[1]))
+    s, actions = step(s, _sync({"a": (Policy(), READY, None)}))
+    assert actions == [Admit(1, "a")]
+    s2, actions = step(s, Started("a", 2))
+    assert actions == [] and s2.models["a"].in_flight == 1
+
+
+def test_sync_keeps_queue_and_in_flight_and_takes_the_new_policy():
+    s = state(model("a", READY, limit=1, in_flight=1, waiting=[5, 6], last_used=3))
+    s, actions = step(s, _sync({"a": (Policy(limit=3), READY, None)}))
+    assert actions == [Admit(5, "a"), Admit(6, "a")]  # the raised limit frees two slots
+    assert (s.models["a"].in_flight, s.models["a"].last_used) == (3, 3)
+
+
+def test_sync_with_less_room_makes_waiting_models_wait_or_fail():
+    s = state(model("a", READY, need=gb(4), in_flight=1), model("b", need=gb(4)))
+    s, actions = run(s, _sync({"a": (Policy(need={"gpu0": gb(4)}), READY, None),
+                               "b": (Policy(need={"gpu0": gb(4)}), STOPPED, None)}, external={"gpu0": gb(1)}),
+                     Arrive(1, "b", 2))
+    assert actions == []  # 1 GB short, a is busy: wait
+    s, actions = run(s, _sync({"a": (Policy(need={"gpu0": gb(4)}), READY, None),
+                               "b": (Policy(need={"gpu0": gb(4)}), STOPPED, None)}, external={"gpu0": gb(5)}))
+    assert actions == [R(1, "b", 503, 30, "with 5.00 GiB used by pinned models and other processes")]
+
+
+def test_a_start_we_did_not_ask_for_is_asked_for_too():
+    """A model seen starting that we did not start (a preload, a crash restart) gets a Start of
+    ours, whose Started / StartFailed ends the phase: never STARTING for good."""
+    pol = Policy(pinned=True, need={"gpu0": gb(6)})
+    s, first = step(State(capacity={"gpu0": gb(8)}), _sync({"p": (pol, STARTING, "loading the model")}))
+    s, then = step(s, _sync({"p": (pol, FAILED, "exited with code 1")}, now=2))
+    # either the orchestrator's word ends it, or we asked for a Start whose result will
+    assert s.models["p"].phase is not STARTING or Start("p") in first + then
+
+
+# ---- random sequences: invariants after every step ---------------------------------------------
+
+def _memory_ok(s: State) -> bool:
+    """Models holding memory (starting, ready, or still stopping) plus others' use fit every pool."""
+    for pool, cap in s.capacity.items():
+        used = s.external.get(pool, 0) + sum(m.policy.need.get(pool, 0) for m in s.models.values()
+                                             if m.phase in HOLDS_MEMORY)
+        if used > cap:
+            return False
+    return True
+
+
+def _random_policy(rng: random.Random) -> Policy:
+    pools = rng.choice([{}, {"gpu0"}, {"gpu0"}, {"gpu1"}, {"gpu0", "gpu1"}, {"disk"}])
+    return Policy(limit=rng.randint(1, 3), queue=rng.choice([0, 1, 2, 4]), ttl_s=rng.choice([0, 0, 3, 8]),
+                  pinned=rng.random() < 0.1, swap_group=rng.choice([None, None, "g"]),
+                  need={p: gb(rng.choice([1, 2, 3, 4, 5])) for p in sorted(pools)})
+
+
+@dataclass
+class Sim:
+    """The effect layer, as a test double: remembers what it was asked and feeds back the results."""
+    s: State
+    now: float = 0.0
+    next_rid: int = 1
+    asked: set = field(default_factory=set)  # rids that arrived
+    answered: dict = field(default_factory=dict)  # rid -> Admit | Reject
+    cancelled: set = field(default_factory=set)
+    running: dict = field(default_factory=dict)  # admitted rid -> model, not yet finished
+    pending: dict = field(default_factory=dict)  # model -> "start" | "stop": asked, no result fed back yet
+    log: list = field(default_factory=list)
+
+    def feed(self, event) -> list:
+        before = self.s
+        self.s, actions = step(self.s, event)
+        self.log.append((event, actions))
+        if isinstance(event, (Started, StartFailed, Stopped)):
+            self.pending.pop(event.model, None)
+        self.check(before, event, actions)
+        return actions
+
+    def check(self, before: State, event, actions: list) -> None:
+        s, where = self.s, f"after {event!r} -> {actions!r}"
+        for action in actions:
+            if isinstance(action, (Admit, Reject)):
+                assert action.rid in self.asked, where
+                assert action.rid not in self.answered, f"rid {action.rid} answered twice, {where}"
+                assert action.rid not in self.cancelled, where
+                self.answered[action.rid] = action
+                if isinstance(action, Admit):
+                    self.running[action.rid] = action.model
+            elif isinstance(action, Start):
+                m = s.models[action.model]
+                assert action.model not in self.pending, f"second start/stop in flight, {where}"
+                # stopped or failed before, or made so by this very event (then restarted for its queue)
+                assert before.models[action.model].phase in (STOPPED, FAILED) \
+                    or isinstance(event, (Stopped, Sync)), where
+                assert m.phase is STARTING and m.queue, f"started for nobody, {where}"
+                self.pending[action.model] = "start"
+            elif isinstance(action, Stop):
+                m = s.models[action.model]
+                assert action.model not in self.pending, where
+                assert m.in_flight == 0 and not m.queue, f"stopped a busy model, {where}"
+                assert not m.policy.pinned, where
+                assert m.phase is STOPPING, where
+                self.pending[action.model] = "stop"
+        if any(isinstance(a, Start) for a in actions):
+            assert _memory_ok(s), f"started beyond capacity, {where}"
+        assert _memory_ok(s), where  # capacity and others' use are fixed here, so it holds at all times
+        groups: dict = {}
+        for m in s.models.values():
+            p = m.policy
+            assert m.in_flight <= p.limit, where
+            assert m.in_flight + len(m.queue) <= p.limit + p.queue, where
+            if m.phase is READY and m.queue:
+                assert m.in_flight == p.limit, f"ready with a free slot and a queue, {where}"
+            assert m.in_flight == sum(1 for mm in self.running.values() if mm == m.name), where
+            for w in m.queue:
+                assert w.rid in self.asked and w.rid not in self.answered and w.rid not in self.cancelled, where
+            if m.phase in (STARTING, STOPPING):
+                assert self.pending.get(m.name) == ("start" if m.phase is STARTING else "stop"), where
+            if p.swap_group and m.phase in HOLDS_MEMORY:
+                groups.setdefault(p.swap_group, []).append(m.name)
+        assert all(len(v) == 1 for v in groups.values()), f"swap group members together: {groups}, {where}"
+
+    def queued(self) -> list[tuple[int, str]]:
+        return [(w.rid, m.name) for m in self.s.models.values() for w in m.queue]
+
+    def random_event(self, rng: random.Random):
+        self.now += rng.choice([0, 0, 0.1, 0.5, 1, 2])
+        kind = rng.choices(["arrive", "finish", "cancel", "effect", "crash", "tick", "sync"],
+                           [30, 20, 5, 20, 2, 15, 3])[0]
+        if kind == "arrive":
+            rid, self.next_rid = self.next_rid, self.next_rid + 1
+            self.asked.add(rid)
+            name = "ghost" if rng.random() < 0.03 else rng.choice(sorted(self.s.models))
+            return Arrive(rid, name, self.now)
+        if kind == "finish" and self.running:
+            rid = rng.choice(sorted(self.running))
+            return Finish(rid, self.running.pop(rid), self.now)
+        if kind == "cancel" and self.queued():
+            rid, name = rng.choice(self.queued())
+            self.cancelled.add(rid)
+            return Cancel(rid, name, self.now)
+        if kind == "effect" and self.pending:
+            name = rng.choice(sorted(self.pending))
+            if self.pending[name] == "stop":
+                return Stopped(name, self.now)
+            if rng.random() < 0.15:
+                return StartFailed(name, "no luck", self.now)
+            return Started(name, self.now)
+        if kind == "crash":
+            ready = sorted(n for n, m in self.s.models.items() if m.phase is READY and n not in self.pending)
+            if ready:
+                return Stopped(rng.choice(ready), self.now, reason="crashed")
+        if kind == "sync":
+            # the orchestrator's view: stale for what we are changing, true for the rest
+            views = {n: (m.policy, rng.choice([READY, STOPPED, FAILED]) if m.phase is STOPPING else
+                         STARTING if m.phase is STARTING else m.phase, m.reason)
+                     for n, m in self.s.models.items()}
+            return Sync(views, dict(self.s.capacity), dict(self.s.external), self.now)
+        return Tick(self.now)
+
+    def drain(self) -> None:
+        """No more arrivals: feed back every result, finish every request. Everything queued must get
+        served or refused without waiting for a timeout (nothing is stuck)."""
+        for _ in range(1000):
+            if self.pending:
+                name = sorted(self.pending)[0]
+                self.feed(Stopped(name, self.now) if self.pending[name] == "stop" else Started(name, self.now))
+            elif self.running:
+                rid = sorted(self.running)[0]
+                self.feed(Finish(rid, self.running.pop(rid), self.now))
+            else:
+                break
+        assert not self.pending and not self.running
+        assert self.queued() == [], f"stuck without a timeout: {self.queued()}\n{self.s}"
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_random_sequences_keep_the_invariants(seed):
+    rng = random.Random(seed)
+    names = ["a", "b", "c", "d"][:rng.randint(3, 4)]
+    s = State(models={n: Model(n, _random_policy(rng)) for n in names},
+              capacity={"gpu0": gb(rng.choice([4, 6, 8])), "gpu1": gb(rng.choice([4, 6]))},
+              external={"gpu0": gb(rng.choice([0, 0, 1]))}, queue_timeout_s=rng.choice([5.0, 30.0]))
+    sim = Sim(s)
+    for _ in range(50):
+        sim.feed(sim.random_event(rng))
+    sim.drain()
+    # every request got exactly one answer, or its client left while it was queued
+    assert set(sim.answered) | sim.cancelled == sim.asked
+    assert not set(sim.answered) & sim.cancelled
+    assert all(a.status == 404 for a in sim.answered.values() if isinstance(a, Reject) and a.model == "ghost")
