@@ -1,5 +1,6 @@
-"""``python -m cli`` (``llamadock``): admin commands; the chat client comes with issue 4.
+"""``python -m cli`` (``llamadock``): the terminal chat and the admin commands.
 
+    llamadock chat [--model NAME]             chat (asks which model when not told)
     llamadock models                          table of models
     llamadock models add NAME SOURCE [opts]   SOURCE: file in models/ or owner/repo[:quant]
     llamadock models rm NAME
@@ -15,16 +16,21 @@ import sys
 
 from rich.console import Console
 
-from . import admin
+from . import admin, chat
 from .api import Api, ApiError, Connection
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamadock", description="Manage and inspect a llamadock stack.")
+    p = argparse.ArgumentParser(prog="llamadock", description="Chat with, manage and inspect a llamadock stack.")
     p.add_argument("--url", help="Gateway URL (LLAMADOCK_URL; default http://127.0.0.1:8080).")
     p.add_argument("--admin-token", help="Admin token (LLAMADOCK_ADMIN_TOKEN).")
     p.add_argument("--api-key", help="API key for /v1 (LLAMADOCK_API_KEY).")
     sub = p.add_subparsers(dest="command", required=True)
+
+    talk = sub.add_parser("chat", help="Chat with a model; /help inside lists the commands.")
+    talk.add_argument("-m", "--model", help="Model name or alias (default: the only ready model, else a picker).")
+    # Plain requests (/status, /models) give up after 30 s; answers stream without a limit.
+    talk.set_defaults(run=chat.cmd_chat, request_timeout=30.0)
 
     models = sub.add_parser("models", help="List, add, remove models.")
     models.set_defaults(run=admin.cmd_models)
@@ -68,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console()
-    api = Api(Connection.from_env(args.url, args.admin_token, args.api_key), timeout=None)
+    api = Api(Connection.from_env(args.url, args.admin_token, args.api_key),
+              timeout=getattr(args, "request_timeout", None))
     try:
         return args.run(api, console, args)
     except ApiError as exc:

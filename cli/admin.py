@@ -8,38 +8,16 @@ import threading
 import time
 
 from rich.console import Console
-from rich.table import Table
 
 from orchestrator.spec import source_from_text
 
 from .api import Api, ApiError
-
-STATE_STYLE = {"ready": "green", "starting": "yellow", "stopped": "dim", "failed": "red"}
-
-
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def models_table(listing: dict) -> Table:
-    table = Table(title="Models", title_justify="left")
-    for column in ("name", "state", "source", "aliases", "uptime", "reason"):
-        table.add_column(column)
-    for model in listing.get("models", []):
-        spec = model.get("spec") or {}
-        style = STATE_STYLE.get(model["state"], "")
-        table.add_row(model["name"], f"[{style}]{model['state']}[/]", spec.get("model") or f"hf:{spec.get('hf')}",
-                      ", ".join(model.get("aliases") or []), _uptime(model.get("uptime_s")), model.get("reason") or "")
-    return table
+from .render import admin_models_table, gpu_view
 
 
 def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
     listing = api.request("GET", "/admin/models", admin=True)
-    console.print(models_table(listing))
+    console.print(admin_models_table(listing))
     if listing.get("available"):
         console.print("[dim]GGUF files in models/ not declared yet:[/] " + ", ".join(listing["available"]))
     for warning in (listing.get("host") or {}).get("warnings", []):
@@ -96,7 +74,7 @@ def _last_log_line(api: Api, name: str) -> str:
         text = "".join(api.stream_text(f"/admin/models/{name}/logs", admin=True, params={"tail": 1}))
     except ApiError:
         return ""
-    return text.strip().splitlines()[-1] if text.strip() else ""
+    return text.strip().split("\n")[-1].strip() if text.strip() else ""
 
 
 def cmd_rm(api: Api, console: Console, args: argparse.Namespace) -> int:
@@ -131,20 +109,7 @@ def cmd_logs(api: Api, console: Console, args: argparse.Namespace) -> int:
 
 
 def cmd_gpu(api: Api, console: Console, args: argparse.Namespace) -> int:
-    gpu = api.request("GET", "/gpu")
-    if not gpu.get("available"):
-        console.print(f"No GPU: {gpu.get('reason') or 'none visible'}. Models run on the CPU.")
-        return 0
-    table = Table(title="GPUs", title_justify="left")
-    for column in ("#", "name", "memory used / total", "util", "temp"):
-        table.add_column(column)
-    for dev in gpu.get("gpus", []):
-        memory, util = dev.get("memory") or {}, dev.get("utilization") or {}
-        used, total = memory.get("used_bytes"), memory.get("total_bytes")
-        mem = f"{used / 2**30:.1f} / {total / 2**30:.1f} GiB" if used is not None and total else "?"
-        table.add_row(str(dev.get("index")), str(dev.get("name")), mem,
-                      f"{util.get('gpu_percent') if util.get('gpu_percent') is not None else '?'}%", f"{dev.get('temperature_c', '?')} °C")
-    console.print(table)
+    console.print(gpu_view(api.request("GET", "/gpu")))
     return 0
 
 

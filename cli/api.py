@@ -7,6 +7,7 @@ gateway's own error message when there is one, else what could not be reached.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -68,6 +69,26 @@ class Api:
         if response.status_code >= 400:
             raise error_from_response(response)
         return response.json()
+
+    @contextmanager
+    def stream_post(self, path: str, body: dict) -> Iterator[Iterator[bytes]]:
+        """POST ``body`` and yield the response body's chunks as they arrive.
+
+        Leaving the block early (an exception, Ctrl-C) closes the connection: the gateway
+        then drops its upstream one, and llama-server stops generating.
+        """
+        try:
+            with self.client.stream("POST", path, json=body, headers=self._headers(False),
+                                    timeout=httpx.Timeout(None, connect=5.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                yield response.iter_bytes()
+        except httpx.ConnectError:
+            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
+        except httpx.TransportError as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ApiError(f"The connection to the gateway broke off ({detail}).") from None
 
     def stream_text(self, path: str, *, admin: bool = False, params: dict | None = None) -> Iterator[str]:
         try:

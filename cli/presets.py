@@ -1,0 +1,20 @@
+"""Ready-made system prompts for ``/system NAME``."""
+
+from __future__ import annotations
+
+SYSTEM_PRESETS: dict[str, str] = {
+    "helpful": "You are a helpful, friendly assistant. Answer clearly and accurately; "
+               "say so when you are not sure.",
+    "concise": "You are a concise assistant. Answer in as few words as possible: "
+               "no preamble, no repetition of the question.",
+    "technical": "You are a senior software engineer. Give precise technical answers with "
+                 "working code in fenced Markdown blocks, and mention trade-offs and pitfalls.",
+    "pirate": "You are a cheerful pirate captain. Answer every question correctly, but always "
+              "in pirate speak, with the odd 'Arr!' and a nautical metaphor.",
+}
+CLEAR_WORDS = ("off", "none", "clear")
+
+
+def preset_name(text: str) -> str | None:
+    """Which preset ``text`` is, if it is one (for showing the current prompt)."""
+    return next((name for name, preset in SYSTEM_PRESETS.items() if preset == text), None)

@@ -1,0 +1,209 @@
+"""How things look in the terminal, shared by the admin commands and the chat.
+
+Text helpers (bars, sizes, durations, the stats line) are pure strings; the rest
+builds rich renderables from the gateway's JSON without printing anything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .commands import HELP
+from .model_list import ModelInfo, models_from_listing
+from .params import LIMITS, Params
+from .presets import preset_name
+from .sessions import SessionSummary
+from .stream import AnswerStats
+
+STATE_STYLE = {"ready": "green", "starting": "yellow", "stopped": "dim", "failed": "red"}
+GIB = 1024**3
+BAR_FULL, BAR_EMPTY = "█", "░"
+
+
+# --- text ---------------------------------------------------------------------
+
+def memory_bar(used: int | None, total: int | None, width: int = 20) -> str:
+    """``████░░░░ 50%``; ``?`` bars when the driver does not say."""
+    if used is None or not total:
+        return "?" * width
+    fraction = min(max(used / total, 0.0), 1.0)
+    filled = round(fraction * width)
+    return BAR_FULL * filled + BAR_EMPTY * (width - filled) + f" {fraction:.0%}"
+
+
+def bar_style(used: int | None, total: int | None) -> str:
+    if used is None or not total:
+        return "dim"
+    fraction = used / total
+    return "red" if fraction >= 0.9 else "yellow" if fraction >= 0.7 else "green"
+
+
+def gib(n_bytes: int | None) -> str:
+    return "?" if n_bytes is None else f"{n_bytes / GIB:.1f} GiB"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def stats_line(stats: AnswerStats) -> str:
+    """``412 tokens · 1267.7 tok/s · TTFT 12 ms``, plus why the answer ended early."""
+    parts = ["stopped"] if stats.stopped else []
+    parts.append(f"{'' if stats.tokens_counted else '~'}{stats.tokens} tokens")
+    if stats.tokens_per_second is not None:
+        parts.append(f"{stats.tokens_per_second:.1f} tok/s")
+    parts.append(f"TTFT {duration(stats.first_token_s)}" if stats.first_token_s is not None else "no tokens")
+    parts.append(f"{duration(stats.total_s)} total")
+    if stats.finish_reason == "length" and not stats.stopped:
+        parts.append("max_tokens or context reached")
+    return " · ".join(parts)
+
+
+# --- models and GPUs ----------------------------------------------------------
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def admin_models_table(listing: dict) -> Table:
+    """``GET /admin/models``: what the orchestrator runs, with sources and uptimes."""
+    table = Table(title="Models", title_justify="left")
+    for column in ("name", "state", "source", "aliases", "uptime", "reason"):
+        table.add_column(column)
+    for model in listing.get("models", []):
+        spec = model.get("spec") or {}
+        table.add_row(model["name"], state_text(model["state"]), spec.get("model") or f"hf:{spec.get('hf')}",
+                      ", ".join(model.get("aliases") or []), uptime(model.get("uptime_s")), model.get("reason") or "")
+    return table
+
+
+def models_table(models: list[ModelInfo], current: str | None = None,
+                 vram: dict[str, int] | None = None, numbered: bool = False) -> Table:
+    """The gateway's models for the chat: state, aliases, VRAM when known; the current one marked."""
+    table = Table(title="Models", title_justify="left")
+    if numbered:
+        table.add_column("#", justify="right")
+    for column in ("model", "state", "aliases", *(["VRAM"] if vram is not None else []), "reason"):
+        table.add_column(column)
+    for number, model in enumerate(models, 1):
+        name = Text(model.name, style="bold") if model.name == current else Text(model.name)
+        if model.name == current:
+            name.append(" ●", style="cyan")
+        row: list = [name, state_text(model.state), ", ".join(model.aliases)]
+        if vram is not None:
+            row.append(gib(vram[model.name]) if model.name in vram else "-")
+        row.append(model.reason or "")
+        table.add_row(*([str(number)] if numbered else []), *row)
+    return table
+
+
+def vram_by_model(gpu: dict) -> dict[str, int]:
+    """Bytes of GPU memory per model, summed over GPUs (``/gpu``'s per-GPU ``models``)."""
+    totals: dict[str, int] = {}
+    for device in gpu.get("gpus") or []:
+        for name, used in (device.get("models") or {}).items():
+            if isinstance(used, int):
+                totals[name] = totals.get(name, 0) + used
+    return totals
+
+
+def gpu_view(gpu: dict) -> RenderableType:
+    """``GET /gpu``: a table with a memory bar per GPU, or a plain sentence when there is none."""
+    if not gpu.get("available"):
+        return Text(f"No GPU: {gpu.get('reason') or 'none visible'}. Models run on the CPU.")
+    table = Table(title="GPUs", title_justify="left")
+    for column in ("#", "name", "memory", "used / total", "util", "temp", "power"):
+        table.add_column(column)
+    for device in gpu.get("gpus") or []:
+        memory, util = device.get("memory") or {}, device.get("utilization") or {}
+        used, total = memory.get("used_bytes"), memory.get("total_bytes")
+        power, limit = device.get("power_w"), device.get("power_limit_w")
+        table.add_row(
+            str(device.get("index")), str(device.get("name") or "?"),
+            Text(memory_bar(used, total), style=bar_style(used, total)),
+            f"{gib(used)} / {gib(total)}",
+            _or_unknown(util.get("gpu_percent"), "%"),
+            _or_unknown(device.get("temperature_c"), " °C"),
+            f"{power:.0f} / {limit:.0f} W" if power is not None and limit else _or_unknown(power, " W"),
+        )
+    return table
+
+
+def _or_unknown(value: object, unit: str) -> str:
+    return "?" if value is None else f"{value}{unit}"
+
+
+def status_view(status: dict, current: str | None = None) -> RenderableType:
+    """``GET /status``: the models with their VRAM, then the GPUs, then any warning."""
+    gpu = status.get("gpu") or {}
+    parts: list[RenderableType] = [
+        models_table(models_from_listing(status.get("models") or []), current,
+                     vram=vram_by_model(gpu) if gpu.get("available") else None),
+        gpu_view(gpu),
+    ]
+    for key in ("upstreams_file_error", "orchestrator_error"):
+        if status.get(key):
+            parts.append(Text(str(status[key]), style="yellow"))
+    return Group(*parts)
+
+
+# --- chat settings --------------------------------------------------------------
+
+def params_table(params: Params) -> Table:
+    table = Table(title="Params", title_justify="left", show_header=False, box=None, padding=(0, 2))
+    values = params.body()
+    for name, limit in LIMITS.items():
+        shown = Text(str(values[name])) if name in values else Text("server default", style="dim")
+        table.add_row(name, shown, Text(limit.meaning, style="dim"))
+    return table
+
+
+def system_text(system: str) -> Text:
+    if not system:
+        return Text("No system prompt (set one with /system PRESET or /system TEXT).", style="dim")
+    preset = preset_name(system)
+    text = Text(f"System prompt ({preset} preset): " if preset else "System prompt: ", style="bold")
+    return text.append(system, style="")
+
+
+def sessions_table(summaries: Iterable[SessionSummary]) -> Table:
+    table = Table(title="Sessions", title_justify="left")
+    for column in ("name", "model", "messages", "saved"):
+        table.add_column(column)
+    for s in summaries:
+        if s.problem:
+            table.add_row(s.name, Text(f"unreadable: {s.problem}", style="red"), "", _local(s.saved_at))
+        else:
+            table.add_row(s.name, s.model, str(s.message_count), _local(s.saved_at))
+    return table
+
+
+def _local(when: datetime | None) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "?"
+
+
+def help_table() -> Table:
+    table = Table(title="Commands", title_justify="left", show_header=False, box=None, padding=(0, 2))
+    for entry in HELP.values():
+        table.add_row(Text(entry.usage, style="cyan"), entry.summary)
+    table.add_row(Text('"""', style="cyan"), 'start and end a message of several lines')
+    table.add_row(Text("Ctrl-C", style="cyan"), "stop the answer being written; twice at the prompt: leave")
+    return table

@@ -1,0 +1,341 @@
+"""`llamadock chat` in a real terminal (tmux), against the real gateway and real llama-servers.
+
+Each test starts the chat in a detached 200x50 tmux session on a tmux server of its own,
+types with `send-keys`, and reads the screen with `capture-pane`, waiting on what appears
+(never on time). The tiny models write random Unicode at 1-2k tokens/s, so the tests check
+the structure of the output (prompt, stats line, messages), not its words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from support.gateway import GatewayProcess, write_upstreams
+from support.llama import LlamaServer
+from support.net import free_port
+
+if not shutil.which("tmux"):
+    if os.environ.get("LLAMADOCK_REQUIRE_DOCKER"):
+        raise RuntimeError("tmux is missing but LLAMADOCK_REQUIRE_DOCKER (CI) requires these tests: "
+                           "run scripts/setup-test-tools.sh")
+    pytest.skip("tmux is not installed (scripts/setup-test-tools.sh installs it)", allow_module_level=True)
+
+WIDTH, HEIGHT = 200, 50
+STATS_RE = re.compile(r"\d+ tokens · \d+\.\d tok/s · TTFT \d+(\.\d+)? m?s · ")
+STOPPED_RE = re.compile(r"^stopped · ~\d+ tokens", re.M)
+WAIT_S = 30
+
+
+class Terminal:
+    """One program in a detached tmux session, on a private tmux server (its own socket)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.socket = workdir / "tmux.sock"
+        self.config = workdir / "tmux.conf"
+        # remain-on-exit: the pane stays after the program ends, so its exit status can be read.
+        self.config.write_text("set -g remain-on-exit on\nset -g history-limit 100000\nset -g status off\n")
+        self.workdir = workdir
+        self.env = dict(os.environ)
+
+    def tmux(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-S", str(self.socket), "-f", str(self.config), *args],
+                             capture_output=True, text=True, timeout=10, env=self.env)
+        if out.returncode != 0:
+            raise AssertionError(f"tmux {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def start(self, argv: list[str], env: dict[str, str]) -> "Terminal":
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LLAMADOCK_", "TMUX"))}, **env}
+        self.tmux("new-session", "-d", "-s", "chat", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(self.workdir),
+                  shlex.join(argv))
+        self.server_pid = int(self.tmux("display-message", "-p", "#{pid}"))
+        return self
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "chat", *keys)
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "chat", "-l", text)
+        self.keys("Enter")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "chat")
+
+    def transcript(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "chat")
+
+    def last_line(self) -> str:
+        lines = [line.strip() for line in self.screen().split("\n") if line.strip()]
+        return lines[-1] if lines else ""
+
+    def exit_status(self) -> int | None:
+        """The program's exit status once it has ended (-N: killed by signal N), else None."""
+        dead, status, killed_by = self.tmux("display-message", "-p", "-t", "chat",
+                                            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}").strip().split(":")
+        if dead == "1" and (status or killed_by):
+            return int(status) if status else -int(killed_by)
+        # Debian's tmux uses libutempter, whose own SIGCHLD handler, in place while tmux records
+        # the closed terminal, can swallow the SIGCHLD of the program's exit: the pane then stays
+        # "alive" around a zombie (tmux/tmux#311). Another SIGCHLD makes tmux reap it.
+        os.kill(self.server_pid, signal.SIGCHLD)
+        return None
+
+    def wait(self, condition, what: str, timeout: float = WAIT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                return result
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{self.screen()}")
+
+    def wait_for_text(self, pattern: str | re.Pattern, what: str | None = None, timeout: float = WAIT_S) -> re.Match:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return self.wait(lambda: regex.search(self.transcript()), what or f"/{regex.pattern}/", timeout)
+
+    def stop(self) -> None:
+        if self.socket.exists():
+            subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True, timeout=10)
+
+
+class Chat:
+    """The chat client running in a Terminal, with helpers that wait for it to answer."""
+
+    def __init__(self, terminal: Terminal, model: str) -> None:
+        self.term, self.model = terminal, model
+
+    def prompt_is_back(self) -> bool:
+        return self.term.last_line() == f"{self.model} ❯"
+
+    def wait_for_prompt(self, timeout: float = WAIT_S) -> None:
+        self.term.wait(self.prompt_is_back, f"the '{self.model} ❯' prompt", timeout)
+
+    def run(self, line: str, expect: str | re.Pattern, timeout: float = WAIT_S) -> str:
+        """Type ``line``; wait until ``expect`` appears once more than before and the prompt is back."""
+        regex = re.compile(expect) if isinstance(expect, str) else expect
+        before = len(regex.findall(self.term.transcript()))
+        self.term.type(line)
+        self.term.wait(lambda: len(regex.findall(self.term.transcript())) > before and self.prompt_is_back(),
+                       f"/{regex.pattern}/ after typing {line!r}", timeout)
+        return self.term.transcript()
+
+    def say(self, text: str, timeout: float = WAIT_S) -> str:
+        """Send a message and wait for its answer's stats line."""
+        return self.run(text, STATS_RE, timeout)
+
+
+def slots_busy(server: LlamaServer) -> bool:
+    return any(slot.get("is_processing") for slot in httpx.get(f"{server.url}/slots", timeout=5).json())
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def long_server(llama_server_bin, tiny_models, tmp_path_factory) -> Iterator[LlamaServer]:
+    """tiny-a with room for a long answer: the shared upstreams stop after ~1000 tokens
+    (1024 per slot), too soon to press Ctrl-C in the middle of one."""
+    server = LlamaServer(llama_server_bin, tiny_models["tiny-a"], alias="tiny-long", ctx=32768, parallel=1,
+                         log_dir=tmp_path_factory.mktemp("long-server"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstreams_file(upstreams, long_server, tmp_path_factory) -> Path:
+    return write_upstreams(tmp_path_factory.mktemp("cli-gw") / "upstreams.yaml", {
+        "tiny-a": {"url": upstreams["tiny-a"].url, "aliases": ["gpt-4o-mini"]},
+        "tiny-b": {"url": upstreams["tiny-b"].url},
+        "tiny-long": {"url": long_server.url},
+        "ghost": {"url": f"http://127.0.0.1:{free_port()}"},  # declared, nothing listening: never ready
+    })
+
+
+@pytest.fixture(scope="module")
+def gateway(upstreams_file) -> Iterator[GatewayProcess]:
+    with GatewayProcess(upstreams_file) as gw:
+        def all_probed() -> bool:
+            states = {m["id"]: m["state"] for m in httpx.get(f"{gw.url}/v1/models", timeout=5).json()["data"]}
+            return all(states.get(name) == "ready" for name in ("tiny-a", "tiny-b", "tiny-long")) \
+                and states.get("ghost") != "starting"
+        deadline = time.monotonic() + WAIT_S
+        while not all_probed():
+            assert time.monotonic() < deadline, f"the gateway never saw the models ready:\n{gw.log_text()}"
+            time.sleep(0.05)
+        yield gw
+
+
+@pytest.fixture
+def sessions_dir(tmp_path) -> Path:
+    return tmp_path / "sessions"
+
+
+@pytest.fixture
+def start_chat(gateway, sessions_dir, tmp_path):
+    terminals: list[Terminal] = []
+
+    def start(*args: str, model: str = "tiny-a") -> Chat:
+        workdir = tmp_path / f"term{len(terminals)}"
+        workdir.mkdir()
+        terminal = Terminal(workdir)
+        terminals.append(terminal)
+        terminal.start([sys.executable, "-m", "cli", "chat", *args],
+                       {"LLAMADOCK_URL": gateway.url, "LLAMADOCK_SESSIONS_DIR": str(sessions_dir)})
+        return Chat(terminal, model)
+
+    yield start
+    for terminal in terminals:
+        terminal.stop()
+
+
+@pytest.fixture
+def chat(start_chat) -> Chat:
+    chat = start_chat("--model", "tiny-a")
+    chat.wait_for_prompt()
+    return chat
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+def test_an_answer_streams_and_ends_with_a_stats_line(chat):
+    transcript = chat.say("Hello there, how are you?")
+    before_stats = transcript[:STATS_RE.search(transcript).start()]
+    answer = before_stats.split("tiny-a ❯ Hello there, how are you?", 1)[1]
+    assert answer.strip(), "the answer's text appears between the question and the stats line"
+    assert "Traceback" not in transcript
+
+
+def test_status_shows_the_models_and_the_gpu(chat, gateway):
+    transcript = chat.run("/status", r"tiny-long")
+    assert re.search(r"tiny-a ●\s*│ ready\s*│ gpt-4o-mini", transcript), "the current model is marked"
+    assert re.search(r"tiny-b\s*│ ready", transcript) and re.search(r"ghost\s*│ (stopped|failed)", transcript)
+    if httpx.get(f"{gateway.url}/gpu", timeout=5).json()["available"]:
+        assert "GPUs" in transcript and "%" in transcript
+    else:
+        assert re.search(r"^No GPU: .+\. Models run on the CPU\.$", transcript, re.M)
+
+
+def test_save_list_and_load_a_session(chat, sessions_dir):
+    chat.run("/params max_tokens=32", r"max_tokens\s+32\s")  # two exchanges must fit the slot's context
+    chat.say("Remember this")
+    chat.run("/save first", r"Saved session 'first' \(2 messages\)")
+    saved = json.loads((sessions_dir / "first.json").read_text())
+    assert saved["model"] == "tiny-a" and [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert saved["messages"][0]["content"] == "Remember this" and saved["params"] == {"max_tokens": 32}
+
+    chat.run("/clear", "Conversation cleared")
+    chat.run("/sessions", r"first\s*│ tiny-a\s*│ 2\s*│")
+    chat.run("/load first", r"Loaded session 'first': 2 messages with tiny-a")
+    chat.say("And now?")
+    chat.run("/save", r"Saved session 'first' \(4 messages\)")
+    assert len(json.loads((sessions_dir / "first.json").read_text())["messages"]) == 4
+
+
+def test_bad_session_names_and_damaged_files_are_one_sentence(chat, sessions_dir):
+    chat.run("/save ../outside", r"'\.\./outside' is not a valid session name")
+    sessions_dir.mkdir(parents=True, exist_ok=True)
+    (sessions_dir / "broken.json").write_text("{ this is not json")
+    transcript = chat.run("/load broken", r"broken\.json is damaged \(not valid JSON")
+    assert "Traceback" not in transcript
+    assert not (sessions_dir.parent / "outside.json").exists()
+
+
+def test_ctrl_c_stops_a_long_answer_and_the_chat_goes_on(start_chat, long_server):
+    chat = start_chat("--model", "tiny-long", model="tiny-long")
+    chat.wait_for_prompt()
+    chat.run("/params max_tokens=20000", r"max_tokens\s+20000")
+    chat.term.type("Tell me everything you know")
+    chat.term.wait(lambda: slots_busy(long_server), "llama-server to start generating")
+    chat.term.wait(lambda: len(chat.term.screen().split("tiny-long ❯ Tell me everything you know", 1)[-1].strip())
+                   > 200, "the answer to stream onto the screen")
+
+    chat.term.keys("C-c")
+    chat.term.wait_for_text(STOPPED_RE, "the 'stopped' stats line")
+    chat.wait_for_prompt()
+    # Closing the stream made the gateway drop its upstream connection, and llama-server stop.
+    chat.term.wait(lambda: not slots_busy(long_server), "llama-server's slot to be free again", timeout=5)
+    assert chat.term.exit_status() is None, "the chat is still running"
+
+    chat.run("/params max_tokens=8", r"max_tokens\s+8\s")
+    chat.say("Short one now")
+    chat.run("/save stopped", r"Saved session 'stopped' \(4 messages\)")  # the partial answer was kept
+
+
+def test_quit_leaves_and_saves_the_session(chat, sessions_dir):
+    chat.say("Something worth keeping")
+    chat.term.type("/quit")
+    chat.term.wait(lambda: chat.term.exit_status() is not None, "the chat to exit")
+    assert chat.term.exit_status() == 0
+    match = chat.term.wait_for_text(r"Saved session '(chat-\d{8}-\d{6})' \(2 messages\)")
+    saved = json.loads((sessions_dir / f"{match.group(1)}.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+
+
+def test_ctrl_c_twice_at_the_prompt_leaves(chat):
+    chat.term.keys("C-c")
+    chat.term.wait_for_text("Press Ctrl-C again or type /quit to leave.")
+    chat.wait_for_prompt()
+    chat.term.keys("C-c")
+    chat.term.wait(lambda: chat.term.exit_status() is not None, "the chat to exit")
+    assert chat.term.exit_status() == 0
+
+
+def test_the_picker_offers_the_models_when_none_is_given(start_chat):
+    chat = start_chat(model="tiny-b")
+    chat.term.wait_for_text(r"Pick a model \(number or name\) ❯")
+    transcript = chat.term.transcript()
+    assert re.search(r"\d │ tiny-a\s*│ ready", transcript) and re.search(r"ghost\s*│ (stopped|failed)", transcript)
+    chat.term.type("9")
+    chat.term.wait_for_text(r"Pick a number from 1 to \d")
+    chat.term.type("tiny-b")
+    chat.wait_for_prompt()
+    chat.say("Hi b")
+
+
+def test_api_errors_are_one_sentence(chat):
+    chat.run("/model nope", r"The model 'nope' does not exist\. Available models: .*tiny-a.*\.")
+    chat.model = "ghost"  # the prompt it will wait for
+    chat.run("/model ghost", r"ghost is (stopped|failed): .+; it answers once it is ready\.")
+    transcript = chat.run("Are you there?", r"The model 'ghost' is (stopped|failed).*Retry in \d+ s\.")
+    assert "Traceback" not in transcript and not STATS_RE.search(transcript)
+
+
+def test_a_model_dying_mid_answer_is_one_red_sentence(start_chat, spawn_llama, upstreams_file, gateway):
+    doomed = spawn_llama("tiny-a", alias="tiny-doomed", ctx=32768, parallel=1)
+    models = {**yaml.safe_load(upstreams_file.read_text())["models"],
+              "tiny-doomed": {"url": doomed.url}}
+    write_upstreams(upstreams_file, models)
+    try:
+        def listed_ready() -> bool:
+            data = httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
+            return any(m["id"] == "tiny-doomed" and m["state"] == "ready" for m in data)
+        deadline = time.monotonic() + WAIT_S
+        while not listed_ready():
+            assert time.monotonic() < deadline, "the gateway did not pick up the new model"
+            time.sleep(0.05)
+
+        chat = start_chat("--model", "tiny-doomed", model="tiny-doomed")
+        chat.wait_for_prompt()
+        chat.run("/params max_tokens=20000", r"max_tokens\s+20000")
+        chat.term.type("Go on and on")
+        chat.term.wait(lambda: slots_busy(doomed), "llama-server to start generating")
+        doomed.kill()
+        chat.term.wait_for_text(r"The answer broke off: .+", "the red sentence")
+        chat.wait_for_prompt()
+        assert "Traceback" not in chat.term.transcript()
+    finally:
+        models.pop("tiny-doomed")
+        write_upstreams(upstreams_file, models)
