@@ -87,19 +87,23 @@ def model_state(view: ContainerView | None, probed_ready: bool = False) -> tuple
     return STOPPED, view.status
 
 
-def uptime_s(view: ContainerView | None, now: datetime) -> float | None:
-    if view is None or view.status != "running" or not view.started_at:
+def docker_time(stamp: str | None) -> datetime | None:
+    """A Docker timestamp (UTC, nanoseconds, e.g. StartedAt) as a datetime; None for none or the zero time."""
+    if not stamp or stamp.startswith("0001-"):
         return None
     # Docker writes nanoseconds; fromisoformat takes at most microseconds.
-    stamp = view.started_at.rstrip("Z")
-    if "." in stamp:
-        head, frac = stamp.split(".", 1)
-        stamp = f"{head}.{frac[:6]}"
+    head, _, frac = stamp.rstrip("Z").partition(".")
     try:
-        started = datetime.fromisoformat(stamp + "+00:00")
+        return datetime.fromisoformat(f"{head}.{frac[:6] or '0'}+00:00")
     except ValueError:
         return None
-    return max(0.0, (now - started).total_seconds())
+
+
+def uptime_s(view: ContainerView | None, now: datetime) -> float | None:
+    if view is None or view.status != "running":
+        return None
+    started = docker_time(view.started_at)
+    return None if started is None else max(0.0, (now - started).total_seconds())
 
 
 def model_url(view: ContainerView, by: str) -> str | None:

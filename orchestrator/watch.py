@@ -13,13 +13,13 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime
 from typing import Callable
 
 import docker
 import docker.errors
 
 from .containers import LABEL_MODEL, LABEL_PROJECT
+from .status import docker_time
 
 log = logging.getLogger("llamadock.orchestrator")
 
@@ -55,14 +55,8 @@ class EventWatcher:
 
 
 def _started_epoch(attrs: dict) -> float | None:
-    stamp = (attrs.get("State") or {}).get("StartedAt", "")
-    if not stamp or stamp.startswith("0001-"):
-        return None
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    try:
-        return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0")) - 0.001
-    except ValueError:
-        return None
+    started = docker_time((attrs.get("State") or {}).get("StartedAt"))
+    return None if started is None else started.timestamp() - 0.001  # a hair early: lose no first line
 
 
 class LogCopier:

@@ -65,3 +65,10 @@ def test_gateway_reads_the_listing():
                                                                ("gpt-4o-mini",), (4242,))
     assert gone.state is ModelState.STOPPED and gone.reason
     assert odd.state is ModelState.FAILED  # an unknown state is never routed to
+
+
+def test_docker_timestamps():
+    from orchestrator.status import docker_time
+    assert docker_time("2026-11-22T10:00:00.123456789Z") == datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert docker_time("2026-11-22T10:00:00Z") == datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+    assert docker_time("0001-01-01T00:00:00Z") is None and docker_time(None) is None and docker_time("junk") is None
