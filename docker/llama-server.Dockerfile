@@ -5,7 +5,7 @@
 #
 # CPU, from source (~7 min on 2 cores), from the repo root:
 #   docker build -f docker/llama-server.Dockerfile -t llamadock/llama-server:cpu .
-# CUDA, from source (nvcc needs no GPU at build time):
+# CUDA, from source (nvcc needs no GPU at build time; `make llama-image GPU=1` runs this):
 #   docker build -f docker/llama-server.Dockerfile -t llamadock/llama-server:cuda \
 #     --build-arg BUILD_IMAGE=nvidia/cuda:12.8.1-devel-ubuntu24.04 \
 #     --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 \

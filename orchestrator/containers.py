@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from .host import HostFacts
 from .spec import ModelSpec
 
@@ -18,6 +20,7 @@ LABEL_PROJECT = "io.llamadock.project"
 LABEL_MODEL = "io.llamadock.model"
 LABEL_HASH = "io.llamadock.spec-hash"
 LABEL_SPEC = "io.llamadock.spec"
+LABEL_PLACEMENT = "io.llamadock.placement"
 
 SERVER_PORT = 8080
 MODELS_MOUNT = "/models"  # models/ inside a model container (read-only)
@@ -38,6 +41,28 @@ class StackFacts:
     user: str | None = None  # "uid:gid" the servers run as (so downloads belong to the user)
     log_max_size: str = "10m"
     log_max_files: int = 3
+
+
+class Placement(BaseModel):
+    """The GPUs the gateway's scheduler placed a model on, and how its layers are split across them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: tuple[int, ...] = Field(min_length=1, description="GPU indices (as NVML and nvidia-smi number them).")
+    tensor_split: tuple[int, ...] | None = Field(
+        None, description="Share of the layers per GPU, in the order of `gpus` (llama-server --tensor-split).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Placement":
+        if any(i < 0 for i in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+            raise ValueError("gpus must be distinct GPU indices >= 0")
+        if self.tensor_split is not None and (len(self.tensor_split) != len(self.gpus)
+                                              or any(s <= 0 for s in self.tensor_split)):
+            raise ValueError("tensor_split needs one positive number per GPU")
+        return self
+
+    def label(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
 def container_name(project: str, model: str) -> str:
@@ -75,7 +100,23 @@ def _device_requests(spec: ModelSpec, host: HostFacts) -> list[dict]:
     return [request]
 
 
-def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts) -> dict:
+def _place(kwargs: dict, placement: Placement, host: HostFacts) -> None:
+    """Exactly those GPUs, and the layer split when there are several."""
+    ids = [str(i) for i in placement.gpus]
+    if host.gpu_driver == "cdi":
+        kwargs["device_requests"] = [{"Driver": "cdi", "DeviceIDs": [f"nvidia.com/gpu={i}" for i in ids]}]
+    else:
+        kwargs["device_requests"] = [{"Driver": "nvidia", "DeviceIDs": ids,
+                                      "Capabilities": [["gpu", "compute", "utility"]]}]
+    if len(placement.gpus) > 1:
+        # CUDA numbers devices fastest first by default; the split is given in NVML's (PCI) order.
+        kwargs["environment"]["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        split = placement.tensor_split or (1,) * len(placement.gpus)
+        kwargs["command"] += ["--split-mode", "layer", "--tensor-split", ",".join(str(s) for s in split)]
+
+
+def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement: Placement | None = None) -> dict:
+    """``placement``: the GPUs the scheduler chose (None: the spec's ``gpus``; ignored without a GPU)."""
     image = spec.image or (stack.gpu_image if host.gpu else stack.cpu_image)
     environment = {"LLAMA_CACHE": CACHE_MOUNT, "HOME": CACHE_MOUNT}
     mounts = [
@@ -113,7 +154,11 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts) -> dict:
     }
     if stack.user:
         kwargs["user"] = stack.user
+    # The hash is taken before placement: reconcile (which knows no placement) then leaves a placed
+    # container alone; a start that asks for another placement compares the placement label too.
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
+    if placement is not None and host.gpu:
+        _place(kwargs, placement, host)
     kwargs["name"] = container_name(stack.project, spec.name)
     kwargs["labels"] = {
         LABEL_PROJECT: stack.project,
@@ -122,6 +167,7 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts) -> dict:
         # reconcile recreates a model whenever anything that shapes it changed.
         LABEL_HASH: digest,
         LABEL_SPEC: json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+        LABEL_PLACEMENT: placement.label() if placement is not None and host.gpu else "",
     }
     return kwargs
 

@@ -2,32 +2,81 @@
 
 The scheduler must decide whether a model fits next to the ones already running
 without starting it to find out (a CUDA out-of-memory crash costs a minute and a
-confusing log). The GGUF header has everything needed for a good first guess:
+confusing log).  The GGUF header has what is needed, if we model what llama.cpp
+really allocates (checked against the llama.cpp vendored in llama-cpp-python
+0.3.36 and against an H100, see "Worked example").  On one GPU:
 
-    total = (weights + KV cache + mmproj) x (1 + margin) + overhead
+    total = weights on the GPU + KV cache on the GPU + mmproj + compute buffer
+            + CUDA overhead + margin
 
-- weights: the sum of the tensor data sizes in the GGUF (all split parts).
-- KV cache = n_layers x cells x n_head_kv x (key_length x bytes(cache_k) + value_length x bytes(cache_v))
+- Layers.  ``--n-gpu-layers k`` counts the output layer as one layer
+  (llama-model.cpp: ``i_gpu_start = n_layer + 1 - k``): k > n_layer puts every
+  block and the output layer (``output.weight``, ``output_norm``) on the GPU;
+  1 <= k <= n_layer puts the *last* k - 1 blocks and the output layer there;
+  k = 0 puts none.  The token embedding (``token_embd``) always stays in host
+  RAM ("very little benefit to offloading the input layer").  A model with tied
+  embeddings (no ``output.weight``) gets a copy of ``token_embd`` as its output
+  layer (TENSOR_DUPLICATED), so the GPU holds one of its size.  Blocks are summed
+  one by one from the tensor names (``blk.N.*``, MoE experts included): quantized
+  blocks differ in size (Q4_K_M gives some blocks Q6_K tensors).
+- KV cache = (layers on the GPU) x cells x n_head_kv x (key_length x bytes(cache_k)
+  + value_length x bytes(cache_v)); the KV of a block lives where the block does.
   cells is llama-server's total context, shared by the ``parallel`` slots, so
   ``parallel`` does not multiply it, except that llama.cpp rounds the context up
   to a multiple of 256 and then each slot's share up to a multiple of 256 too
   (--ctx-size 4096 with 64 slots allocates 64 x 256 = 16384 cells).
   --ctx-size 0 means n_ctx_train *per slot*: llama-server's default --fit on
-  sizes the cache to n_ctx_train x parallel (checked against the vendored
-  llama.cpp of llama-cpp-python 0.3.36, common/fit.cpp, and a real server).
+  sizes the cache to n_ctx_train x parallel (common/fit.cpp, and a real server).
   With --fit off or --kv-unified it would be n_ctx_train in all; we do not
   look for those flags, so such a spec is over-estimated, the safe side.
-- With gpu_layers below n_layers only that fraction of weights and KV cache
-  lands on the GPU; the rest is in RAM and not counted.
-- overhead: compute buffers and the CUDA context, a flat amount.
+- Compute buffer: the peak of the graph llama.cpp reserves for one ubatch of
+  n_ubatch tokens (``-ub``, default 512, at most ``-b``), each tensor freed after
+  its last use.  The largest of these stages (4 bytes per f32 element):
+    output:    (n_vocab + n_embd) x n_ubatch x 4      -- the logits; 66.5 MiB at 32k
+               vocab and n_embd 2048, 254.5 MiB at 128k: what llama.cpp reports
+    attention: with flash attention, the KQ mask in f32 and its f16 cast,
+               cells_per_slot x n_ubatch x 6, plus K and V converted to f16 when
+               the cache is quantized; without it, the scores
+               cells_per_slot x n_ubatch x n_head x 4 (the mask on top) -- 8 GiB at
+               32k context and 128 heads, which is why "off" matters
+    FFN:       3 x n_ff x n_ubatch x 4 (MoE: the n_expert_used experts' share)
+  plus the residual stream, plus, with some blocks on the CPU, a copy of the
+  largest block tensor (llama.cpp runs the CPU layers' big matmuls on the GPU),
+  plus 8 MiB of slack.  ``--flash-attn auto`` (the default) is taken as on where
+  CUDA's kernels support the head size (64, 128, 256, ... with K and V alike) or
+  the V cache is quantized (which forces it on), and as off elsewhere.
+- CUDA overhead: the CUDA context, cuBLAS workspace, memory pool and graphs: not
+  in any buffer llama.cpp reports, and not a constant (588 MiB on one H100,
+  400-510 on another; 250-450 on consumer cards).  The default, 640 MiB, is above
+  all of them; the gateway learns the real figure per GPU and passes it.
+- margin: 1 % of the device-resident parts (tensor padding, rounding).
 
-Worked example, an 8B llama (32 layers, 8 KV heads, head dim 128) at ctx 8192, f16:
-KV = 32 x 8192 x 8 x (128 x 2 + 128 x 2) = 1 GiB; with 4.6 GiB of Q4_K_M weights,
-(4.6 + 1.0) x 1.05 + 0.25 = 6.1 GiB. q8_0 for both caches roughly halves the KV:
-34/32 instead of 2 bytes per element, 0.53 GiB.
+Without a GPU (``device="cpu"``) everything is in RAM: all tensors, the token
+embedding included, every layer's KV cache and the compute buffer; no CUDA
+overhead.  With a GPU, ``host_bytes`` is what stays in RAM besides: the token
+embedding, the blocks (and output layer) not offloaded and their KV cache.
 
-Not modelled (all make the estimate high, not low): sliding-window attention
-caches (gemma, …), recurrent layers, the output layer staying on the CPU.
+Worked example, measured on an H100 (80 GB, driver 580, CUDA 13): a llama of
+the Llama-3.2-1B shape (n_embd 2048, 16 blocks, 32 heads, 8 KV heads of 64,
+FFN 8192, 32,000-token vocab), F16, --ctx-size 4096 --parallel 1, all layers:
+
+    weights  16 blocks + output = 1981 MiB   (the 125 MiB token embedding: host)
+    KV       16 x 4096 x 8 x (64 x 2 + 64 x 2) = 128 MiB
+    compute  (32000 + 2048) x 512 x 4 = 66.5 MiB + 8 slack = 74.5 MiB
+    overhead 640 MiB, margin 1 % of 2184 = 22 MiB
+    total    2846 MiB; NVML showed 2762 (llama.cpp's own figures: 1981 + 128 + 66)
+
+The same model in Q4_K_M with --n-gpu-layers 8 puts 7 blocks and the output
+layer on the GPU (297 MiB, 7 layers' KV = 56 MiB, 72 MiB on the host) and
+copies a 13 MiB Q6_K ffn_down in for the CPU layers' matmuls (compute 79 MiB by
+llama.cpp's count, 87.6 with the slack): 1085 MiB estimated, 1020 used.  On all
+five configurations measured there the estimate is 2-7 % above NVML's figure.
+
+Not modelled: sliding-window caches (gemma, ...; too high), recurrent layers,
+--kv-unified / --fit off (too high), and -- possibly low -- the multimodal
+projector's own compute buffer, the dequantisation buffers of GPUs too old for
+llama.cpp's quantized matmul kernels, and pipeline parallelism across several
+GPUs (llama.cpp then keeps up to 4 copies of the graph inputs).
 """
 
 from __future__ import annotations
@@ -36,6 +85,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import gguf
 
@@ -51,13 +101,28 @@ CACHE_TYPE_BYTES: dict[str, float] = {
 }
 DEFAULT_CACHE_TYPE = "f16"
 CTX_PAD = 256  # llama.cpp's context padding (llama-context.cpp)
+DEFAULT_UBATCH = 512  # llama.cpp's n_ubatch and n_batch defaults (common.h)
+DEFAULT_BATCH = 2048
+CUDA_OVERHEAD = 640 * MiB  # above every per-process overhead measured (see the module docstring)
+COMPUTE_SLACK = 8 * MiB
+DEFAULT_MARGIN = 0.01
+UNKNOWN_VOCAB = 262144  # a GGUF without a vocab size: assume the largest in use (gemma 3)
+# Head sizes (K = V) for which CUDA's flash-attention kernels exist (ggml-cuda/fattn.cu).
+CUDA_FA_HEAD_SIZES = frozenset({40, 64, 72, 80, 96, 112, 128, 256})
 
 SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+BLOCK_TENSOR = re.compile(r"^blk\.(\d+)\.")
+
+Device = Literal["gpu", "cpu"]
 
 
 @dataclass(frozen=True)
 class GgufFacts:
-    """What the memory estimate needs from a GGUF header."""
+    """What the memory estimate needs from a GGUF header.
+
+    The part sizes default to "unknown" (hand-made facts in tests): then every
+    byte of ``weights_bytes`` is taken as block weights, spread evenly.
+    """
 
     arch: str
     n_layers: int
@@ -68,24 +133,54 @@ class GgufFacts:
     key_length: int
     value_length: int
     weights_bytes: int  # sum of tensor data sizes over all split parts (not file sizes: no vocab, no padding)
+    block_bytes: tuple[int, ...] = ()  # per block, blk.0 first
+    output_bytes: int = 0  # output.weight + output_norm.*; tied: a copy of token_embd (on a GPU)
+    tied_output: bool = False  # no output.weight: token_embd serves (in RAM the same bytes, no copy)
+    token_embd_bytes: int = 0
+    other_bytes: int = 0  # tensors outside the blocks, the output and the embedding (rope_freqs, ...)
+    max_block_tensor_bytes: int = 0  # the largest single tensor of a block
+    n_vocab: int = 0  # 0: unknown
+    n_ff: int = 0  # dense FFN width (largest over layers); 0: unknown
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_expert: int = 0
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes a model needs on the GPU (in RAM on a CPU host); the parts add up to ``total_bytes``."""
+    """Bytes a model needs, by part (see the module docstring).
+
+    On a GPU: ``weights_bytes + kv_cache_bytes + mmproj_bytes`` can be split
+    across GPUs by layer; ``compute_bytes + overhead_bytes`` is paid on each GPU
+    used; ``total_bytes`` is the sum for one GPU; ``host_bytes`` is the RAM
+    needed besides.  On a CPU host everything is RAM: ``total_bytes`` is the
+    need, ``overhead_bytes`` and ``host_bytes`` are 0.
+    """
 
     weights_bytes: int
     kv_cache_bytes: int
+    compute_bytes: int
     mmproj_bytes: int
-    overhead_bytes: int  # the flat overhead plus the safety margin
+    overhead_bytes: int
+    margin_bytes: int
     total_bytes: int
+    host_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in (
+            "weights_bytes", "kv_cache_bytes", "compute_bytes", "mmproj_bytes", "overhead_bytes",
+            "margin_bytes", "total_bytes", "host_bytes")}
 
     def describe(self) -> str:
-        parts = [f"weights {_size(self.weights_bytes)}", f"KV cache {_size(self.kv_cache_bytes)}"]
+        parts = [f"weights {_size(self.weights_bytes)}", f"KV cache {_size(self.kv_cache_bytes)}",
+                 f"compute {_size(self.compute_bytes)}"]
         if self.mmproj_bytes:
             parts.append(f"mmproj {_size(self.mmproj_bytes)}")
-        parts.append(f"overhead {_size(self.overhead_bytes)}")
-        return f"{_size(self.total_bytes)} ({' + '.join(parts)})"
+        if self.overhead_bytes:
+            parts.append(f"CUDA overhead {_size(self.overhead_bytes)}")
+        parts.append(f"margin {_size(self.margin_bytes)}")
+        text = f"{_size(self.total_bytes)} ({' + '.join(parts)})"
+        return text + (f"; {_size(self.host_bytes)} in RAM" if self.host_bytes else "")
 
 
 def _size(n: int) -> str:
@@ -145,33 +240,73 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     return _read_facts(stamps)
 
 
+def _n_vocab(reader: gguf.GGUFReader, arch: str, token_embd_shape: tuple[int, ...] | None) -> int:
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens is not None and len(tokens.data):
+        return len(tokens.data)
+    vocab_size = _number(reader, f"{arch}.vocab_size", 0)
+    if vocab_size:
+        return vocab_size
+    return int(token_embd_shape[-1]) if token_embd_shape else 0  # ggml order: (n_embd, n_vocab)
+
+
 @functools.lru_cache(maxsize=64)
 def _read_facts(stamps: tuple[tuple[str, int, int], ...]) -> GgufFacts:
     paths = [Path(p) for p, _, _ in stamps]
     first = _open(paths[0])
     arch = _string(first, "general.architecture")
+    n_layers = _number(first, f"{arch}.block_count")
     n_embd = _number(first, f"{arch}.embedding_length")
     n_head = _number(first, f"{arch}.attention.head_count")
     head_dim = n_embd // n_head if n_head else 0
-    weights = sum(int(t.n_bytes) for t in first.tensors)
-    weights += sum(int(t.n_bytes) for p in paths[1:] for t in _open(p).tensors)
+
+    blocks: dict[int, int] = {}
+    biggest = output = token_embd = other = total = 0
+    has_output = False
+    embd_shape = None
+    for tensor in [*first.tensors, *(t for p in paths[1:] for t in _open(p).tensors)]:
+        size = int(tensor.n_bytes)
+        total += size
+        if m := BLOCK_TENSOR.match(tensor.name):
+            blocks[int(m[1])] = blocks.get(int(m[1]), 0) + size
+            biggest = max(biggest, size)
+        elif tensor.name == "token_embd.weight":
+            token_embd, embd_shape = size, tuple(int(n) for n in tensor.shape)
+        elif tensor.name.startswith("output"):  # output.weight, output_norm.*, output.bias
+            output += size
+            has_output = has_output or tensor.name == "output.weight"
+        else:
+            other += size
+    if not has_output:
+        output += token_embd  # tied: llama.cpp duplicates token_embd as the output layer
     return GgufFacts(
         arch=arch,
-        n_layers=_number(first, f"{arch}.block_count"),
+        n_layers=n_layers,
         n_ctx_train=_number(first, f"{arch}.context_length"),
         n_embd=n_embd,
         n_head=n_head,
         n_head_kv=_number(first, f"{arch}.attention.head_count_kv", n_head),  # absent: no GQA, as llama.cpp reads it
         key_length=_number(first, f"{arch}.attention.key_length", head_dim),
         value_length=_number(first, f"{arch}.attention.value_length", head_dim),
-        weights_bytes=weights,
+        weights_bytes=total,
+        block_bytes=tuple(blocks.get(i, 0) for i in range(max([n_layers - 1, *blocks]) + 1)) if blocks else (),
+        output_bytes=output,
+        tied_output=not has_output,
+        token_embd_bytes=token_embd,
+        other_bytes=other,
+        max_block_tensor_bytes=biggest,
+        n_vocab=_n_vocab(first, arch, embd_shape),
+        n_ff=_number(first, f"{arch}.feed_forward_length", 0),
+        n_expert=_number(first, f"{arch}.expert_count", 0),
+        n_expert_used=_number(first, f"{arch}.expert_used_count", 0),
+        n_ff_expert=_number(first, f"{arch}.expert_feed_forward_length", 0)
+        + _number(first, f"{arch}.expert_shared_feed_forward_length", 0),
     )
 
 
-def cache_types(args: tuple[str, ...]) -> tuple[str, str]:
-    """The (K, V) cache types llama-server gets from ``args``; f16 unless set. The last flag wins, as in llama.cpp."""
-    flags = {"--cache-type-k": 0, "-ctk": 0, "--cache-type-v": 1, "-ctv": 1}
-    types = [DEFAULT_CACHE_TYPE, DEFAULT_CACHE_TYPE]
+def _flag_values(args: tuple[str, ...], flags: dict[str, int], n: int, default: str) -> list[str]:
+    """The value of each flag group in ``args`` (``--flag v`` or ``--flag=v``); the last one wins, as in llama.cpp."""
+    values = [default] * n
     for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
         if flag not in flags:
@@ -180,8 +315,44 @@ def cache_types(args: tuple[str, ...]) -> tuple[str, str]:
             if i + 1 >= len(args):
                 continue
             value = args[i + 1]
-        types[flags[flag]] = value
-    return types[0], types[1]
+        values[flags[flag]] = value
+    return values
+
+
+def cache_types(args: tuple[str, ...]) -> tuple[str, str]:
+    """The (K, V) cache types llama-server gets from ``args``; f16 unless set. The last flag wins, as in llama.cpp."""
+    k, v = _flag_values(args, {"--cache-type-k": 0, "-ctk": 0, "--cache-type-v": 1, "-ctv": 1}, 2, DEFAULT_CACHE_TYPE)
+    return k, v
+
+
+def batch_sizes(args: tuple[str, ...]) -> tuple[int, int]:
+    """(n_batch, n_ubatch) from ``-b/--batch-size`` and ``-ub/--ubatch-size``; llama.cpp's defaults otherwise.
+
+    ValueError for a value that is not a positive number (llama-server would refuse it too).
+    """
+    b, ub = _flag_values(args, {"-b": 0, "--batch-size": 0, "-ub": 1, "--ubatch-size": 1}, 2, "")
+    try:
+        n_batch, n_ubatch = int(b or DEFAULT_BATCH), int(ub or DEFAULT_UBATCH)
+    except ValueError:
+        raise ValueError(f"batch sizes must be numbers, got -b {b!r} -ub {ub!r}") from None
+    if n_batch < 1 or n_ubatch < 1:
+        raise ValueError(f"batch sizes must be positive, got -b {n_batch} -ub {n_ubatch}")
+    return n_batch, n_ubatch
+
+
+def flash_attn(args: tuple[str, ...]) -> str:
+    """``on``, ``off`` or ``auto`` (the default) from ``-fa/--flash-attn``; a bare ``-fa`` means on."""
+    mode = "auto"
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag not in ("-fa", "--flash-attn"):
+            continue
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "on"
+        value = value.lower()
+        mode = ("on" if value in ("on", "1", "true", "enabled") else
+                "off" if value in ("off", "0", "false", "disabled") else "auto")
+    return mode
 
 
 def kv_cells(ctx_size: int, parallel: int, n_ctx_train: int) -> int:
@@ -199,6 +370,57 @@ def _bytes_per_element(cache_type: str) -> float:
         raise ValueError(f"unknown KV cache type {cache_type!r}; known: {', '.join(CACHE_TYPE_BYTES)}") from None
 
 
+def _uses_flash_attn(mode: str, facts: GgufFacts, cache_v: str, device: Device) -> bool:
+    if mode != "auto":
+        return mode == "on"
+    if cache_v not in ("f16", "bf16", "f32"):
+        return True  # a quantized V cache needs it: llama.cpp turns auto into on
+    if device == "cpu":
+        return True  # the CPU backend has it for every head size
+    return facts.key_length == facts.value_length and facts.key_length in CUDA_FA_HEAD_SIZES
+
+
+def compute_buffer(
+    facts: GgufFacts, *, cells: int, parallel: int, n_ubatch: int, use_fa: bool, cache_k: str, cache_v: str,
+    layers_elsewhere: bool,
+) -> int:
+    """Bytes of the compute buffer llama.cpp reserves on one device (see the module docstring)."""
+    tokens = min(n_ubatch, cells)
+    per_slot = cells // max(parallel, 1)
+    f32 = 4
+    n_vocab = facts.n_vocab or UNKNOWN_VOCAB
+    residual = 2 * facts.n_embd * tokens * f32  # the stream and its normed copy
+    output = (n_vocab + facts.n_embd) * tokens * f32
+    qkv = (facts.n_head * facts.key_length + facts.n_head_kv * (facts.key_length + facts.value_length)) * tokens * f32
+    if use_fa:
+        scores = per_slot * tokens * 6  # the f32 mask and its f16 cast
+        if cache_k not in ("f16", "bf16") or cache_v not in ("f16", "bf16"):
+            scores += cells * facts.n_head_kv * (facts.key_length + facts.value_length) * 2  # K, V as f16
+    else:
+        scores = per_slot * tokens * (facts.n_head + 1) * f32  # KQ (softmax in place) and the mask
+    n_ff = max(facts.n_ff, facts.n_expert_used * facts.n_ff_expert) or 4 * facts.n_embd
+    ffn = 3 * n_ff * tokens * f32
+    if facts.n_expert:  # router logits, and each token's rows copied per expert used
+        ffn += (2 * facts.n_expert + facts.n_expert_used * facts.n_embd) * tokens * f32
+    peak = max(output, residual + qkv + scores, residual + ffn)
+    return peak + (facts.max_block_tensor_bytes if layers_elsewhere else 0) + COMPUTE_SLACK
+
+
+def _parts(facts: GgufFacts) -> tuple[list[int], int, int, int]:
+    """(per-block bytes, output, token embedding, other), guessing evenly when the GGUF's split is unknown."""
+    if facts.block_bytes:
+        return list(facts.block_bytes), facts.output_bytes, facts.token_embd_bytes, facts.other_bytes
+    rest = facts.weights_bytes - facts.output_bytes - facts.token_embd_bytes - facts.other_bytes
+    n = max(facts.n_layers, 1)
+    return [rest // n + (1 if i < rest % n else 0) for i in range(n)], facts.output_bytes, \
+        facts.token_embd_bytes, facts.other_bytes
+
+
+def gpu_layers_count(gpu_layers: int | str, n_layers: int) -> int:
+    """llama.cpp's layer count on the GPU: the blocks plus the output layer, so at most n_layers + 1."""
+    return n_layers + 1 if gpu_layers == "all" else min(max(int(gpu_layers), 0), n_layers + 1)
+
+
 def estimate_need(
     facts: GgufFacts,
     *,
@@ -208,30 +430,64 @@ def estimate_need(
     cache_k: str,
     cache_v: str,
     mmproj_bytes: int = 0,
-    overhead_bytes: int = 256 * MiB,
-    margin: float = 0.05,
+    device: Device = "gpu",
+    n_batch: int = DEFAULT_BATCH,
+    n_ubatch: int = DEFAULT_UBATCH,
+    flash_attn: str = "auto",
+    overhead_bytes: int = CUDA_OVERHEAD,
+    margin: float = DEFAULT_MARGIN,
 ) -> Estimate:
-    """The memory the model needs on the GPU; pure arithmetic (see the module docstring)."""
-    cells = kv_cells(ctx_size, max(parallel, 1), facts.n_ctx_train)
-    per_cell_and_layer = facts.n_head_kv * (
+    """The memory the model needs on one GPU (``device="gpu"``) or in RAM (``"cpu"``); pure arithmetic.
+
+    ``overhead_bytes`` is the per-process CUDA overhead (a learned figure when
+    the caller has one); it is ignored on a CPU.
+    """
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"device must be 'gpu' or 'cpu', not {device!r}")
+    parallel = max(parallel, 1)
+    cells = kv_cells(ctx_size, parallel, facts.n_ctx_train)
+    kv_per_layer = cells * facts.n_head_kv * (
         facts.key_length * _bytes_per_element(cache_k) + facts.value_length * _bytes_per_element(cache_v)
     )
-    kv = facts.n_layers * cells * per_cell_and_layer
-    weights = facts.weights_bytes
-    if gpu_layers != "all" and int(gpu_layers) < facts.n_layers:
-        on_gpu = max(int(gpu_layers), 0) / facts.n_layers
-        weights, kv = weights * on_gpu, kv * on_gpu
-    weights, kv = round(weights), round(kv)
-    sized = weights + kv + mmproj_bytes
-    overhead = round(sized * margin) + overhead_bytes
-    return Estimate(weights, kv, mmproj_bytes, overhead, sized + overhead)
+    blocks, output, token_embd, other = _parts(facts)
+    output_in_ram = output - (token_embd if facts.tied_output else 0)
+    n_blocks = facts.n_layers
+    if device == "cpu":
+        gpu_blocks, output_on_device = list(range(len(blocks))), True
+        on_device_extra, output = token_embd, output_in_ram
+    else:
+        k = gpu_layers_count(gpu_layers, n_blocks)
+        first = n_blocks + 1 - k  # llama.cpp's i_gpu_start: the last blocks go to the GPU
+        gpu_blocks = [i for i in range(len(blocks)) if i >= first] if k else []
+        output_on_device, on_device_extra = k > 0, 0
+    gpu_set = set(gpu_blocks)
+    kv_layers = sum(1 for i in range(n_blocks) if i in gpu_set)
+    weights = sum(blocks[i] for i in gpu_blocks) + on_device_extra
+    if output_on_device:
+        weights += output + other
+    kv = round(kv_layers * kv_per_layer)
+    use_fa = _uses_flash_attn(flash_attn, facts, cache_v, device)
+    compute = compute_buffer(
+        facts, cells=cells, parallel=parallel, n_ubatch=min(n_ubatch, n_batch), use_fa=use_fa,
+        cache_k=cache_k, cache_v=cache_v, layers_elsewhere=device == "gpu" and kv_layers < n_blocks)
+    overhead = overhead_bytes if device == "gpu" else 0
+    margin_bytes = round((weights + kv + mmproj_bytes + compute) * margin)
+    total = weights + kv + compute + mmproj_bytes + overhead + margin_bytes
+    if device == "cpu":
+        host = 0
+    else:
+        cpu_blocks = sum(b for i, b in enumerate(blocks) if i not in gpu_set)
+        host = token_embd + cpu_blocks + (0 if output_on_device else output_in_ram + other) \
+            + round((n_blocks - kv_layers) * kv_per_layer)
+    return Estimate(weights_bytes=weights, kv_cache_bytes=kv, compute_bytes=compute, mmproj_bytes=mmproj_bytes,
+                    overhead_bytes=overhead, margin_bytes=margin_bytes, total_bytes=total, host_bytes=host)
 
 
 def estimate_spec(spec: ModelSpec, models_dir: Path, **overrides) -> Estimate | None:
     """``estimate_need`` for a spec, from its files under ``models_dir``; None when that cannot be known.
 
     None for an ``hf`` source (not downloaded yet) and for a missing or unreadable
-    file. ``overrides`` go to ``estimate_need``, e.g. ``gpu_layers="all"`` on a
+    file.  ``overrides`` go to ``estimate_need``, e.g. ``device="cpu"`` on a
     CPU-only host, where everything lands in RAM.
     """
     if spec.model is None:
@@ -241,8 +497,10 @@ def estimate_spec(spec: ModelSpec, models_dir: Path, **overrides) -> Estimate | 
         facts = read_gguf_facts(models_dir / spec.model)
         mmproj_bytes = (models_dir / spec.mmproj).stat().st_size if spec.mmproj else 0  # loaded whole
         cache_k, cache_v = cache_types(spec.args)
+        n_batch, n_ubatch = batch_sizes(spec.args)
         params = dict(ctx_size=spec.ctx_size, parallel=spec.parallel, gpu_layers=spec.gpu_layers,
-                      cache_k=cache_k, cache_v=cache_v, mmproj_bytes=mmproj_bytes)
+                      cache_k=cache_k, cache_v=cache_v, mmproj_bytes=mmproj_bytes, n_batch=n_batch,
+                      n_ubatch=n_ubatch, flash_attn=flash_attn(spec.args))
         return estimate_need(facts, **{**params, **overrides})
     except (OSError, ValueError):
         return None

@@ -66,6 +66,9 @@ class ModelSpec(BaseModel):
     preload: bool = Field(False, description="Started with the stack, not on its first request.")
     swap_group: str | None = Field(None, pattern=r"^[\w.-]{1,64}$",
                                    description="Models sharing a swap group run one at a time.")
+    min_residency: float | None = Field(None, ge=0, le=86_400, description="Once started, not swapped out for a "
+                                        "rival before this many seconds (unless the rival waited its max); "
+                                        "unset: the default.")
     max_concurrent: int | None = Field(None, ge=1, le=1024, description="Requests at once; default `parallel`.")
     max_queue: int | None = Field(None, ge=0, le=100_000, description="Requests that may wait; default from config.")
     memory: ByteSize | None = Field(None, description="Memory it needs, e.g. '6GiB'; default: estimated from the GGUF.")

@@ -14,6 +14,13 @@ its own: generation always runs to ``max_tokens`` (finish_reason "length"),
 which keeps token counts in tests deterministic.
 
     python scripts/make_tiny_gguf.py OUT.gguf --name tiny-a --seed 1 [--vocab PATH]
+
+Realistic shapes for memory checks (bench/gpu_check.py), e.g. the Llama-3.2-1B
+shape with a Llama-3-sized vocabulary (the tokenizer is extended with filler
+tokens up to ``--n-vocab``):
+
+    python scripts/make_tiny_gguf.py 1b.gguf --name 1b --n-embd 2048 --n-layers 16 \
+        --n-head 32 --n-head-kv 8 --n-ff 8192 --n-vocab 128256
 """
 
 from __future__ import annotations
@@ -78,16 +85,30 @@ def _tokenizer_kv(vocab: Path, _mtime_ns: int) -> tuple[tuple[str, object, gguf.
     return tuple(out)
 
 
-def _copy_tokenizer(writer: gguf.GGUFWriter, vocab: Path) -> int:
-    """Copy every ``tokenizer.*`` key of ``vocab`` into ``writer``; return n_vocab."""
+# Per-token arrays and what a filler token (added to reach --n-vocab) gets in each.
+_FILLER = {"tokenizer.ggml.tokens": lambda i: f"<filler_{i}>".encode(),
+           "tokenizer.ggml.scores": lambda i: -1e9,
+           "tokenizer.ggml.token_type": lambda i: 4}  # USER_DEFINED: matched whole, never merged
+
+
+def _copy_tokenizer(writer: gguf.GGUFWriter, vocab: Path, n_vocab: int | None = None) -> int:
+    """Copy every ``tokenizer.*`` key of ``vocab`` into ``writer``; return n_vocab.
+
+    With ``n_vocab`` above the vocab's own size, filler tokens are appended to
+    the per-token arrays (the model's matrices get that many rows).
+    """
     vocab = vocab.resolve()
-    n_vocab = 0
-    for key, val, main, sub in _tokenizer_kv(vocab, vocab.stat().st_mtime_ns):
-        writer.add_key_value(key, val, main, sub_type=sub)
-        if key == "tokenizer.ggml.tokens":
-            n_vocab = len(val)  # type: ignore[arg-type]
-    if not n_vocab:
+    entries = _tokenizer_kv(vocab, vocab.stat().st_mtime_ns)
+    base = next((len(val) for key, val, _, _ in entries if key == "tokenizer.ggml.tokens"), 0)  # type: ignore[arg-type]
+    if not base:
         raise ValueError(f"{vocab}: no tokenizer.ggml.tokens array")
+    n_vocab = n_vocab or base
+    if n_vocab < base:
+        raise ValueError(f"n_vocab {n_vocab} is below the tokenizer's {base} tokens")
+    for key, val, main, sub in entries:
+        if key in _FILLER and n_vocab > base:
+            val = [*val, *(_FILLER[key](i) for i in range(base, n_vocab))]  # type: ignore[misc]
+        writer.add_key_value(key, val, main, sub_type=sub)
     return n_vocab
 
 
@@ -98,8 +119,21 @@ def write_tiny_model(
     seed: int,
     vocab: Path = DEFAULT_VOCAB,
     suppress_control_tokens: bool = True,
+    n_embd: int = N_EMBD,
+    n_layers: int = N_LAYER,
+    n_head: int = N_HEAD,
+    n_head_kv: int = N_HEAD_KV,
+    n_ff: int = N_FF,
+    n_vocab: int | None = None,
+    n_ctx_train: int = N_CTX_TRAIN,
 ) -> Path:
-    """Write the tiny model to ``path`` (parent dirs created) and return ``path``."""
+    """Write the model to ``path`` (parent dirs created) and return ``path``.
+
+    The defaults give the tiny test model; the shape arguments give realistic
+    ones (``n_vocab`` None: the tokenizer's own size).
+    """
+    if n_embd % n_head or n_head % n_head_kv:
+        raise ValueError(f"n_embd {n_embd} must divide by n_head {n_head}, and n_head by n_head_kv {n_head_kv}")
     path = Path(path)
     vocab = Path(vocab)
     if not vocab.is_file():
@@ -112,16 +146,16 @@ def write_tiny_model(
     w.add_name(name)
     w.add_description(f"tiny random-weight test model (seed {seed})")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layers)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    n_vocab = _copy_tokenizer(w, vocab)
+    n_vocab = _copy_tokenizer(w, vocab, n_vocab)
     w.add_vocab_size(n_vocab)
     w.add_chat_template(CHAT_TEMPLATE)
 
@@ -132,9 +166,9 @@ def write_tiny_model(
         return np.ones(n, dtype=np.float32)
 
     # gguf numpy shapes are ggml ne reversed: a ggml [n_in, n_out] matrix is (n_out, n_in).
-    head_dim = N_EMBD // N_HEAD
-    tok_embd = f16(n_vocab, N_EMBD)
-    output = f16(n_vocab, N_EMBD)
+    head_dim = n_embd // n_head
+    tok_embd = f16(n_vocab, n_embd)
+    output = f16(n_vocab, n_embd)
     if suppress_control_tokens:
         # Channel 0 of every embedding is a constant 1.0, which dominates the
         # residual stream there (blocks add only ~0.02-scale noise), so after
@@ -145,17 +179,17 @@ def write_tiny_model(
         scores_ctrl = [i for i in (0, 1, 2) if i < n_vocab]  # <unk>, <s>, </s>
         output[scores_ctrl, 0] = -10.0
     w.add_tensor("token_embd.weight", tok_embd)
-    for i in range(N_LAYER):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", ones(N_EMBD))
-        w.add_tensor(f"blk.{i}.attn_q.weight", f16(N_HEAD * head_dim, N_EMBD))
-        w.add_tensor(f"blk.{i}.attn_k.weight", f16(N_HEAD_KV * head_dim, N_EMBD))
-        w.add_tensor(f"blk.{i}.attn_v.weight", f16(N_HEAD_KV * head_dim, N_EMBD))
-        w.add_tensor(f"blk.{i}.attn_output.weight", f16(N_EMBD, N_HEAD * head_dim))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", ones(N_EMBD))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", f16(N_FF, N_EMBD))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", f16(N_FF, N_EMBD))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", f16(N_EMBD, N_FF))
-    w.add_tensor("output_norm.weight", ones(N_EMBD))
+    for i in range(n_layers):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", ones(n_embd))
+        w.add_tensor(f"blk.{i}.attn_q.weight", f16(n_head * head_dim, n_embd))
+        w.add_tensor(f"blk.{i}.attn_k.weight", f16(n_head_kv * head_dim, n_embd))
+        w.add_tensor(f"blk.{i}.attn_v.weight", f16(n_head_kv * head_dim, n_embd))
+        w.add_tensor(f"blk.{i}.attn_output.weight", f16(n_embd, n_head * head_dim))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", ones(n_embd))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", f16(n_ff, n_embd))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", f16(n_ff, n_embd))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", f16(n_embd, n_ff))
+    w.add_tensor("output_norm.weight", ones(n_embd))
     w.add_tensor("output.weight", output)
 
     w.write_header_to_file()
@@ -174,9 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=Path, default=DEFAULT_VOCAB, help=f"tokenizer GGUF (default {DEFAULT_VOCAB})")
     p.add_argument("--allow-control-tokens", action="store_true",
                    help="do not suppress <unk>/<s>/</s> (the model may then stop early on EOS)")
+    shape = p.add_argument_group("shape (defaults: the tiny test model)")
+    shape.add_argument("--n-embd", type=int, default=N_EMBD)
+    shape.add_argument("--n-layers", type=int, default=N_LAYER)
+    shape.add_argument("--n-head", type=int, default=N_HEAD)
+    shape.add_argument("--n-head-kv", type=int, default=N_HEAD_KV)
+    shape.add_argument("--n-ff", type=int, default=N_FF)
+    shape.add_argument("--n-vocab", type=int, default=None, help="vocabulary size (default: the tokenizer's)")
+    shape.add_argument("--n-ctx-train", type=int, default=N_CTX_TRAIN)
     a = p.parse_args(argv)
     out = write_tiny_model(a.out, name=a.name, seed=a.seed, vocab=a.vocab,
-                           suppress_control_tokens=not a.allow_control_tokens)
+                           suppress_control_tokens=not a.allow_control_tokens, n_embd=a.n_embd,
+                           n_layers=a.n_layers, n_head=a.n_head, n_head_kv=a.n_head_kv, n_ff=a.n_ff,
+                           n_vocab=a.n_vocab, n_ctx_train=a.n_ctx_train)
     print(out)
     return 0
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import docker.types
+import pydantic
 import pytest
 
-from orchestrator.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PROJECT, StackFacts, create_kwargs,
-                                     server_command)
+from orchestrator.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts,
+                                     create_kwargs, server_command)
 from orchestrator.host import HostFacts, detect_host
 from orchestrator.spec import ModelSpec
 
@@ -151,3 +154,47 @@ def test_mode_overrides_detection():
     assert not detect_host(LINUX_INFO, "none").gpu
     forced = detect_host({"KernelVersion": "6.1.0", "Runtimes": {}}, "nvidia")
     assert forced.gpu and forced.gpu_driver == "nvidia" and not forced.warnings
+
+
+# ---- placement (the gateway's scheduler picks the GPUs) --------------------------------------
+
+def test_placement_on_one_gpu_requests_exactly_that_gpu_and_no_split():
+    kw = create_kwargs(SPEC, NATIVE, STACK, Placement(gpus=(1,)))
+    assert kw["device_requests"] == [{"Driver": "nvidia", "DeviceIDs": ["1"],
+                                      "Capabilities": [["gpu", "compute", "utility"]]}]
+    assert "--tensor-split" not in kw["command"] and "--split-mode" not in kw["command"]
+    assert json.loads(kw["labels"][LABEL_PLACEMENT]) == {"gpus": [1], "tensor_split": None}
+
+
+def test_split_placement_gives_the_layer_split_in_pci_order():
+    kw = create_kwargs(SPEC, NATIVE, STACK, Placement(gpus=(0, 1), tensor_split=(4800, 10560)))
+    assert kw["device_requests"][0]["DeviceIDs"] == ["0", "1"]
+    assert flag(kw["command"], "--split-mode") == "layer"
+    assert flag(kw["command"], "--tensor-split") == "4800,10560"
+    assert kw["environment"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    cdi = create_kwargs(SPEC, HostFacts(gpu=True, gpu_driver="cdi"), STACK, Placement(gpus=(0, 1)))
+    assert cdi["device_requests"] == [{"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]}]
+    assert flag(cdi["command"], "--tensor-split") == "1,1"
+    docker.types.HostConfig(version="1.41", device_requests=kw["device_requests"])
+
+
+def test_placement_is_ignored_without_a_gpu():
+    assert create_kwargs(SPEC, CPU, STACK, Placement(gpus=(0, 1))) == create_kwargs(SPEC, CPU, STACK)
+
+
+def test_the_hash_leaves_placement_out_and_the_label_tells_it():
+    """reconcile knows no placement: it must not recreate a placed container; start compares the label."""
+    plain = create_kwargs(SPEC, NATIVE, STACK)
+    placed = create_kwargs(SPEC, NATIVE, STACK, Placement(gpus=(1,)))
+    assert placed["labels"][LABEL_HASH] == plain["labels"][LABEL_HASH]
+    assert plain["labels"][LABEL_PLACEMENT] == ""
+    assert placed["labels"][LABEL_PLACEMENT] != create_kwargs(SPEC, NATIVE, STACK, Placement(gpus=(0,)))[
+        "labels"][LABEL_PLACEMENT]
+
+
+@pytest.mark.parametrize("body", [{"gpus": []}, {"gpus": [0, 0]}, {"gpus": [-1]},
+                                  {"gpus": [0, 1], "tensor_split": [1]}, {"gpus": [0], "tensor_split": [0]},
+                                  {"gpus": [0], "extra": 1}])
+def test_bad_placements_are_refused(body):
+    with pytest.raises(pydantic.ValidationError):
+        Placement.model_validate(body)
