@@ -22,6 +22,7 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -30,9 +31,11 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields inside "error" (clients ignore fields they do not know)
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code,
+                          **self.extra}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -64,6 +67,18 @@ def model_not_ready(name: str, state: str, reason: str | None, retry_after_s: in
         type="server_error",
         code="model_not_ready",
         headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def model_list_pending(why: str | None) -> GatewayError:
+    """The gateway has not heard the model list yet (it just started, the orchestrator is
+    still coming up): a model it cannot find may well exist, so this is no 404."""
+    return GatewayError(
+        503,
+        "The gateway does not know the model list yet" + (f" ({why})" if why else "") + ". Retry in 2 s.",
+        type="server_error",
+        code="model_list_pending",
+        headers={"Retry-After": "2"},
     )
 
 

@@ -5,6 +5,8 @@ answer comes back as soon as anything changes (a model added, ready, crashed,
 removed), so the gateway's view lags reality by one HTTP round trip rather than a
 poll interval, and costs nothing while nothing happens. If the orchestrator is
 away (restarting), the last view stays in use: model containers keep serving.
+Until the first listing arrives there is no view at all (``synced`` is False): the
+gateway then answers 503 with Retry-After, never "no such model".
 Models from the static upstreams file, if any, are served alongside.
 """
 
@@ -48,6 +50,7 @@ class OrchestratorRegistry:
         self.static = static
         self.poll_timeout_s = poll_timeout_s
         self.version = -1
+        self.synced = False  # True once a listing arrived: before that, no name is known to be unknown
         self.error: str | None = "not contacted yet"
         self._routes: list[ModelRoute] = []
         self._created: dict[str, int] = {}
@@ -56,6 +59,12 @@ class OrchestratorRegistry:
                                          timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0))
         self._task: asyncio.Task | None = None
         self.on_listing: Callable[[dict], None] | None = None  # the scheduler hears every listing
+
+    @property
+    def current(self) -> bool:
+        """While the orchestrator is away (restarting), the last view stays in use but may lack a
+        model added just before: a name missing from it is not known to be unknown."""
+        return self.synced and self.error is None
 
     @property
     def file_error(self) -> str | None:
@@ -129,6 +138,7 @@ class OrchestratorRegistry:
         self._routes = [replace(r, created=self._created[r.name]) for r in routes]
         self._catalog = Catalog.of(self._routes)
         self.version = int(listing.get("version", 0))
+        self.synced = True
         if self.on_listing is not None:
             self.on_listing(listing)
         if self.error is not None:

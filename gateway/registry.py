@@ -32,6 +32,9 @@ log = logging.getLogger("llamadock.registry")
 
 
 class ModelRegistry(Protocol):
+    synced: bool  # the model list has been read at least once
+    current: bool  # synced, and its source answers now: only then is a name not in it unknown
+
     def catalog(self) -> Catalog:
         """The current view; cheap, called on every request."""
 
@@ -84,6 +87,8 @@ def state_from_health(status: int | None, error: str | None) -> tuple[ModelState
 
 class StaticRegistry:
     """Models from a YAML file, re-read when it changes, each probed on /health."""
+
+    synced = current = True  # the file is read in start(), before the first request
 
     def __init__(self, path: Path, interval_s: float = 1.0) -> None:
         self.path = path

@@ -76,8 +76,18 @@ class RequestError(ValueError):
         self.param = param
 
 
-def model_from_body(body: bytes) -> str:
-    """The ``model`` field of a JSON request body, or RequestError saying what is wrong."""
+@dataclass(frozen=True)
+class RoutedBody:
+    """What the gateway reads from a /v1 request body, parsed once."""
+
+    model: str
+    stream: bool
+    keep_alive: object = None  # llamadock's extension: seconds the model stays loaded (-1: pinned)
+
+
+def routed_body(body: bytes) -> RoutedBody:
+    """The ``model`` (and whether a stream is asked for) of a JSON request body, or
+    RequestError saying what is wrong."""
     if not body:
         raise RequestError("The request body is empty; send a JSON object with a 'model' field.")
     try:
@@ -91,12 +101,24 @@ def model_from_body(body: bytes) -> str:
         raise RequestError("You must provide a model parameter.", param="model")
     if not isinstance(model, str) or not model.strip():
         raise RequestError("'model' must be a non-empty string.", param="model")
-    return model
+    return RoutedBody(model=model, stream=payload.get("stream") is True, keep_alive=payload.get("keep_alive"))
 
 
-def is_streaming_body(body: bytes) -> bool:
-    """Cheap hint whether the client asked for a stream (used only for how to report errors)."""
-    return b'"stream"' in body and json.loads(body).get("stream") is True
+def model_from_body(body: bytes) -> str:
+    """The ``model`` field of a JSON request body, or RequestError saying what is wrong."""
+    return routed_body(body).model
+
+
+def asks_for_stream(body: bytes) -> bool:
+    """Whether a raw passthrough body asks for a stream (only how waiting is reported
+    depends on it). Never raises: /upstream forwards any body, JSON object or not."""
+    if b'"stream"' not in body:
+        return False
+    try:
+        payload = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8: the model's server judges it
+        return False
+    return isinstance(payload, dict) and payload.get("stream") is True
 
 
 def retry_after_s(state: ModelState) -> int:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .containers import Placement
 from .errors import OpError
 from .manager import ModelManager
 from .settings import OrchestratorSettings
@@ -24,7 +25,8 @@ log = logging.getLogger("llamadock.orchestrator")
 
 
 def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=None) -> FastAPI:
-    app = FastAPI(title="llamadock orchestrator", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs: it has no host port, so no browser reaches it (and its assets would come from a CDN).
+    app = FastAPI(title="llamadock orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def require_token(request: Request) -> None:
         given = request.headers.get("authorization", "")
@@ -74,8 +76,9 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
         return (await manager.restart(name)).as_dict()
 
     @app.post("/models/{name}/start", dependencies=guarded)
-    async def start_model(name: str) -> dict:
-        return (await manager.start(name)).as_dict()
+    async def start_model(name: str, placement: Placement | None = None) -> dict:
+        """Optional body: the GPUs to use and the layer split (the gateway's scheduler places models)."""
+        return (await manager.start(name, placement)).as_dict()
 
     @app.post("/models/{name}/stop", dependencies=guarded)
     async def stop_model(name: str) -> dict:

@@ -84,6 +84,30 @@ def parse_catalog(text: str, path: str = DEFAULT_PATH) -> dict[str, ModelSpec]:
     return specs
 
 
+STARTER = """\
+# Models llamadock runs, one llama-server container each: `make add` and `make rm` edit
+# this file for you (your comments stay). Every setting is described, with examples, in
+# config/models.example.yaml.
+models: {}
+"""
+
+
+def ensure_catalog(path: Path) -> bool:
+    """Create the live catalog on first use: a copy of ``models.example.yaml`` beside it,
+    or a starter that points to it. The live file is the user's (git ignores it); an
+    existing one is never touched. True when it was created."""
+    if path.exists() or path.is_symlink():
+        return False
+    example = path.with_name("models.example.yaml")
+    try:
+        text = example.read_text(encoding="utf-8")
+        parse_catalog(text, str(example))  # only an example we can read is worth copying
+    except (OSError, UnicodeDecodeError, CatalogError):
+        text = STARTER
+    save_catalog_text(path, text)
+    return True
+
+
 def load_catalog(path: Path) -> dict[str, ModelSpec]:
     """The models declared in the file at ``path``; none when it does not exist."""
     return parse_catalog(_read(path), str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from fastapi.responses import JSONResponse
 
 
@@ -28,3 +30,12 @@ class OpError(Exception):
 def not_found(name: str, known: list[str]) -> OpError:
     listing = ", ".join(sorted(known)) or "none"
     return OpError(404, f"No model named '{name}' (known: {listing}).", "model_not_found", "name")
+
+
+def catalog_not_saved(path: object, exc: OSError) -> OpError:
+    """The catalog could not be written (the old file is intact: it is replaced atomically)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OpError(507, f"The catalog {path} could not be saved: no space left on its filesystem. "
+                       "It is unchanged; free some space and try again.", "catalog_storage_full")
+    return OpError(503, f"The catalog {path} could not be saved: {exc.strerror or exc}. It is unchanged; "
+                   "make its directory writable and try again.", "catalog_not_writable")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import docker
 from fastapi import FastAPI
 
+from . import catalog
 from .app import create_app
 from .discovery import own_container_attrs, stack_facts
 from .host import detect_host
@@ -25,6 +26,11 @@ def build(settings: OrchestratorSettings | None = None, client: docker.DockerCli
     host = detect_host(client.info(), settings.gpu)
     for warning in host.warnings:
         log.warning("%s", warning)
+    try:
+        if catalog.ensure_catalog(settings.catalog_file):
+            log.info("created %s (your catalog; `make add` fills it)", settings.catalog_file)
+    except OSError as exc:  # a read-only config dir: adds will say so; listing and serving still work
+        log.error("cannot create %s: %s", settings.catalog_file, exc)
     stack = stack_facts(settings, own_container_attrs(client))
     log.info("host: %s; project %s, network %s, models in %s", host.kind, stack.project, stack.network,
              stack.models_dir)

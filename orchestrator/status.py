@@ -62,11 +62,17 @@ def container_view(attrs: dict, network: str) -> ContainerView:
     )
 
 
-def model_state(view: ContainerView | None, probed_ready: bool = False) -> tuple[str, str | None]:
+def model_state(view: ContainerView | None, probed_ready: bool = False,
+                stopping: bool = False) -> tuple[str, str | None]:
     """(state, reason) of a model from its container; ``probed_ready``: our own /health probe said 200
-    since the container last started (faster than Docker's healthcheck interval)."""
+    since the container last started (faster than Docker's healthcheck interval); ``stopping``: a stop
+    we were asked for is under way."""
     if view is None:
         return STOPPED, "not running (no container)"
+    if stopping and view.status in ("running", "restarting", "paused"):
+        # Not "starting": the gateway would take a listing made mid-stop, arriving after the stop's
+        # answer, for a start it did not ask for, and start the model again.
+        return STOPPED, "stopping"
     if view.status == "running":
         if view.health == "unhealthy":
             return FAILED, "running, but its /health check keeps failing"

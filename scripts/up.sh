@@ -14,6 +14,17 @@ if ! docker image inspect "$python_image" >/dev/null 2>&1; then
     fi
 fi
 
+# Your catalogs, created from the tracked examples on first use (git ignores them,
+# so `git pull` never conflicts with your models). An existing file is never touched.
+config_dir="${LLAMADOCK_CONFIG_DIR:-config}"
+mkdir -p "$config_dir"
+for name in models upstreams; do
+    if [[ ! -e "$config_dir/$name.yaml" ]]; then
+        cp config/$name.example.yaml "$config_dir/$name.yaml"
+        echo "llamadock: created $config_dir/$name.yaml from config/$name.example.yaml" >&2
+    fi
+done
+
 bash scripts/compose.sh up -d --build --wait --wait-timeout 120
 
 port="${LLAMADOCK_PORT:-$(env_file_value LLAMADOCK_PORT)}"

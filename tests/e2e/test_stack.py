@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from support.stack import Stack, local_llama_image, require_docker, wait_for
+from support.stack import REPO, Stack, local_llama_image, require_docker, wait_for
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -50,18 +51,31 @@ def models_by_name(stack: Stack) -> dict[str, dict]:
 
 
 def test_make_up_starts_cleanly_with_no_model(stack):
+    assert not (stack.config / "models.yaml").exists()
     up = stack.run("make", "up")
     assert f"{stack.url}/docs" in up.stdout
+    # The live catalog is created from the tracked example (git ignores the live one).
+    assert catalog_text(stack) == (REPO / "config" / "models.example.yaml").read_text()
     assert models_by_name(stack) == {}
     listing = stack.admin.get("/admin/models").json()
     assert listing["models"] == [] and listing["host"]["kind"] == "cpu"
     assert listing["available"] == ["notes.gguf", "other.gguf", "tiny.gguf"]
-    # Only the gateway is published, on loopback; only the orchestrator has the Docker socket.
-    for service, published, has_socket in (("gateway", True, False), ("orchestrator", False, True)):
-        info = json.loads(stack.run("docker", "inspect", f"{stack.project}-{service}-1").stdout)[0]
-        bindings = [b for port in (info["HostConfig"]["PortBindings"] or {}).values() for b in port]
-        assert bool(bindings) == published and all(b["HostIp"] == "127.0.0.1" for b in bindings)
-        mounts = {m["Destination"] for m in info["Mounts"]}
+    # Reachable on loopback only; only the orchestrator has the Docker socket.
+    info = {service: json.loads(stack.run("docker", "inspect", f"{stack.project}-{service}-1").stdout)[0]
+            for service in ("gateway", "orchestrator")}
+    bindings = {service: [b for port in (i["HostConfig"]["PortBindings"] or {}).values() for b in port]
+                for service, i in info.items()}
+    if info["gateway"]["HostConfig"]["NetworkMode"] == "host":
+        # On a Linux engine the gateway shares the host's network and listens on loopback itself;
+        # the orchestrator is published for it, on loopback too.
+        listening = stack.run("ss", "-Hltn", f"sport = :{stack.port}").stdout.split()
+        assert [a for a in listening if a.endswith(f":{stack.port}")] == [f"127.0.0.1:{stack.port}"]
+        assert bindings["gateway"] == [] and bindings["orchestrator"]
+    else:  # Docker Desktop, or LLAMADOCK_NETWORK=bridge: only the gateway is published
+        assert bindings["gateway"] and bindings["orchestrator"] == []
+    assert all(b["HostIp"] == "127.0.0.1" for found in bindings.values() for b in found)
+    for service, has_socket in (("gateway", False), ("orchestrator", True)):
+        mounts = {m["Destination"] for m in info[service]["Mounts"]}
         assert ("/var/run/docker.sock" in mounts) == has_socket
 
 
@@ -149,6 +163,19 @@ def test_admin_logs_endpoint(stack):
     assert stack.admin.get("/admin/models/nope/logs").status_code == 404
 
 
+def metrics_of(stack: Stack, name: str) -> dict[tuple, float]:
+    text = httpx.get(stack.url + "/metrics", timeout=10).text
+    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == name}
+
+
+def test_metrics_serve_the_models_own_llama_server_series_with_a_model_label(stack, client):
+    client.completions.create(model="tiny", prompt="count me", max_tokens=4)
+    predicted = metrics_of(stack, "llamacpp:tokens_predicted_total")
+    assert predicted[(("model", "tiny"),)] >= 4
+    assert (("model", "tiny"),) in metrics_of(stack, "llamacpp:requests_deferred")
+
+
 def test_state_survives_restarting_orchestrator_and_gateway(stack, client):
     (before,) = [c["Id"] for c in stack.model_containers()]
     stack.compose("restart", "orchestrator", "gateway")
@@ -173,6 +200,10 @@ def test_killed_model_is_reported_then_started_again_on_demand(stack, client):
     assert client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4).choices
 
 
+def test_a_killed_model_is_counted_as_a_crash(stack):
+    assert metrics_of(stack, "llamadock_evictions_total")[(("model", "tiny"), ("reason", "crash"))] >= 1
+
+
 def test_remove_model(stack, client):
     removed = stack.run("make", "rm", "NAME=tiny")
     assert "Removed tiny" in removed.stdout
@@ -184,8 +215,33 @@ def test_remove_model(stack, client):
     assert stack.admin.delete("/admin/models/tiny").status_code == 404
 
 
+def one_off_containers(stack: Stack) -> list[str]:
+    return stack.run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}",
+                     "--filter", "label=com.docker.compose.oneoff=True").stdout.split()
+
+
 def test_make_down_leaves_nothing(stack):
     stack.admin.post("/admin/models", json={"name": "left-running", "model": "other.gguf"}).raise_for_status()
     assert stack.model_containers()
+    # A `make chat` whose terminal was closed while it started: its one-off container runs on.
+    stack.compose("--profile", "cli", "run", "-d", "cli", "sleep", "600")
+    assert one_off_containers(stack)
+    stack.run("make", "down")
+    assert stack.leftovers() == []
+
+
+def test_make_down_fails_loudly_when_something_of_ours_is_left(stack):
+    stack.run("make", "up")
+    network = f"{stack.project}_default"
+    # A container that is not ours holds the stack's network: down cannot remove it, and says so.
+    holder = f"{stack.project}-holder"
+    image = stack.env.get("LLAMADOCK_APP_IMAGE", "llamadock/app:dev")
+    stack.run("docker", "run", "-d", "--name", holder, "--network", network, image, "sleep", "600")
+    try:
+        down = stack.run("make", "down", check=False)
+        assert down.returncode != 0
+        assert f"network {network} (in use by: {holder})" in down.stderr, down.stderr
+    finally:
+        stack.run("docker", "rm", "-f", holder, check=False)
     stack.run("make", "down")
     assert stack.leftovers() == []

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stack"))
+    # The bridge deployment (Docker Desktop's, and LLAMADOCK_NETWORK=bridge): a published port.
+    # The e2e tests run what this host detects, the host network on a Linux engine.
+    stack = Stack(tmp_path_factory.mktemp("stack"), env={"LLAMADOCK_NETWORK": "bridge"})
     write_upstreams(stack.config / "upstreams.yaml", {
         # Nothing listens there inside the container: a declared model that is down.
         "ghost": {"url": "http://127.0.0.1:9", "aliases": ["llamacpp:ghost"]},

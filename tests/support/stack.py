@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 
@@ -75,17 +76,20 @@ class Stack:
         for d in (self.config, self.models, self.logs):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o777)  # the services run as the invoking user; keep it simple for any uid
-        shutil.copy(REPO / "config" / "models.yaml", self.config / "models.yaml")
+        # No models.yaml: `make up` creates it from config/models.example.yaml, as for a user.
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("LLAMADOCK_")},
             "COMPOSE_PROJECT_NAME": self.project,
             "LLAMADOCK_PORT": str(self.port),
+            "LLAMADOCK_ORCHESTRATOR_HOST_PORT": str(free_port()),  # used on the host network only
             "LLAMADOCK_CONFIG_DIR": str(self.config),
             "LLAMADOCK_MODELS_DIR": str(self.models),
             "LLAMADOCK_LOGS_DIR": str(self.logs),
             "LLAMADOCK_ADMIN_TOKEN": self.token,
             "LLAMADOCK_GPU": "none",
             **({"LLAMADOCK_LLAMA_IMAGE_CPU": llama_image} if llama_image else {}),
+            # Kept: a checkout testing beside another builds its own app image.
+            **{k: os.environ[k] for k in ("LLAMADOCK_APP_IMAGE", "LLAMADOCK_NETWORK") if k in os.environ},
             **(env or {}),
         }
         self.admin = httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.token}"},
@@ -130,3 +134,24 @@ class Stack:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         self.compose("--profile", "cli", "down", "--remove-orphans", "--volumes", "--timeout", "5", check=False)
         self.admin.close()
+
+
+@contextmanager
+def running_stack(root: Path, gguf: Path, *, as_file: str, catalog: dict | None = None, add: dict | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A stack up with `make up` and the local llama image: ``gguf`` copied into its models/ as
+    ``as_file``, ``catalog`` (the `models:` mapping) written first, or ``add`` posted to the admin
+    API once it is up. Torn down whatever happens."""
+    stack = Stack(root, llama_image=local_llama_image(), env=env)
+    shutil.copy(gguf, stack.models / as_file)
+    if catalog is not None:
+        import yaml
+
+        (stack.config / "models.yaml").write_text(yaml.safe_dump({"models": catalog}))
+    try:
+        stack.run("make", "up")
+        if add is not None:
+            stack.admin.post("/admin/models", json=add).raise_for_status()
+        yield stack
+    finally:
+        stack.force_down()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -298,3 +299,33 @@ def test_undeclared_gguf_files(tmp_path: Path):
 
 def test_undeclared_gguf_files_without_a_models_dir(tmp_path):
     assert undeclared_gguf_files(tmp_path / "absent", {}) == []
+
+
+# --- the live catalog is created on first use (git tracks only the example) -------------------
+
+from orchestrator.catalog import STARTER, ensure_catalog  # noqa: E402
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+
+def test_the_example_is_a_valid_empty_catalog_and_the_live_file_is_not_tracked():
+    assert load_catalog(REPO_CONFIG / "models.example.yaml") == {}
+    ignored = (REPO_CONFIG.parent / ".gitignore").read_text().splitlines()
+    assert "config/models.yaml" in ignored and "config/upstreams.yaml" in ignored
+
+
+def test_ensure_catalog_copies_the_example_once(tmp_path):
+    shutil.copy(REPO_CONFIG / "models.example.yaml", tmp_path / "models.example.yaml")
+    live = tmp_path / "models.yaml"
+    assert ensure_catalog(live) is True
+    assert live.read_text() == (REPO_CONFIG / "models.example.yaml").read_text()
+    live.write_text("models:\n  mine: {model: a.gguf}\n")
+    assert ensure_catalog(live) is False
+    assert live.read_text() == "models:\n  mine: {model: a.gguf}\n"
+
+
+def test_ensure_catalog_without_an_example_writes_a_starter(tmp_path):
+    live = tmp_path / "config" / "models.yaml"
+    assert ensure_catalog(live) is True
+    assert live.read_text() == STARTER and load_catalog(live) == {}
+    assert "models.example.yaml" in STARTER

@@ -72,3 +72,15 @@ def test_docker_timestamps():
     assert docker_time("2026-11-22T10:00:00.123456789Z") == datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert docker_time("2026-11-22T10:00:00Z") == datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
     assert docker_time("0001-01-01T00:00:00Z") is None and docker_time(None) is None and docker_time("junk") is None
+
+
+@pytest.mark.parametrize("kw", [{"health": "starting"}, {"health": "healthy"}, {"status": "restarting"}])
+def test_a_model_being_stopped_is_reported_stopped_never_starting(kw):
+    # A listing made mid-stop that reached the gateway after the stop's answer used to say
+    # "starting": the gateway took it for a start it had not asked for and started the model again.
+    assert model_state(container_view(attrs(**kw), "llamadock_default"), True, stopping=True) == ("stopped", "stopping")
+
+
+def test_a_stop_under_way_changes_nothing_once_the_container_is_down():
+    view = container_view(attrs(status="exited", exit_code=0), "llamadock_default")
+    assert model_state(view, stopping=True) == ("stopped", "stopped")
