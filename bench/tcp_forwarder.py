@@ -1,6 +1,6 @@
 """A byte-for-byte TCP forwarder (uvloop): the floor any HTTP relay's CPU cost sits on.
 
-    python bench/tcp_forwarder.py UPSTREAM_PORT LISTEN_PORT
+    python bench/tcp_forwarder.py [UPSTREAM_HOST:]UPSTREAM_PORT LISTEN_PORT
 
 No parsing, no HTTP: each read from one side is written to the other. The
 benchmark runs it beside the gateway so the table shows what part of the
@@ -35,7 +35,7 @@ class Side(asyncio.Protocol):
             self.peer.transport.close()
 
 
-async def main(upstream_port: int, port: int) -> None:
+async def main(upstream_host: str, upstream_port: int, port: int) -> None:
     loop = asyncio.get_running_loop()
 
     class Front(Side):
@@ -44,7 +44,7 @@ async def main(upstream_port: int, port: int) -> None:
             loop.create_task(self._connect())
 
         async def _connect(self) -> None:
-            _, back = await loop.create_connection(lambda: Side(self), "127.0.0.1", upstream_port)
+            _, back = await loop.create_connection(lambda: Side(self), upstream_host, upstream_port)
             self.peer = back
             if self.early:
                 back.transport.write(bytes(self.early))
@@ -54,4 +54,5 @@ async def main(upstream_port: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    host, _, upstream = sys.argv[1].rpartition(":")
+    uvloop.run(main(host or "127.0.0.1", int(upstream), int(sys.argv[2])))

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Print the `-f` arguments for docker compose on this host:
 #   compose.yaml, plus docker/compose.gpu.yaml when Docker can give containers an
-#   NVIDIA GPU, plus docker/compose.wsl2.yaml when the engine runs under WSL2.
-# LLAMADOCK_GPU=auto|nvidia|none overrides the GPU detection (also read from .env).
+#   NVIDIA GPU, plus docker/compose.wsl2.yaml when the engine runs under WSL2, plus
+#   docker/compose.hostnet.yaml when the engine runs on Linux (WSL2 included) rather
+#   than in Docker Desktop's VM: the gateway then uses the host's network (faster).
+# LLAMADOCK_GPU=auto|nvidia|none overrides the GPU detection, LLAMADOCK_NETWORK=
+# auto|host|bridge the network one (both also read from .env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode="${LLAMADOCK_GPU:-$(sed -n 's/^LLAMADOCK_GPU=//p' .env 2>/dev/null | tail -n1 || true)}"
+from_env_file() { sed -n "s/^$1=//p" .env 2>/dev/null | tail -n1 || true; }
+mode="${LLAMADOCK_GPU:-$(from_env_file LLAMADOCK_GPU)}"
 mode="${mode:-auto}"
-info="$(docker info --format '{{json .Runtimes}} {{json .CDISpecDirs}} {{.KernelVersion}}' 2>/dev/null || true)"
+network="${LLAMADOCK_NETWORK:-$(from_env_file LLAMADOCK_NETWORK)}"
+network="${network:-auto}"
+info="$(docker info --format '{{json .Runtimes}} {{json .CDISpecDirs}} {{.KernelVersion}} {{.OperatingSystem}}' 2>/dev/null || true)"
 
 gpu=no
 case "$mode" in
@@ -31,4 +37,15 @@ if [[ $gpu == yes ]]; then
 else
     echo "llamadock: no NVIDIA GPU visible to Docker: running in CPU mode (set LLAMADOCK_GPU=nvidia to force)." >&2
 fi
+
+case "$network" in
+    host) files+=" -f docker/compose.hostnet.yaml" ;;
+    bridge) ;;
+    auto)
+        # Docker Desktop runs the engine in a VM: "host" there is not this machine's network.
+        if [[ $(uname -s) == Linux ]] && ! grep -q 'Docker Desktop' <<<"$info"; then
+            files+=" -f docker/compose.hostnet.yaml"
+        fi ;;
+    *) echo "LLAMADOCK_NETWORK must be auto, host or bridge (got '$network')" >&2; exit 2 ;;
+esac
 echo "$files"
