@@ -12,7 +12,7 @@ COMPOSE := bash scripts/compose.sh
 CLI := $(COMPOSE) --profile cli run --rm cli python -m cli
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
-.PHONY: help venv gateway up down logs ps gpu test test-unit bench images llama-image models add rm chat reconcile
+.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add rm load unload chat reconcile
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,8 +33,8 @@ images: ## Build the stack's images (base images stood in locally when no regist
 	bash scripts/make-base-images.sh
 	$(COMPOSE) build
 
-llama-image: ## Build llama-server from source into a local image (offline) and use it for new models
-	bash scripts/llama-image.sh
+llama-image: ## Build llama-server from source into a local image and use it for new models: [GPU=1] [CUDA_ARCHITECTURES="86;89"]
+	$(if $(GPU),GPU=$(GPU)) bash scripts/llama-image.sh
 
 up: ## Start the stack (GPU / WSL2 detected) and wait until it is healthy
 	bash scripts/up.sh
@@ -45,7 +45,10 @@ down: ## Stop the stack and every model container; nothing of ours is left runni
 logs: ## Follow the stack's logs, model servers included
 	$(COMPOSE) logs -f
 
-ps: ## Show the stack's containers and the model containers
+ps: ## Models: state, memory (estimate and used), CPU/GPU, context, slots, queue, time to unload: [WATCH=1] refreshes
+	$(CLI) ps $(if $(WATCH),--watch)
+
+containers: ## Show the stack's containers and the model containers
 	@$(COMPOSE) ps
 	@docker ps -a --filter "label=io.llamadock.project=$${COMPOSE_PROJECT_NAME:-llamadock}" \
 		--format 'table {{.Names}}\t{{.Status}}\t{{.Image}}'
@@ -65,8 +68,18 @@ rm: ## Remove a model: make rm NAME=x
 	@test -n "$(NAME)" || { echo "usage: make rm NAME=name"; exit 2; }
 	$(CLI) models rm "$(NAME)"
 
+load: ## Start a model and wait until it answers: make load NAME=x
+	@test -n "$(NAME)" || { echo "usage: make load NAME=name"; exit 2; }
+	$(CLI) load "$(NAME)"
+
+unload: ## Stop an idle model now: make unload NAME=x; without NAME, every idle model
+	$(CLI) unload $(if $(NAME),"$(NAME)")
+
 gpu: ## Show GPU status from the running gateway
 	$(CLI) gpu
+
+gpu-check: venv ## GPU self-check without Docker: memory estimate vs NVML, load time, streaming via the gateway
+	bash scripts/gpu-check.sh
 
 chat: ## Chat in the terminal (the cli container): make chat [MODEL=name]
 	$(CLI) chat $(if $(MODEL),--model "$(MODEL)")
@@ -77,7 +90,9 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks, printed as tables: gateway overhead; stack start-up; scheduling (cold start, swap)
+bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling
+	bash bench/setup-litellm.sh
+	$(PY) bench/deployed.py --json logs/bench-deployed.json
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/stack_startup.py
 	$(PY) bench/scheduling.py

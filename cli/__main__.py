@@ -6,6 +6,7 @@
     llamadock models rm NAME
     llamadock models restart NAME
     llamadock models logs NAME [-f] [--tail N]
+    llamadock ps [-w]                         models: state, memory, CPU/GPU, slots, queue, unload
     llamadock gpu | status
 """
 
@@ -16,7 +17,7 @@ import sys
 
 from rich.console import Console
 
-from . import admin, chat
+from . import admin, chat, ps
 from .api import Api, ApiError, Connection
 
 
@@ -65,6 +66,18 @@ def parser() -> argparse.ArgumentParser:
 
     reconcile = msub.add_parser("reconcile", help="Make the containers match config/models.yaml.")
     reconcile.set_defaults(run=admin.cmd_reconcile)
+
+    show = sub.add_parser("ps", help="What each model holds and does now (like `ollama ps`).")
+    show.add_argument("-w", "--watch", action="store_true", help="Refresh every second until Ctrl-C.")
+    show.set_defaults(run=ps.cmd_ps)
+
+    load = sub.add_parser("load", help="Start a model (making room if needed) and wait until it answers.")
+    load.add_argument("name")
+    load.set_defaults(run=admin.cmd_load)
+
+    unload = sub.add_parser("unload", help="Stop a model now if it is idle; without a name, every idle model.")
+    unload.add_argument("name", nargs="?")
+    unload.set_defaults(run=admin.cmd_unload)
 
     sub.add_parser("gpu", help="GPU memory, utilization, temperature.").set_defaults(run=admin.cmd_gpu)
     sub.add_parser("status", help="Models and GPUs.").set_defaults(run=admin.cmd_status)

@@ -12,12 +12,16 @@ from rich.console import Console
 from orchestrator.spec import source_from_text
 
 from .api import Api, ApiError
-from .render import admin_models_table, gpu_view
+from .render import admin_models_table, gpu_view, placements_from_status
 
 
 def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
     listing = api.request("GET", "/admin/models", admin=True)
-    console.print(admin_models_table(listing))
+    try:
+        placements = placements_from_status(api.request("GET", "/status"))
+    except ApiError:
+        placements = {}  # an older gateway: no GPU column
+    console.print(admin_models_table(listing, placements))
     if listing.get("available"):
         console.print("[dim]GGUF files in models/ not declared yet:[/] " + ", ".join(listing["available"]))
     for warning in (listing.get("host") or {}).get("warnings", []):
@@ -87,6 +91,26 @@ def cmd_restart(api: Api, console: Console, args: argparse.Namespace) -> int:
     with console.status(f"Restarting {args.name}…"):
         model = api.request("POST", f"/admin/models/{args.name}/restart", admin=True)
     console.print(f"{model['name']} is {model['state']}.")
+    return 0
+
+
+def cmd_load(api: Api, console: Console, args: argparse.Namespace) -> int:
+    with console.status(f"Loading {args.name}…"):
+        result = api.request("POST", f"/admin/models/{args.name}/load", admin=True)
+    console.print(f"{result['model']} is {result['state']}.")
+    return 0
+
+
+def cmd_unload(api: Api, console: Console, args: argparse.Namespace) -> int:
+    if args.name:
+        with console.status(f"Unloading {args.name}…"):
+            result = api.request("POST", f"/admin/models/{args.name}/unload", admin=True)
+        console.print(f"{result['model']}: {result['result']}.")
+        return 0
+    with console.status("Unloading every idle model…"):
+        result = api.request("POST", "/admin/unload", admin=True)
+    console.print(f"Unloaded: {', '.join(result['unloaded']) or 'nothing'}."
+                  + (f" Busy, left running: {', '.join(result['busy'])}." if result["busy"] else ""))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
@@ -21,8 +22,9 @@ from .model_list import ModelInfo, find_model, models_from_listing, only_ready_m
 from .params import Params
 from .render import help_table, models_table, params_table, sessions_table, stats_line, status_view, system_text
 from .sessions import Session, SessionError, SessionStore, default_directory, new_name
-from .sse import SseEvent, SseParser
-from .stream import Answer, Content, Reasoning, chat_events, completion_request
+from .sse import SseComment, SseEvent, SseParser
+from .stream import Answer, Content, Progress, Reasoning, chat_events, completion_request
+from .waiting import Waiting
 
 REFRESH_S = 0.1  # the live Markdown is redrawn at most this often, not once per token
 LEAVE = object()
@@ -184,11 +186,24 @@ class Chat:
     def stream_answer(self) -> Answer:
         answer = Answer(started_at=self.clock())
         view = LiveAnswer()
+        waiting = Waiting(self.session.model, answer.started_at, self.clock)
         try:
-            with self.api.stream_post("/v1/chat/completions", completion_request(self.session)) as chunks:
+            with ExitStack() as stack:
+                # Until the first token: a spinner saying what the request waits for (a transient
+                # Live that refreshes itself, so it turns while no byte arrives).
+                spinner = stack.enter_context(Live(waiting, console=self.console, transient=True,
+                                                   refresh_per_second=10))
+                chunks = iter(stack.enter_context(
+                    self.api.stream_post("/v1/chat/completions", completion_request(self.session))))
+                parser = SseParser()
+                for chunk in chunks:
+                    self.apply_events(parser.feed(chunk), answer, view, self.clock(), waiting)
+                    if answer.chunks or answer.error:
+                        break
+                spinner.stop()
                 with Live(view, console=self.console, auto_refresh=False) as live:
                     try:
-                        self.follow(chunks, answer, view, live)
+                        self.follow(chunks, parser, answer, view, live)
                     finally:
                         view.final = True  # the Live's last refresh shows the whole answer
         except KeyboardInterrupt:
@@ -198,8 +213,9 @@ class Chat:
         answer.end(self.clock())
         return answer
 
-    def follow(self, chunks: Iterator[bytes], answer: Answer, view: LiveAnswer, live: Live) -> None:
-        parser, last_refresh = SseParser(), 0.0
+    def follow(self, chunks: Iterator[bytes], parser: SseParser, answer: Answer, view: LiveAnswer,
+               live: Live) -> None:
+        last_refresh = 0.0
         for chunk in chunks:
             now = self.clock()
             self.apply_events(parser.feed(chunk), answer, view, now)
@@ -211,7 +227,8 @@ class Chat:
         self.apply_events(parser.close(), answer, view, self.clock())
 
     @staticmethod
-    def apply_events(events: list[SseEvent], answer: Answer, view: LiveAnswer, now: float) -> None:
+    def apply_events(events: list[SseEvent | SseComment], answer: Answer, view: LiveAnswer, now: float,
+                     waiting: Waiting | None = None) -> None:
         for sse in events:
             for event in chat_events(sse):
                 answer.apply(event, now)
@@ -219,6 +236,8 @@ class Chat:
                     view.add_content(event.text)
                 elif isinstance(event, Reasoning):
                     view.add_reasoning(event.text)
+                elif isinstance(event, Progress) and waiting is not None:
+                    waiting.note = event.text
 
     # --- sessions -----------------------------------------------------------------
 

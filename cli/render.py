@@ -83,16 +83,25 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def admin_models_table(listing: dict) -> Table:
-    """``GET /admin/models``: what the orchestrator runs, with sources and uptimes."""
+def admin_models_table(listing: dict, placements: dict[str, str] | None = None) -> Table:
+    """``GET /admin/models``: what the orchestrator runs, with sources and uptimes; ``placements``
+    (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any."""
+    placements = {k: v for k, v in (placements or {}).items() if v}
     table = Table(title="Models", title_justify="left")
-    for column in ("name", "state", "source", "aliases", "uptime", "reason"):
+    for column in ("name", "state", "source", *(["gpu"] if placements else []), "aliases", "uptime", "reason"):
         table.add_column(column)
     for model in listing.get("models", []):
         spec = model.get("spec") or {}
-        table.add_row(model["name"], state_text(model["state"]), spec.get("model") or f"hf:{spec.get('hf')}",
+        where = [placements.get(model["name"], "")] if placements else []
+        table.add_row(model["name"], state_text(model["state"]), spec.get("model") or f"hf:{spec.get('hf')}", *where,
                       ", ".join(model.get("aliases") or []), uptime(model.get("uptime_s")), model.get("reason") or "")
     return table
+
+
+def placements_from_status(status: dict) -> dict[str, str]:
+    """Where the gateway's scheduler placed each model (``/status``), as text."""
+    models = (status.get("scheduler") or {}).get("models") or {}
+    return {name: (m.get("placement") or {}).get("text") or "" for name, m in models.items()}
 
 
 def models_table(models: list[ModelInfo], current: str | None = None,

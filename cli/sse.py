@@ -18,6 +18,13 @@ class SseEvent:
     event: str = "message"
 
 
+@dataclass(frozen=True)
+class SseComment:
+    """A line starting with ":": keep-alives, and the gateway's notes while a request waits
+    (``: llamadock: waiting for model 'x' (3 s)``, ``: loading qwen3 12.3 s``, ``: queued 3rd``)."""
+    text: str  # after the colon and one space
+
+
 class SseParser:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -25,30 +32,31 @@ class SseParser:
         self._data: list[str] = []
         self._event = ""
 
-    def feed(self, chunk: bytes) -> list[SseEvent]:
+    def feed(self, chunk: bytes) -> list[SseEvent | SseComment]:
         lines = (self._partial_line + self._decoder.decode(chunk)).split("\n")
         self._partial_line = lines.pop()
-        events: list[SseEvent] = []
+        events: list[SseEvent | SseComment] = []
         for line in lines:
             self._take_line(line.removesuffix("\r"), events)
         return events
 
-    def close(self) -> list[SseEvent]:
+    def close(self) -> list[SseEvent | SseComment]:
         """The events still buffered when the body ends, even without a final blank line."""
         last_line = self._partial_line + self._decoder.decode(b"", final=True)
         self._partial_line = ""
-        events: list[SseEvent] = []
+        events: list[SseEvent | SseComment] = []
         if last_line:
             self._take_line(last_line.removesuffix("\r"), events)
         self._dispatch(events)
         return events
 
-    def _take_line(self, line: str, events: list[SseEvent]) -> None:
+    def _take_line(self, line: str, events: list[SseEvent | SseComment]) -> None:
         if not line:
             self._dispatch(events)
             return
         if line.startswith(":"):
-            return  # a comment (keep-alive)
+            events.append(SseComment(line[1:].removeprefix(" ")))  # at once: it is not part of an event
+            return
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if field == "data":
@@ -56,7 +64,7 @@ class SseParser:
         elif field == "event":
             self._event = value
 
-    def _dispatch(self, events: list[SseEvent]) -> None:
+    def _dispatch(self, events: list[SseEvent | SseComment]) -> None:
         if self._data:
             events.append(SseEvent("\n".join(self._data), self._event or "message"))
         self._data, self._event = [], ""

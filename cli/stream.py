@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .sessions import Session
-from .sse import SseEvent
+from .sse import SseComment, SseEvent
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,22 @@ class Done:
     pass
 
 
-ChatEvent = Union[Content, Reasoning, Finish, Usage, Failure, Done]
+@dataclass(frozen=True)
+class Progress:
+    text: str  # what the gateway says the request waits for: "loading qwen3 12.3 s", "queued 3rd"
+
+
+ChatEvent = Union[Content, Reasoning, Finish, Usage, Failure, Done, Progress]
+
+GATEWAY_PREFIX = "llamadock:"
+
+
+def progress_note(comment: SseComment) -> str | None:
+    """The words of a gateway note, without its "llamadock: " prefix; None for an empty keep-alive."""
+    text = comment.text.strip()
+    if text.startswith(GATEWAY_PREFIX):
+        text = text[len(GATEWAY_PREFIX):].strip()
+    return text or None
 
 
 def completion_request(session: Session) -> dict:
@@ -58,8 +73,11 @@ def completion_request(session: Session) -> dict:
     }
 
 
-def chat_events(sse: SseEvent) -> list[ChatEvent]:
+def chat_events(sse: SseEvent | SseComment) -> list[ChatEvent]:
     """What one SSE event of /v1/chat/completions says; unreadable data is skipped."""
+    if isinstance(sse, SseComment):
+        note = progress_note(sse)
+        return [Progress(note)] if note else []
     if sse.data.strip() == "[DONE]":
         return [Done()]
     try:

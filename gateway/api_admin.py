@@ -4,14 +4,18 @@ are forwarded to the orchestrator, which alone holds the Docker socket."""
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
+from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from orchestrator.spec import ModelSpec
+from orchestrator.spec import NAME_PATTERN, ModelSpec
 
+from . import control
+from .api_models import resolve
 from .errors import GatewayError
 
 
@@ -29,7 +33,16 @@ async def require_admin(request: Request) -> None:
                            "managed from here.", type="server_error", code="no_orchestrator")
 
 
+_BAD_NAME = {400: {"description": "Not a name a model can have."}, 404: {"description": "No such model."}}
 router = APIRouter(prefix="/admin", tags=["Admin"], dependencies=[Depends(require_admin)])
+
+# Checked here, before forwarding: a name no model can have (control characters, slashes,
+# capitals) is the client's mistake, 400, never a URL the orchestrator call chokes on.
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="The model's name: lowercase, digits, . _ -")]
+
+
+def _model_path(name: str, action: str = "") -> str:
+    return f"/models/{quote(name, safe='')}{action}"  # quoted too: the check above is the rule, this the guard
 
 
 async def forward(request: Request, method: str, path: str, *, json: dict | None = None,
@@ -67,28 +80,63 @@ async def add_model(request: Request, spec: ModelSpec,
                          params={"replace": str(replace).lower()})
 
 
-@router.get("/models/{name}", summary="One model's state")
-async def get_model(request: Request, name: str) -> Response:
-    return await forward(request, "GET", f"/models/{name}")
+@router.get("/models/{name}", summary="One model's state", responses=_BAD_NAME)
+async def get_model(request: Request, name: ModelName) -> Response:
+    return await forward(request, "GET", _model_path(name))
 
 
-@router.delete("/models/{name}", summary="Stop and remove a model (and drop it from the catalog)")
-async def remove_model(request: Request, name: str) -> Response:
-    return await forward(request, "DELETE", f"/models/{name}")
+@router.delete("/models/{name}", summary="Stop and remove a model (and drop it from the catalog)", responses=_BAD_NAME)
+async def remove_model(request: Request, name: ModelName) -> Response:
+    return await forward(request, "DELETE", _model_path(name))
 
 
-@router.post("/models/{name}/restart", summary="Restart a model's server and wait until it answers")
-async def restart_model(request: Request, name: str) -> Response:
-    return await forward(request, "POST", f"/models/{name}/restart")
+@router.post("/models/{name}/restart", summary="Restart a model's server and wait until it answers", responses=_BAD_NAME)
+async def restart_model(request: Request, name: ModelName) -> Response:
+    return await forward(request, "POST", _model_path(name, "/restart"))
 
 
-@router.get("/models/{name}/logs", summary="A model's server log: the last lines, or followed live")
-async def model_logs(request: Request, name: str, tail: int = Query(100, ge=0, le=100_000),
+@router.get("/models/{name}/logs", summary="A model's server log: the last lines, or followed live", responses=_BAD_NAME)
+async def model_logs(request: Request, name: ModelName, tail: int = Query(100, ge=0, le=100_000),
                      follow: bool = False) -> Response:
-    return await forward(request, "GET", f"/models/{name}/logs",
+    return await forward(request, "GET", _model_path(name, "/logs"),
                          params={"tail": tail, "follow": str(follow).lower()}, stream=True)
 
 
 @router.post("/reconcile", summary="Bring the containers in line with config/models.yaml")
 async def reconcile(request: Request) -> Response:
     return await forward(request, "POST", "/reconcile")
+
+
+def _lifecycle(request: Request):
+    lifecycle = request.app.state.gateway.lifecycle
+    if lifecycle is None:
+        raise GatewayError(503, "The scheduler is not running (no orchestrator listing yet).", type="server_error",
+                           code="no_scheduler")
+    return lifecycle
+
+
+def _scheduled_name(request: Request, name: str) -> str:
+    return resolve(request.app.state.gateway, name).name
+
+
+@router.post("/models/{name}/load", summary="Start a model (making room as a request would) and wait until it answers",
+             responses={**_BAD_NAME, 503: {"description": "It cannot be started (does not fit, failed)."}})
+async def load_model(request: Request, name: str) -> dict:
+    lifecycle = _lifecycle(request)
+    model = _scheduled_name(request, name)
+    await control.load(lifecycle, model)
+    return {"model": model, "state": "ready"}
+
+
+@router.post("/models/{name}/unload", summary="Stop a model now if it is idle (409 if it is busy)",
+             responses={**_BAD_NAME, 409: {"description": "Busy (requests running or waiting) or still starting: "
+                                                            "left as it is."}})
+async def unload_model(request: Request, name: str) -> dict:
+    lifecycle = _lifecycle(request)
+    model = _scheduled_name(request, name)
+    return {"model": model, "result": await control.unload(lifecycle, model)}
+
+
+@router.post("/unload", summary="Stop every idle model, pinned ones too; busy ones are listed and left running")
+async def unload_all(request: Request) -> dict:
+    return await control.unload_idle(_lifecycle(request))

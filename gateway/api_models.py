@@ -8,13 +8,14 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from . import errors
+from . import control, errors
 from .auth import require_api_key
 from .context import GatewayContext
+from .ollama import OllamaRequestError, parse_keep_alive
+from .progress import wants_reasoning
 from .relay import Relay, RelayRequest, Timeouts
 from .lifecycle import Ticket
-from .routing import (Catalog, ModelRoute, ModelState, RequestError, is_streaming_body, model_from_body,
-                      retry_after_s)
+from .routing import Catalog, ModelRoute, ModelState, RequestError, asks_for_stream, retry_after_s, routed_body
 from .schemas import EXAMPLES, ModelList, ModelObject
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -38,13 +39,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def ready_route(ctx: GatewayContext, requested: str) -> tuple[ModelRoute, Ticket | None]:
-    """The model a request names and, for scheduled models, the request's place with the
-    scheduler; or the OpenAI error saying why not."""
+def resolve(ctx: GatewayContext, requested: str) -> ModelRoute:
+    """The model a name or alias means; 404 only once the model list is known."""
     catalog: Catalog = ctx.registry.catalog()
     route = catalog.resolve(requested)
     if route is None:
+        if not ctx.registry.current:
+            # Just started, or the orchestrator is away: the model may well exist. 503 with
+            # Retry-After, which OpenAI's and Anthropic's SDKs retry; a 404 they would not.
+            raise errors.model_list_pending(getattr(ctx.registry, "error", None))
         raise errors.model_not_found(requested, catalog.names())
+    return route
+
+
+async def ready_route(ctx: GatewayContext, requested: str) -> tuple[ModelRoute, Ticket | None]:
+    """The model a request names and, for scheduled models, the request's place with the
+    scheduler; or the OpenAI error saying why not."""
+    route = resolve(ctx, requested)
     if ctx.lifecycle is not None and ctx.lifecycle.knows(route.name):
         # Declared with the orchestrator: started on demand, queued while busy.
         return route, ctx.lifecycle.request(route.name)
@@ -56,18 +67,38 @@ async def ready_route(ctx: GatewayContext, requested: str) -> tuple[ModelRoute, 
     return route, None
 
 
+async def relay_to(ctx: GatewayContext, request: Request, requested: str, endpoint: str, target: str, body: bytes,
+                   started: float, streaming: bool, keep_alive: float | None = None) -> Relay:
+    """The exchange with the model ``requested`` names, as a Relay (an ASGI response).
+
+    For a scheduled model this takes the scheduler's ticket: the Relay releases it when
+    the exchange ends, and until the Relay holds it, this does. Everything that could
+    fail on the way (the body) was read before the ticket is taken."""
+    route, ticket = await ready_route(ctx, requested)
+    try:
+        if keep_alive is not None and ticket is not None:
+            control.keep_alive(ctx.lifecycle, route.name, keep_alive)  # after Arrive: busy, so not stopped now
+        return _relay(ctx, request, route, endpoint, target, body, started, ticket, streaming)
+    except BaseException:
+        if ticket is not None:
+            ticket.release()
+        raise
+
+
 def _relay(ctx: GatewayContext, request: Request, route: ModelRoute, endpoint: str, target: str,
-           body: bytes, started: float, ticket: Ticket | None = None) -> Relay:
+           body: bytes, started: float, ticket: Ticket | None, streaming: bool) -> Relay:
     name = route.name
     return Relay(
         RelayRequest(
             route=route, endpoint=endpoint, method=request.method, target=target,
             headers=request.headers.raw, body=body, started=started,
             anthropic=endpoint.startswith("messages"),
-            streaming=ticket is not None and is_streaming_body(body),
+            streaming=ticket is not None and streaming,
             ticket=ticket,
             fresh_route=lambda: next((r for r in ctx.registry.catalog().routes if r.name == name), None),
             keepalive_s=ctx.settings.keepalive_s,
+            progress_as_reasoning=endpoint == "chat/completions" and wants_reasoning(
+                dict(request.headers), dict(request.query_params)),
         ),
         ctx.metrics,
         Timeouts(ctx.settings.connect_timeout_s, ctx.settings.first_byte_timeout_s),
@@ -76,17 +107,24 @@ def _relay(ctx: GatewayContext, request: Request, route: ModelRoute, endpoint: s
     )
 
 
+def _target(request: Request, path: str) -> str:
+    return path + (f"?{request.url.query}" if request.url.query else "")
+
+
 async def relay_by_body(request: Request, endpoint: str) -> Relay:
     started = time.perf_counter()
     ctx = _context(request)
     body = await read_body(request, ctx.settings.max_body_bytes)
     try:
-        requested = model_from_body(body)
+        fields = routed_body(body)  # the one parse of the body: model and stream
     except RequestError as exc:
         raise errors.bad_request(str(exc), exc.param) from None
-    route, ticket = await ready_route(ctx, requested)
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _relay(ctx, request, route, endpoint, target, body, started, ticket)
+    try:
+        keep_alive = parse_keep_alive(fields.keep_alive)
+    except OllamaRequestError as exc:
+        raise errors.bad_request(str(exc), "keep_alive") from None
+    return await relay_to(ctx, request, fields.model, endpoint, _target(request, request.url.path), body, started,
+                          fields.stream, keep_alive)
 
 
 def _body_doc(example_key: str, summary: str) -> dict:
@@ -107,7 +145,8 @@ def _body_doc(example_key: str, summary: str) -> dict:
             404: {"description": "No such model; the message lists the available ones."},
             413: {"description": "Body larger than LLAMADOCK_MAX_BODY_BYTES."},
             502: {"description": "The model's server refused the connection or broke off."},
-            503: {"description": "The model is known but not ready (`Retry-After` says when to retry)."},
+            503: {"description": "The model is known but not ready, or the gateway has just started and does not "
+                                 "know the model list yet (`Retry-After` says when to retry)."},
             504: {"description": "The model's server did not answer in time."},
         },
     }
@@ -148,19 +187,23 @@ def _model_object(route: ModelRoute) -> ModelObject:
                        state=route.state.value, reason=route.reason)
 
 
-@router.get("/v1/models", tags=["OpenAI"], response_model=ModelList, summary="Every known model, with aliases and state")
+_PENDING = {503: {"description": "The gateway has just started and does not know the model list yet (`Retry-After`)."}}
+
+
+@router.get("/v1/models", tags=["OpenAI"], response_model=ModelList, summary="Every known model, with aliases and state",
+            responses=_PENDING)
 async def list_models(request: Request) -> ModelList:
-    catalog = _context(request).registry.catalog()
+    registry = _context(request).registry
+    if not registry.synced:
+        raise errors.model_list_pending(getattr(registry, "error", None))  # an empty list would be a lie
+    catalog = registry.catalog()
     return ModelList(data=[_model_object(route) for route in catalog.routes])
 
 
-@router.get("/v1/models/{model:path}", tags=["OpenAI"], response_model=ModelObject, summary="One model by name or alias")
+@router.get("/v1/models/{model:path}", tags=["OpenAI"], response_model=ModelObject, summary="One model by name or alias",
+            responses={404: {"description": "No such model."}, **_PENDING})
 async def get_model(request: Request, model: str) -> ModelObject:
-    catalog = _context(request).registry.catalog()
-    route = catalog.resolve(model)
-    if route is None:
-        raise errors.model_not_found(model, catalog.names())
-    return _model_object(route)
+    return _model_object(resolve(_context(request), model))
 
 
 async def other_v1(request: Request, path: str):
@@ -170,9 +213,8 @@ async def other_v1(request: Request, path: str):
     requested = request.query_params.get("model")
     if not requested:
         raise errors.bad_request("Say which model this is for with '?model=NAME'.", param="model")
-    ctx = _context(request)
-    route, ticket = await ready_route(ctx, requested)
-    return _relay(ctx, request, route, path, request.url.path + f"?{request.url.query}", b"", started, ticket)
+    return await relay_to(_context(request), request, requested, path, _target(request, request.url.path), b"",
+                          started, streaming=False)
 
 
 for _method in ("GET", "POST"):
@@ -184,10 +226,10 @@ for _method in ("GET", "POST"):
 async def upstream_passthrough(request: Request, model: str, path: str):
     started = time.perf_counter()
     ctx = _context(request)
+    # Raw: the body goes to the model's server as it came, JSON object or not.
     body = await read_body(request, ctx.settings.max_body_bytes)
-    route, ticket = await ready_route(ctx, model)
-    target = "/" + path + (f"?{request.url.query}" if request.url.query else "")
-    return _relay(ctx, request, route, "upstream", target, body, started, ticket)
+    return await relay_to(ctx, request, model, "upstream", _target(request, "/" + path), body, started,
+                          asks_for_stream(body))
 
 
 for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):

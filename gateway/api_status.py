@@ -1,4 +1,4 @@
-"""The gateway's own endpoints: health, status, GPU, metrics."""
+"""The gateway's own endpoints: health, status, GPU, metrics (its own and its models')."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import model_metrics
 from .context import GatewayContext
 from .gpu import GpuStatus
+from .routing import ModelState
 from .schemas import Health, ModelObject, Status
 
 router = APIRouter()
@@ -25,8 +27,16 @@ async def read_gpu(ctx: GatewayContext) -> GpuStatus:
     return await asyncio.to_thread(ctx.gpu.read, model_pids)
 
 
-@router.get("/health", tags=["Gateway"], response_model=Health, summary="The gateway is up")
-async def health() -> Health:
+@router.get("/health", tags=["Gateway"], response_model=Health, summary="The gateway is up and knows the models",
+            responses={503: {"model": Health, "description": "Started, but the model list is not known yet."}})
+async def health(request: Request, response: Response) -> Health:
+    # Unhealthy until the first model list arrived, so `make up --wait` and services that
+    # depend on the gateway wait for it. That alone is not enough: Docker sends traffic to a
+    # published port whatever the container's health, so routes answer 503 meanwhile too.
+    registry = _context(request).registry
+    if not registry.synced:
+        response.status_code = 503
+        return Health(status="starting", reason=getattr(registry, "error", None))
     return Health()
 
 
@@ -51,4 +61,12 @@ async def status(request: Request) -> Status:
 @router.get("/metrics", tags=["Gateway"], summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_context(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # The gateway's own series, then each ready model's llama-server series with a `model` label.
+    # Models are scraped first so that this scrape's misses are already in the error counter.
+    ctx = _context(request)
+    urls = {r.name: r.url for r in ctx.registry.catalog().routes if r.state is ModelState.READY and r.url}
+    scraped = await model_metrics.scrape(urls)
+    for name, reason in scraped.errors.items():
+        ctx.metrics.model_scrape_errors.labels(name, reason).inc()
+    body = generate_latest(ctx.metrics.registry) + generate_latest(model_metrics.Families(scraped.families))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

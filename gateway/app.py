@@ -11,8 +11,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import httpx
 
-from . import __version__, api_admin, api_models, api_status
+from . import __version__, api_admin, api_models, api_ollama, api_status
 from .context import GatewayContext
+from .docs import serve_docs
 from .errors import GatewayError
 from .gpu import NvmlReader
 from .lifecycle import Defaults, Lifecycle
@@ -32,7 +33,8 @@ included, come back byte for byte.
 * **Anthropic**: `/v1/messages`
 * **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
 * **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
-* **Admin** (admin token): `/admin/models` add, remove, restart, logs; `/admin/reconcile`
+* **Ollama**: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/ps`, `/api/show`, `/api/version`
+* **Admin** (admin token): `/admin/models` add, remove, restart, logs, load, unload; `/admin/unload`; `/admin/reconcile`
 
 Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 """
@@ -48,8 +50,9 @@ class GatewayApp(FastAPI):
 
 def defaults_from(settings: GatewaySettings) -> Defaults:
     return Defaults(ttl_s=settings.default_ttl_s, queue=settings.queue_size, queue_timeout_s=settings.queue_timeout_s,
+                    min_residency_s=settings.min_residency_s, max_wait_s=settings.max_wait_s,
                     memory_budget=int(settings.memory_budget) if settings.memory_budget else None,
-                    vram_reserve=int(settings.vram_reserve))
+                    vram_reserve=int(settings.vram_reserve), state_dir=settings.state_dir)
 
 
 def default_registry(settings: GatewaySettings) -> ModelRegistry:
@@ -91,32 +94,38 @@ def create_app(
             await registry.stop()
 
     app = GatewayApp(title="llamadock gateway", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url="/docs", redoc_url="/redoc")
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    serve_docs(app)  # /docs and /redoc with their assets served from here: they work offline
     app.state.gateway = context
     app.include_router(api_status.router)
     app.include_router(api_models.router)
     app.include_router(api_admin.router)
+    app.include_router(api_ollama.router)
+
+    def _answer(request: Request, error: GatewayError):
+        # /api/* speaks Ollama's error shape, the rest OpenAI's.
+        return api_ollama.error_response(error) if api_ollama.is_ollama(request) else error.response()
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError):
-        return exc.response()
+        return _answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return GatewayError(400, f"Invalid request: {where}: {first.get('msg', 'invalid')}.").response()
+        return _answer(request, GatewayError(400, f"Invalid request: {where}: {first.get('msg', 'invalid')}."))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}."
-        return GatewayError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)).response()
+        return _answer(request, GatewayError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return GatewayError(500, f"The gateway failed unexpectedly: {type(exc).__name__}: {exc}.",
-                            type="server_error", code="internal_error").response()
+        return _answer(request, GatewayError(500, f"The gateway failed unexpectedly: {type(exc).__name__}: {exc}.",
+                                             type="server_error", code="internal_error"))
 
     return app

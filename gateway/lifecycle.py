@@ -7,6 +7,11 @@ is done here: a waiting request is let through or refused, a model is started or
 stopped through the orchestrator's API. Memory pools come from NVML (per GPU,
 with what each model really uses, learned once it runs) or from a configured
 budget when there is no GPU.
+
+On a GPU it also: places models (the scheduler's ``Start`` carries the GPUs, sent with the
+start), polls NVML after a stop until the memory is back (``Released``), tells a start
+that ran out of GPU memory apart (``StartFailed(oom=True)``), and learns each GPU's CUDA
+overhead after a start (gateway/calibration.py).
 """
 
 from __future__ import annotations
@@ -15,21 +20,28 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
 
 import httpx
 
 from . import errors
+from .calibration import (Estimate, OverheadStore, demand_for, estimate_of, learn_from_device, learn_from_process)
 from .gpu import GpuStatus, NvmlReader
 from .metrics import GatewayMetrics
-from .scheduler import (Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Start, StartFailed, State, Stop,
-                        Stopped, Started, Sync, Tick, step)
+from .model_metrics import crashed, eviction_reason
+from .placement import Placement, index_of
+from .progress import Progress, progress
+from .release import memory_returned
+from .scheduler import (FREEING, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start, StartFailed,
+                        State, Stop, Stopped, Started, Sync, Tick, step)
 
 log = logging.getLogger("llamadock.lifecycle")
 
 PHASES = {"ready": Phase.READY, "starting": Phase.STARTING, "stopped": Phase.STOPPED, "failed": Phase.FAILED}
 BUDGET_POOL = "budget"
+LEARN_WITHIN_S = 30.0  # a start not seen in NVML by then teaches nothing
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,28 @@ class Defaults:
     queue_timeout_s: float = 120.0
     memory_budget: int | None = None  # bytes; used when there is no GPU to measure
     vram_reserve: int = 512 * 2**20  # left free on each GPU for the driver and others
+    state_dir: Path | None = None  # where the learned GPU overheads are kept; None: in memory only
+    release_timeout_s: float = 10.0  # longest wait for a stopped model's GPU memory to show as free
+    learn_after_s: float = 1.0  # a started server's NVML reading is taken this long after it is ready
+    min_residency_s: float = 0.0  # a started model is not swapped out for a rival before this long
+    max_wait_s: float | None = None  # a model waiting this long for memory goes next; None: no bound
+
+
+@dataclass
+class _Learning:
+    """A start whose NVML reading will teach the GPU's overhead."""
+    placement: Placement
+    estimate: Estimate
+    used_before: dict[str, int | None]  # device-wide, per pool, just before the start (WSL2)
+    changes: dict[str, int]  # per pool: other starts and stops seen when it began
+    ready_at: float | None = None
+
+
+@dataclass
+class _Releasing:
+    pids: tuple[int, ...]
+    used_before: dict[str, int]
+    held: dict[str, int] = field(default_factory=dict)
 
 
 def pools_from_gpu(gpu: GpuStatus | None, defaults: Defaults, ours: dict[str, int]) -> tuple[dict, dict]:
@@ -70,16 +104,32 @@ def need_by_pool(total: int | None, pools: list[str], spec: dict) -> dict[str, i
     return {pool: total // len(mine) for pool in mine}
 
 
-def policy_from_listing(model: dict, defaults: Defaults, pools: list[str], learned: int | None) -> Policy:
+def gpu_pools_allowed(pools: list[str], spec: dict) -> list[str]:
+    """The GPU pools a model may use (its spec's ``gpus``)."""
+    gpus = spec.get("gpus", "all")
+    return pools if gpus == "all" else [p for p in pools if index_of(p) in set(gpus)] or \
+        [f"gpu{i}" for i in gpus]  # none of them here: placement says so
+
+
+def policy_from_listing(model: dict, defaults: Defaults, pools: list[str], measured: Mapping[str, int] | None,
+                        overhead: Mapping[str, int] | None = None) -> Policy:
+    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool.
+    On GPUs the model gets a Demand and is placed when it starts; ``need`` then only tells what it holds."""
     spec = model.get("spec") or {}
     ttl = spec.get("ttl")
+    on_gpus = bool(pools) and pools != [BUDGET_POOL]
+    demand = demand_for(model.get("need_bytes"), estimate_of(model), gpu_pools_allowed(pools, spec),
+                        overhead or {}) if on_gpus else None
     return Policy(
         limit=spec.get("max_concurrent") or spec.get("parallel") or 1,
         queue=defaults.queue if spec.get("max_queue") is None else spec["max_queue"],
         ttl_s=defaults.ttl_s if ttl is None else float(ttl),
         pinned=bool(spec.get("pinned")),
         swap_group=spec.get("swap_group"),
-        need=need_by_pool(learned or model.get("need_bytes"), pools, spec),
+        need=dict(measured) if measured else need_by_pool(model.get("need_bytes"), pools, spec),
+        demand=demand,
+        min_residency_s=defaults.min_residency_s if spec.get("min_residency") is None else float(spec["min_residency"]),
+        max_wait_s=defaults.max_wait_s,
     )
 
 
@@ -90,6 +140,7 @@ class Ticket:
         self.lifecycle, self.rid, self.model = lifecycle, rid, model
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
         self.since = time.monotonic()
+        self.admitted_at: float | None = None
         self._released = False
 
     @property
@@ -99,12 +150,18 @@ class Ticket:
     async def wait(self) -> None:
         await asyncio.shield(self.future)
 
+    def progress(self) -> Progress | None:
+        """What it is waiting for now (None once it is not waiting)."""
+        return progress(self.lifecycle.state, self.model, self.rid, self.lifecycle.clock())
+
     def release(self) -> None:
         if self._released:
             return
         self._released = True
         if self.admitted:
-            self.lifecycle.dispatch(Finish(self.rid, self.model, self.lifecycle.clock()))
+            now = self.lifecycle.clock()
+            took = None if self.admitted_at is None else now - self.admitted_at
+            self.lifecycle.dispatch(Finish(self.rid, self.model, now, took))
         elif not self.future.done():
             self.lifecycle.dispatch(Cancel(self.rid, self.model, self.lifecycle.clock()))
             self.future.cancel()
@@ -121,11 +178,14 @@ class Lifecycle:
         self.metrics = metrics
         self.on_status = on_status  # hands the orchestrator's fresh model status to the registry
         self.clock = clock
-        self.state = State(queue_timeout_s=defaults.queue_timeout_s)
+        self.state = State(queue_timeout_s=defaults.queue_timeout_s, release_timeout_s=defaults.release_timeout_s)
+        self.overheads = OverheadStore(defaults.state_dir / "gpu-overhead.json" if defaults.state_dir else None)
         self._tickets: dict[int, Ticket] = {}
         self._rids = itertools.count(1)
         self._listing: dict = {"models": []}
-        self._learned: dict[str, int] = {}
+        self._measured: dict[str, dict[str, int]] = {}  # model -> pool -> bytes NVML saw it use
+        self._learning: dict[str, _Learning] = {}
+        self._changes: dict[str, int] = {}  # pool -> starts and stops so far (a WSL2 reading is clean if unchanged)
         self._gpu: GpuStatus | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
@@ -145,6 +205,9 @@ class Lifecycle:
         return ticket
 
     def on_listing(self, listing: dict) -> None:
+        phases = {m.name: m.phase.value for m in self.state.models.values()}
+        for name in crashed(phases, listing.get("models", [])):
+            self.metrics.evictions.labels(name, "crash").inc()
         self._listing = listing
         self._sync(phases_from_listing=True)
 
@@ -153,15 +216,35 @@ class Lifecycle:
         state = self.state
         pools = {}
         for pool, capacity in state.capacity.items():
-            ours = sum(m.policy.need.get(pool, 0) for m in state.models.values()
-                       if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING))
+            ours = sum(m.held.get(pool, 0) for m in state.models.values()
+                       if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING, Phase.RELEASING))
             others = state.external.get(pool, 0)
             pools[pool] = {"capacity_bytes": capacity, "models_bytes": ours, "others_bytes": others,
                            "free_bytes": max(0, capacity - ours - others)}
-        models = {m.name: {"phase": m.phase.value, "in_flight": m.in_flight, "queued": len(m.queue),
-                           "limit": m.policy.limit, "need_bytes": dict(m.policy.need), "pinned": m.policy.pinned,
-                           "ttl_s": m.policy.ttl_s, "swap_group": m.policy.swap_group}
-                  for m in state.models.values()}
+        listing = {m["name"]: m for m in self._listing.get("models", [])}
+        uuids = self._uuids()
+        for pool in pools:
+            if pool in uuids:
+                pools[pool].update(uuid=uuids[pool], overhead_learned_bytes=self.overheads.overhead(uuids[pool]))
+        models = {}
+        now = self.clock()
+        for m in state.models.values():
+            spec = (listing.get(m.name) or {}).get("spec") or {}
+            models[m.name] = {
+                "phase": m.phase.value, "in_flight": m.in_flight, "queued": len(m.queue), "limit": m.policy.limit,
+                "need_bytes": dict(m.held), "pinned": m.policy.pinned, "ttl_s": m.policy.ttl_s,
+                "swap_group": m.policy.swap_group, "min_residency_s": m.policy.min_residency_s,
+                "yielding_to": m.yielding_to,
+                # How good the estimate was: what it said, the overhead learned where it runs, what NVML sees.
+                "placement": None if m.placement is None else {**m.placement.body(), "text": m.placement.describe()},
+                "estimate": (listing.get(m.name) or {}).get("estimate"),
+                "overhead_learned_bytes": {p: self.overheads.overhead(uuids.get(p)) for p in m.held
+                                           if p in uuids} or None,
+                "actual_bytes": self._measured.get(m.name),
+                # For `llamadock ps`: the ttl unload counts from the last use; context and slots.
+                "idle_s": round(now - m.last_used, 1) if m.phase is Phase.READY and not m.busy else None,
+                "ctx_size": spec.get("ctx_size"), "parallel": spec.get("parallel"),
+            }
         return {"pools": pools, "models": models}
 
     def dispatch(self, event) -> None:
@@ -180,6 +263,7 @@ class Lifecycle:
             waited = self.clock() - ticket.since
             self.metrics.queue_wait.labels(action.model).observe(waited)
             if isinstance(action, Admit):
+                ticket.admitted_at = self.clock()
                 ticket.future.set_result(None)
             else:
                 self.metrics.rejected.labels(action.model, str(action.status)).inc()
@@ -187,40 +271,64 @@ class Lifecycle:
                     action.status, action.message,
                     type={429: "rate_limit_error", 404: "invalid_request_error"}.get(action.status, "server_error"),
                     code={429: "rate_limit_exceeded", 503: "model_unavailable", 404: "model_not_found"}[action.status],
-                    headers={"retry-after": str(action.retry_after_s)} if action.retry_after_s else None))
+                    headers={"retry-after": str(action.retry_after_s)} if action.retry_after_s else None,
+                    extra=None if action.queue_length is None else {
+                        "queue_length": action.queue_length,
+                        "estimated_wait_s": None if action.estimated_wait_s is None
+                        else round(action.estimated_wait_s, 1)}))
                 ticket.future.exception()  # retrieved here: a client that left must not log "never retrieved"
         elif isinstance(action, Start):
-            log.info("starting %s", action.model)
-            self._spawn(self._start(action.model))
+            log.info("starting %s%s", action.model, f" on {action.placement.describe()}" if action.placement else "")
+            self._note_change(action.placement.pools if action.placement else ())
+            self._begin_learning(action.model, action.placement)
+            self._spawn(self._start(action.model, action.placement))
         elif isinstance(action, Stop):
             log.info("stopping %s: %s", action.model, action.reason)
-            self._spawn(self._stop(action.model))
+            self._count_stop(action)
+            model = self.state.models.get(action.model)
+            held = dict(model.held) if model else {}
+            self._note_change(held)
+            self._spawn(self._stop(action.model, held))
+
+    def _count_stop(self, stop: Stop) -> None:
+        reason = eviction_reason(stop.reason)
+        self.metrics.evictions.labels(stop.model, reason).inc()
+        if stop.swap:
+            self.metrics.swaps.labels(stop.model).inc()
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, name: str) -> None:
+    async def _start(self, name: str, placement: Placement | None = None) -> None:
         started = self.clock()
         try:
-            response = await self.client.post(f"{self.url}/models/{name}/start", timeout=None)
+            response = await self.client.post(f"{self.url}/models/{name}/start", timeout=None,
+                                              json=placement.body() if placement else None)
         except httpx.HTTPError as exc:
             self.dispatch(StartFailed(name, f"the orchestrator did not answer ({exc})", self.clock()))
             return
         if response.status_code != 200:
             try:
-                reason = response.json()["error"]["message"]
+                error = response.json()["error"]
+                reason, code = error["message"], error.get("code")
             except (ValueError, KeyError, TypeError):
-                reason = f"HTTP {response.status_code}"
-            self.dispatch(StartFailed(name, reason, self.clock()))
+                reason, code = f"HTTP {response.status_code}", None
+            self._learning.pop(name, None)
+            self.dispatch(StartFailed(name, reason, self.clock(), oom=code == "model_out_of_memory"))
             return
         self.metrics.model_starts.labels(name).observe(self.clock() - started)
         if self.on_status:
             self.on_status(response.json())  # the route (URL, state) is known before the next listing
+        if name in self._learning:
+            self._learning[name].ready_at = self.clock()
         self.dispatch(Started(name, self.clock()))
 
-    async def _stop(self, name: str) -> None:
+    async def _stop(self, name: str, held: dict[str, int]) -> None:
+        pids = tuple(next((m.get("pids") or () for m in self._listing.get("models", []) if m["name"] == name), ()))
+        used = {f"gpu{d.index}": d.memory.used_bytes for d in (self._gpu.gpus if self._gpu else [])
+                if d.memory.used_bytes is not None}
         try:
             response = await self.client.post(f"{self.url}/models/{name}/stop", timeout=None)
             if response.status_code == 200 and self.on_status:
@@ -228,6 +336,72 @@ class Lifecycle:
         except httpx.HTTPError as exc:
             log.warning("stopping %s failed: %s", name, exc)  # the next listing tells what is true
         self.dispatch(Stopped(name, self.clock()))
+        model = self.state.models.get(name)
+        if model is not None and model.phase is Phase.RELEASING:
+            await self._await_release(name, _Releasing(pids, used, held))
+
+    async def _await_release(self, name: str, releasing: _Releasing) -> None:
+        """Poll NVML until the stopped model's memory is back (the scheduler bounds the wait)."""
+        while (model := self.state.models.get(name)) is not None and model.phase is Phase.RELEASING:
+            status = await asyncio.to_thread(self.gpu.read, {})
+            if status.available and memory_returned(status, releasing.pids, releasing.used_before, releasing.held):
+                self.dispatch(Released(name, self.clock()))
+                return
+            await asyncio.sleep(0.25)
+
+    # ---- learning the CUDA overhead -------------------------------------------------------------
+
+    def _uuids(self) -> dict[str, str]:
+        return {f"gpu{d.index}": d.uuid for d in (self._gpu.gpus if self._gpu else []) if d.uuid}
+
+    def _overheads(self) -> dict[str, int]:
+        learned = {pool: self.overheads.overhead(uuid) for pool, uuid in self._uuids().items()}
+        return {pool: value for pool, value in learned.items() if value is not None}
+
+    def _note_change(self, pools) -> None:
+        for pool in pools:
+            self._changes[pool] = self._changes.get(pool, 0) + 1
+
+    def _begin_learning(self, name: str, placement: Placement | None) -> None:
+        listing = next((m for m in self._listing.get("models", []) if m["name"] == name), {})
+        estimate = estimate_of(listing)
+        if placement is None or estimate is None or self._gpu is None:
+            return
+        # A GPU where memory is still being returned would blur a device-wide (WSL2) reading.
+        freeing = {p for m in self.state.models.values() if m.phase in FREEING and m.name != name for p in m.held}
+        self._learning[name] = _Learning(
+            placement, estimate,
+            used_before={f"gpu{d.index}": d.memory.used_bytes for d in self._gpu.gpus},
+            changes={p: -1 if p in freeing else self._changes.get(p, 0) for p in placement.pools})
+
+    def _learn(self) -> None:
+        """After a start settles, each GPU it runs on teaches its overhead (once per start)."""
+        if self._gpu is None:
+            return
+        devices = {f"gpu{d.index}": d for d in self._gpu.gpus}
+        for name, pending in list(self._learning.items()):
+            if pending.ready_at is None or self.clock() - pending.ready_at < self.defaults.learn_after_s:
+                continue
+            unseen = any(devices[p].processes is not None and not (devices[p].models or {}).get(name)
+                         for p in pending.placement.pools if p in devices)
+            if unseen and self.clock() - pending.ready_at < LEARN_WITHIN_S:
+                continue  # its PID is not in the listing yet: the next reading
+            del self._learning[name]
+            for pool in pending.placement.pools:
+                dev = devices.get(pool)
+                if dev is None or not dev.uuid:
+                    continue
+                share = pending.placement.share(pool)
+                if dev.processes is not None:
+                    learned = learn_from_process((dev.models or {}).get(name), pending.estimate, share)
+                else:
+                    learned = learn_from_device(pending.used_before.get(pool), dev.memory.used_bytes,
+                                                pending.estimate, share,
+                                                undisturbed=pending.changes.get(pool) == self._changes.get(pool, 0))
+                if learned is not None:
+                    log.info("GPU %s (%s): CUDA overhead %d MiB, seen starting %s", pool, dev.uuid,
+                             learned // 2**20, name)
+                    self.overheads.learn(dev.uuid, learned)
 
     def _sync(self, phases_from_listing: bool) -> None:
         """Policies and pools from the last listing and NVML. Phases from the listing only when it
@@ -235,21 +409,27 @@ class Lifecycle:
         ours: dict[str, int] = {}
         if self._gpu is not None:
             for dev in self._gpu.gpus:
+                pool = f"gpu{dev.index}"
+                if dev.processes is None:  # WSL2: no per-process memory; count ours as the scheduler does
+                    ours[pool] = sum(m.held.get(pool, 0) for m in self.state.models.values()
+                                     if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING, Phase.RELEASING))
                 for model, used in (dev.models or {}).items():
-                    ours[f"gpu{dev.index}"] = ours.get(f"gpu{dev.index}", 0) + used
+                    ours[pool] = ours.get(pool, 0) + used
         capacity, external = pools_from_gpu(self._gpu, self.defaults, ours)
         pools = list(capacity)
+        overheads = self._overheads()
         models = {}
         for model in self._listing.get("models", []):
             if not model.get("declared"):
                 continue
-            policy = policy_from_listing(model, self.defaults, pools, self._learned.get(model["name"]))
+            policy = policy_from_listing(model, self.defaults, pools, self._measured.get(model["name"]), overheads)
             known = self.state.models.get(model["name"])
             if phases_from_listing or known is None:
                 models[model["name"]] = (policy, PHASES.get(model.get("state"), Phase.FAILED), model.get("reason"))
             else:
                 models[model["name"]] = (policy, known.phase, known.reason)
-        self.dispatch(Sync(models, capacity, external, self.clock()))
+        gpu_pools = frozenset(pools) if self._gpu is not None and pools != [BUDGET_POOL] else frozenset()
+        self.dispatch(Sync(models, capacity, external, self.clock(), gpu_pools))
 
     def _read_gpu(self) -> None:
         """NVML: free memory per GPU, and what each running model really uses (once it runs)."""
@@ -257,11 +437,13 @@ class Lifecycle:
         status = self.gpu.read(pids)
         self._gpu = status if status.available else None
         if self._gpu is not None:
-            learned: dict[str, int] = {}
+            measured: dict[str, dict[str, int]] = {}
             for dev in self._gpu.gpus:
                 for model, used in (dev.models or {}).items():
-                    learned[model] = learned.get(model, 0) + used
-            self._learned.update({m: b for m, b in learned.items() if b})
+                    if used:
+                        measured.setdefault(model, {})[f"gpu{dev.index}"] = used
+            self._measured = measured
+            self._learn()
 
     def _report_queues(self) -> None:
         for model in self.state.models.values():

@@ -49,6 +49,17 @@ class GatewayMetrics:
             "llamadock_model_start_seconds", "On-demand starts: from asking the orchestrator to the model ready.",
             ["model"], buckets=_LATENCY_BUCKETS, registry=r)
 
+        # What the scheduler did to each model (counted where its Stop actions are carried out).
+        self.swaps = Counter(
+            "llamadock_swaps", "Models stopped so that another could start (to make room, or by a swap group).",
+            ["model"], registry=r)
+        self.evictions = Counter(
+            "llamadock_evictions", "Models stopped, by reason: ttl, room, swap_group, admin, crash, other.",
+            ["model", "reason"], registry=r)
+        self.model_scrape_errors = Counter(
+            "llamadock_model_scrape_errors", "A model's own /metrics missing from a scrape of /metrics, by why: "
+            "timeout, unreachable, http_<status>, unparsable.", ["model", "reason"], registry=r)
+
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, endpoint, str(status)).inc()
         self.latency.labels(model, endpoint).observe(seconds)

@@ -20,7 +20,7 @@ from typing import Callable
 
 from starlette.responses import Response
 
-from . import errors, upstream
+from . import errors, progress, upstream
 from .metrics import GatewayMetrics
 from .routing import ModelRoute
 
@@ -62,6 +62,8 @@ class RelayRequest:
     ticket: object | None = None  # lifecycle.Ticket: the scheduler's word on when to go
     fresh_route: Callable[[], ModelRoute | None] | None = None  # the route once admitted (a start gives a URL)
     keepalive_s: float = 2.0
+    progress_as_reasoning: bool = False  # also send the wait's progress as reasoning_content deltas (chat streams)
+    progress_after_s: float = 0.5  # a request let through sooner keeps its model's own status and headers
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Relay(Response):
         in_flight = self.metrics.in_flight.labels(model)
         in_flight.inc()
         self.server_send = scope.get(SERVER_SEND_KEY)
+        self.scope = scope  # an error answer is a Starlette response: it needs the request's scope
         task = asyncio.current_task()
         client_gone = asyncio.Event()
 
@@ -125,33 +128,46 @@ class Relay(Response):
 
     async def _admission(self, send) -> bool | None:
         """Wait for the scheduler's go. True: SSE headers were sent while waiting (a
-        streaming client gets keep-alive comments so it does not time out); None: the
-        request was refused and answered."""
+        streaming client is told what it waits for, as SSE comments, when that changes
+        and at the keep-alive interval, so it does not time out); None: the request was
+        refused and answered."""
         req = self.request
         ticket = req.ticket
         if ticket is None:
             return False
-        waited, headers_sent = 0.0, False
+        began, headers_sent = time.monotonic(), False
+        told_at, told = 0.0, None
         try:
+            if not req.streaming:
+                await ticket.wait()
             while not ticket.future.done():
-                try:
-                    await asyncio.wait_for(ticket.wait(), req.keepalive_s if req.streaming else None)
-                except TimeoutError:
-                    waited += req.keepalive_s
+                now = time.monotonic()
+                report = ticket.progress() if hasattr(ticket, "progress") else None
+                key = report.key if report is not None else None
+                # A loading model is news at once; a queue slot often frees within moments, and a request
+                # let through by then keeps its model's own status and headers.
+                early = now - began < req.progress_after_s and (report is None or report.kind is progress.Kind.QUEUED)
+                if not early and (key != told or now - told_at >= req.keepalive_s):
                     if not headers_sent:
                         self.status = 200
                         await send({"type": "http.response.start", "status": 200, "headers": [
                             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                             (b"x-llamadock-model", req.route.name.encode())]})
                         headers_sent = True
-                    note = f": llamadock: waiting for model '{req.route.name}' ({waited:.0f} s)\n\n"
-                    await send({"type": "http.response.body", "body": note.encode(), "more_body": True})
+                    told_at, told = now, key
+                    await send({"type": "http.response.body", "body": self._progress_note(report, now - began),
+                                "more_body": True})
+                try:
+                    # Polled: the scheduler's state changes on its own clock (a start ends, a slot frees).
+                    await asyncio.wait_for(ticket.wait(), min(0.25, req.keepalive_s))
+                except TimeoutError:
+                    pass
             ticket.future.result()  # raises the refusal, if it was one
         except errors.GatewayError as refused:
             self.metrics.error(req.route.name, "scheduler_refused")
             if not headers_sent:
                 self.status = refused.status
-                await refused.response()(None, None, send)
+                await refused.response()(self.scope, None, send)
             else:
                 await send({"type": "http.response.body", "body": refused.sse_event(req.anthropic),
                             "more_body": False})
@@ -162,6 +178,16 @@ class Relay(Response):
                 self.request = replace(req, route=route)
         return headers_sent
 
+    def _progress_note(self, report: progress.Progress | None, waited: float) -> bytes:
+        req = self.request
+        if report is None:  # admitted or refused this very moment: the loop ends next
+            return progress.sse_comment(f"waiting for model {req.route.name} {waited:.1f} s")
+        note = progress.sse_comment(report.text)
+        if req.progress_as_reasoning:
+            note += progress.reasoning_chunk(progress.reasoning_text(report), req.route.name,
+                                             f"chatcmpl-llamadock-{id(self):x}", int(time.time()))
+        return note
+
     async def _exchange(self, send) -> None:
         headers_sent = await self._admission(send)
         if headers_sent is None:
@@ -170,6 +196,13 @@ class Relay(Response):
         req = self.request
         model = req.route.name
         forwarded = [(k, v) for k, v in req.headers if k not in _DROP_REQUEST_HEADERS]
+        if not req.route.url:
+            # Reached by address, a container that is restarting or cut off its network has none:
+            # nothing to connect to. The model's view is asked for again, as after a refused connect.
+            if self.on_unreachable:
+                self.on_unreachable(model)
+            return await self._fail(send, errors.upstream_unreachable(model, "it has no network address right now"),
+                                    "upstream_unreachable")
         try:
             response = await upstream.send(
                 req.route.url, req.method, req.target, forwarded, req.body,
@@ -277,4 +310,4 @@ class Relay(Response):
                         "more_body": False})
             return
         self.status = error.status
-        await error.response()(None, None, send)
+        await error.response()(self.scope, None, send)

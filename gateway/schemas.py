@@ -25,7 +25,8 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "starting"] = "ok"
+    reason: str | None = Field(None, description="Why it is still starting (the model list not known yet).")
 
 
 class Status(BaseModel):

@@ -38,13 +38,19 @@ class GatewaySettings(BaseSettings):
     default_ttl_s: float = Field(0.0, ge=0, description="Stop a model after this long idle (a model's `ttl` wins); 0 = never.")
     queue_size: int = Field(32, ge=0, description="Requests that may wait per model beyond its slots (429 beyond).")
     queue_timeout_s: float = Field(300.0, gt=0, description="Longest wait in the queue, model start included (503 beyond).")
+    min_residency_s: float = Field(10.0, ge=0, description="A started model is not swapped out for a rival before "
+                                   "this long (a model's `min_residency` wins): batches, not a swap per request.")
+    max_wait_s: float = Field(30.0, gt=0, description="A model waiting this long for memory goes next, even if "
+                              "the loaded ones are busy or within their residency (no starvation).")
     memory_budget: ByteSize | None = Field(
         None, description="Memory the models may use when no GPU is visible (e.g. 24GiB); unset: no limit.")
     vram_reserve: ByteSize = Field(512 * 2**20, description="VRAM left free on each GPU for the driver and others.")
+    state_dir: Path | None = Field(
+        Path("logs"), description="Where the gateway keeps what it learns (the GPUs' CUDA overhead); must be writable.")
     keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
     log_level: str = "info"
 
-    @field_validator("memory_budget", "orchestrator_url", mode="before")
+    @field_validator("memory_budget", "orchestrator_url", "state_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes `${VAR:-}` as ""

@@ -14,6 +14,7 @@ client can long-poll for the next one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,9 +28,11 @@ import httpx
 
 from . import catalog as catalog_file
 from .estimate import estimate_spec
-from .containers import LABEL_MODEL, LABEL_PROJECT, StackFacts, container_name, create_kwargs, spec_hash
-from .errors import OpError, not_found
+from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, container_name,
+                         create_kwargs, spec_hash)
+from .errors import OpError, catalog_not_saved, not_found
 from .host import HostFacts
+from .oom import out_of_gpu_memory
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
 from .spec import ModelSpec
@@ -54,6 +57,7 @@ class ModelStatus:
     uptime_s: float | None
     need_bytes: int | None = None  # memory it needs: the spec's `memory`, else estimated from the GGUF
     need_detail: str | None = None
+    estimate: dict | None = None  # orchestrator.estimate.Estimate.as_dict(); None when unknown or set in the spec
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -84,15 +88,36 @@ class ModelManager:
         self._catalog_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._ready_ids: set[str] = set()  # containers our probe saw answer /health since they started
+        self._stopping: set[str] = set()  # models whose stop is under way (reported stopped, never starting)
         self._failures: dict[str, str] = {}  # declared models that could not be started, and why
         self._kick = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that owns the state above
         self._estimates: dict[tuple, dict] = {}
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
 
     # ---- reading -------------------------------------------------------------------------
 
     def _lock(self, name: str) -> asyncio.Lock:
+        self._bind_loop()
         return self._locks.setdefault(name, asyncio.Lock())
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    def _on_loop(self, work, *args) -> None:
+        """Run ``work`` on the manager's loop. The manager's state and its asyncio objects
+        belong to that loop; the Docker SDK's blocking calls run in threads, which must hand
+        their changes over rather than make them (an Event set from a thread may never wake
+        its waiter, and asyncio's debug mode refuses it)."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if self._loop is None or here is self._loop:
+            work(*args)  # on the loop (or before it runs: then no waiter exists yet)
+        else:
+            self._loop.call_soon_threadsafe(work, *args)
 
     def _catalog(self) -> dict[str, ModelSpec]:
         return catalog_file.load_catalog(self.settings.catalog_file)
@@ -106,6 +131,7 @@ class ModelManager:
 
     async def refresh(self) -> Snapshot:
         """Rebuild the snapshot from Docker and the catalog; bump the version if anything changed."""
+        self._bind_loop()
         views = await asyncio.to_thread(self._containers)
         try:
             specs, catalog_error = await asyncio.to_thread(self._catalog), None
@@ -114,11 +140,12 @@ class ModelManager:
         await self._probe_starting(views)
         available = await asyncio.to_thread(catalog_file.undeclared_gguf_files, self.settings.models_dir, specs)
         # In a thread: the first look at a GGUF's metadata (for its memory estimate) takes a while.
-        models = await asyncio.to_thread(self._statuses, specs, views)
+        stopping = frozenset(self._stopping)
+        models = await asyncio.to_thread(self._statuses, specs, views, stopping)
         if catalog_error is None or not self.snapshot.models:
             fresh = Snapshot(self.snapshot.version, models, available, catalog_error)
         else:  # a broken catalog edit: keep describing the models we know, and say what is wrong
-            fresh = Snapshot(self.snapshot.version, self._statuses({}, views), available, catalog_error)
+            fresh = Snapshot(self.snapshot.version, self._statuses({}, views, stopping), available, catalog_error)
         if (fresh.models, fresh.available, fresh.catalog_error) != (
                 self.snapshot.models, self.snapshot.available, self.snapshot.catalog_error):
             fresh.version = self.snapshot.version + 1
@@ -127,14 +154,15 @@ class ModelManager:
                 self._changed.notify_all()
         return self.snapshot
 
-    def _statuses(self, specs: dict[str, ModelSpec], views: list[ContainerView]) -> list[ModelStatus]:
+    def _statuses(self, specs: dict[str, ModelSpec], views: list[ContainerView],
+                  stopping: frozenset[str] = frozenset()) -> list[ModelStatus]:
         by_model = {v.model: v for v in views}
         now = datetime.now(timezone.utc)
         out = []
         for name in sorted(set(specs) | set(by_model)):
             view = by_model.get(name)
             spec = specs[name].model_dump(mode="json") if name in specs else (view.spec if view else None)
-            state, reason = model_state(view, view is not None and view.id in self._ready_ids)
+            state, reason = model_state(view, view is not None and view.id in self._ready_ids, name in stopping)
             if view is None and name in self._failures:
                 state, reason = "failed", self._failures[name]
             if name not in specs and view is not None:
@@ -166,10 +194,11 @@ class ModelManager:
             stamp = None
         key = (spec.digest(), stamp)
         if key not in self._estimates:  # reading GGUF metadata costs ms: once per file version
-            # Without a GPU every layer lands in RAM, whatever gpu_layers says.
-            found = estimate_spec(spec, self.settings.models_dir, **({} if self.host.gpu else {"gpu_layers": "all"}))
+            # Without a GPU every layer, the token embedding included, lands in RAM; no CUDA process.
+            found = estimate_spec(spec, self.settings.models_dir, device="gpu" if self.host.gpu else "cpu")
             self._estimates[key] = {} if found is None else {
-                "need_bytes": found.total_bytes, "need_detail": "estimated: " + found.describe()}
+                "need_bytes": found.total_bytes, "need_detail": "estimated: " + found.describe(),
+                "estimate": found.as_dict()}
         return self._estimates[key]
 
     async def _probe_starting(self, views: list[ContainerView]) -> None:
@@ -198,14 +227,17 @@ class ModelManager:
         return self.snapshot
 
     def forget_ready(self, container_id: str) -> None:
-        self._ready_ids.discard(container_id)
+        """The container stopped or is about to: not ready until probed again. Any thread."""
+        self._on_loop(self._ready_ids.discard, container_id)
 
     def kick(self) -> None:
-        """Something changed in Docker: refresh soon (called from the event watcher)."""
-        self._kick.set()
+        """Something changed in Docker: refresh soon. Any thread (the event watcher, the
+        threads that run Docker calls)."""
+        self._on_loop(self._kick.set)
 
     async def refresh_loop(self) -> None:
         """Refresh on events, quickly while a model is starting, and every few seconds anyway."""
+        self._bind_loop()
         while True:
             starting = any(m.state == STARTING for m in self.snapshot.models)
             try:
@@ -238,13 +270,11 @@ class ModelManager:
                 await self._wait_ready(spec, view.id, new=False)
                 return await self._status(spec.name), False
             await self._start(spec, kwargs, view)
-            async with self._catalog_lock:
-                try:
-                    await asyncio.to_thread(catalog_file.update_catalog, self.settings.catalog_file,
-                                            lambda text: catalog_file.render_with_model(text, spec))
-                except Exception:
-                    await asyncio.to_thread(self._remove_container, spec.name)
-                    raise
+            try:
+                await self._update_catalog(lambda text: catalog_file.render_with_model(text, spec))
+            except Exception:
+                await asyncio.to_thread(self._remove_container, spec.name)
+                raise
             self._failures.pop(spec.name, None)
             return await self._status(spec.name), True
 
@@ -256,9 +286,7 @@ class ModelManager:
                 raise not_found(name, [m.name for m in self.snapshot.models])
             await asyncio.to_thread(self._remove_container, name)
             if name in specs:
-                async with self._catalog_lock:
-                    await asyncio.to_thread(catalog_file.update_catalog, self.settings.catalog_file,
-                                            lambda text: catalog_file.render_without_model(text, name))
+                await self._update_catalog(lambda text: catalog_file.render_without_model(text, name))
             self._failures.pop(name, None)
         await self.refresh()
 
@@ -278,28 +306,48 @@ class ModelManager:
                 await self._wait_ready(spec, view.id, new=False)
         return await self._status(name)
 
-    async def start(self, name: str) -> ModelStatus:
-        """Run a declared model and wait until it answers (the scheduler's on-demand start)."""
+    async def start(self, name: str, placement: Placement | None = None) -> ModelStatus:
+        """Run a declared model and wait until it answers (the scheduler's on-demand start).
+
+        ``placement``: the GPUs to run on; a stopped container placed elsewhere is recreated.
+        A server that ran out of GPU memory while loading is reported as ``model_out_of_memory``."""
         async with self._lock(name):
             specs = await self._load_catalog_or_409()
             if name not in specs:
                 raise not_found(name, list(specs))
             spec = specs[name]
-            kwargs = create_kwargs(spec, self.host, self.stack)
+            if placement is not None and spec.gpus != "all" and not set(placement.gpus) <= set(spec.gpus):
+                raise OpError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
+                              "invalid_placement", "gpus")
+            kwargs = create_kwargs(spec, self.host, self.stack, placement)
             view = await asyncio.to_thread(self._container_of, name)
-            if view is not None and view.spec_hash == spec_hash(kwargs):
-                if view.status not in ("running", "restarting"):
-                    self.forget_ready(view.id)
-                    container = await asyncio.to_thread(self.client.containers.get, view.id)
-                    await asyncio.to_thread(container.start)
-                    self.kick()
-                    await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+            if view is not None and view.spec_hash == spec_hash(kwargs) and placement is not None:
+                if view.status in ("running", "restarting"):
+                    placement = None  # already running wherever it is: keep it there
+                elif await asyncio.to_thread(self._placement_label, view.id) != kwargs["labels"][LABEL_PLACEMENT]:
+                    view = dataclasses.replace(view, spec_hash="")  # placed elsewhere: recreate
+            try:
+                if view is not None and view.spec_hash == spec_hash(kwargs):
+                    if view.status not in ("running", "restarting"):
+                        self.forget_ready(view.id)
+                        container = await asyncio.to_thread(self.client.containers.get, view.id)
+                        await asyncio.to_thread(container.start)
+                        self.kick()
+                        await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+                    else:
+                        await self._wait_ready(spec, view.id, new=False)
                 else:
-                    await self._wait_ready(spec, view.id, new=False)
-            else:
-                await self._start(spec, kwargs, view)
+                    await self._start(spec, kwargs, view)
+            except OpError as exc:
+                if exc.code == "model_failed_to_start" and out_of_gpu_memory(exc.log_tail):
+                    raise OpError(503, f"Model '{name}' ran out of GPU memory while loading: {exc.message}",
+                                  "model_out_of_memory", log_tail=exc.log_tail) from None
+                raise
             self._failures.pop(name, None)
         return await self._status(name)
+
+    def _placement_label(self, container_id: str) -> str:
+        return (self.client.containers.get(container_id).labels or {}).get(LABEL_PLACEMENT, "")
 
     async def stop(self, name: str) -> ModelStatus:
         """Stop a model's server and keep its container, so the next start is quick."""
@@ -311,8 +359,12 @@ class ModelManager:
                     raise not_found(name, [m.name for m in self.snapshot.models])
             elif view.status in ("running", "restarting", "paused"):
                 self.forget_ready(view.id)
-                container = await asyncio.to_thread(self.client.containers.get, view.id)
-                await asyncio.to_thread(container.stop, timeout=int(self.settings.stop_grace_s))
+                self._stopping.add(name)
+                try:
+                    container = await asyncio.to_thread(self.client.containers.get, view.id)
+                    await asyncio.to_thread(container.stop, timeout=int(self.settings.stop_grace_s))
+                finally:
+                    self._stopping.discard(name)
                 log.info("model %s: stopped", name)
         return await self._status(name)
 
@@ -391,6 +443,14 @@ class ModelManager:
         except catalog_file.CatalogError as exc:
             raise OpError(409, f"The catalog cannot be read, so nothing was changed: {exc}. Fix the file first.",
                           "catalog_invalid") from None
+
+    async def _update_catalog(self, change) -> None:
+        """Write the catalog; a full or read-only filesystem is a clear error, not a 500."""
+        async with self._catalog_lock:
+            try:
+                await asyncio.to_thread(catalog_file.update_catalog, self.settings.catalog_file, change)
+            except OSError as exc:
+                raise catalog_not_saved(self.settings.catalog_file, exc) from None
 
     def _check_names_free(self, spec: ModelSpec, specs: dict[str, ModelSpec]) -> None:
         taken = {}

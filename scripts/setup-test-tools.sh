@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the tests drive besides Python and Docker: tmux, the terminal that
-# tests/e2e/test_cli_tmux.py runs the chat client in. Idempotent: a no-op when
+# tests/e2e/test_cli_tmux.py runs the chat client in; chromium, the headless browser
+# that renders /docs and /redoc offline (tests/e2e/test_docs_offline.py). Idempotent: a no-op when
 # everything is there (CI calls it on every run).
 #
 #   bash scripts/setup-test-tools.sh
@@ -10,6 +11,7 @@ log() { echo "setup-test-tools: $*" >&2; }
 
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
+command -v chromium >/dev/null || missing+=(chromium)
 ((${#missing[@]})) || exit 0
 
 log "installing ${missing[*]} (apt)"

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ import yaml
 from support.gateway import GatewayProcess, write_upstreams
 from support.llama import LlamaServer
 from support.net import free_port
+from support.terminal import WAIT_S, Terminal
 
 if not shutil.which("tmux"):
     if os.environ.get("LLAMADOCK_REQUIRE_DOCKER"):
@@ -34,82 +32,8 @@ if not shutil.which("tmux"):
                            "run scripts/setup-test-tools.sh")
     pytest.skip("tmux is not installed (scripts/setup-test-tools.sh installs it)", allow_module_level=True)
 
-WIDTH, HEIGHT = 200, 50
 STATS_RE = re.compile(r"\d+ tokens · \d+\.\d tok/s · TTFT \d+(\.\d+)? m?s · ")
 STOPPED_RE = re.compile(r"^stopped · ~\d+ tokens", re.M)
-WAIT_S = 30
-
-
-class Terminal:
-    """One program in a detached tmux session, on a private tmux server (its own socket)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.socket = workdir / "tmux.sock"
-        self.config = workdir / "tmux.conf"
-        # remain-on-exit: the pane stays after the program ends, so its exit status can be read.
-        self.config.write_text("set -g remain-on-exit on\nset -g history-limit 100000\nset -g status off\n")
-        self.workdir = workdir
-        self.env = dict(os.environ)
-
-    def tmux(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-S", str(self.socket), "-f", str(self.config), *args],
-                             capture_output=True, text=True, timeout=10, env=self.env)
-        if out.returncode != 0:
-            raise AssertionError(f"tmux {' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout
-
-    def start(self, argv: list[str], env: dict[str, str]) -> "Terminal":
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LLAMADOCK_", "TMUX"))}, **env}
-        self.tmux("new-session", "-d", "-s", "chat", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(self.workdir),
-                  shlex.join(argv))
-        self.server_pid = int(self.tmux("display-message", "-p", "#{pid}"))
-        return self
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "chat", *keys)
-
-    def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "chat", "-l", text)
-        self.keys("Enter")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-t", "chat")
-
-    def transcript(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "chat")
-
-    def last_line(self) -> str:
-        lines = [line.strip() for line in self.screen().split("\n") if line.strip()]
-        return lines[-1] if lines else ""
-
-    def exit_status(self) -> int | None:
-        """The program's exit status once it has ended (-N: killed by signal N), else None."""
-        dead, status, killed_by = self.tmux("display-message", "-p", "-t", "chat",
-                                            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}").strip().split(":")
-        if dead == "1" and (status or killed_by):
-            return int(status) if status else -int(killed_by)
-        # Debian's tmux uses libutempter, whose own SIGCHLD handler, in place while tmux records
-        # the closed terminal, can swallow the SIGCHLD of the program's exit: the pane then stays
-        # "alive" around a zombie (tmux/tmux#311). Another SIGCHLD makes tmux reap it.
-        os.kill(self.server_pid, signal.SIGCHLD)
-        return None
-
-    def wait(self, condition, what: str, timeout: float = WAIT_S):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{self.screen()}")
-
-    def wait_for_text(self, pattern: str | re.Pattern, what: str | None = None, timeout: float = WAIT_S) -> re.Match:
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return self.wait(lambda: regex.search(self.transcript()), what or f"/{regex.pattern}/", timeout)
-
-    def stop(self) -> None:
-        if self.socket.exists():
-            subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True, timeout=10)
 
 
 class Chat:

@@ -1,20 +1,23 @@
 """Scheduling on the real stack: real containers, tiny models, and a memory budget
 (no GPU here, so the budget stands in for VRAM; each model declares its `memory`).
 
-Budget 350 MiB; every model needs 100 MiB, except `huge`. `pinned` is preloaded.
+Budget 350 MiB; every model needs 100 MiB, except `huge` and the pairs that alternate.
+`pinned` is preloaded.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
-import shutil
+import math
+import re
+import time
 
 import httpx
+import openai
 import pytest
-import yaml
 
-from support.stack import Stack, local_llama_image, require_docker, wait_for
+from support.stack import Stack, require_docker, running_stack, wait_for
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -29,20 +32,20 @@ MODELS = {
     "swap1": {"model": "m.gguf", "memory": "10MiB", "swap_group": "g"},
     "swap2": {"model": "m.gguf", "memory": "10MiB", "swap_group": "g"},
     "narrow": {"model": "m.gguf", "memory": "10MiB", "parallel": 1, "max_queue": 2},
+    # two pairs that cannot both fit (200 + 200 MiB > 350 - 100 pinned): with and without a residency
+    "alt1": {"model": "m.gguf", "memory": "200MiB", "min_residency": 4},
+    "alt2": {"model": "m.gguf", "memory": "200MiB", "min_residency": 4},
+    "thrash1": {"model": "m.gguf", "memory": "200MiB", "min_residency": 0},
+    "thrash2": {"model": "m.gguf", "memory": "200MiB", "min_residency": 0},
 }
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_models):
-    stack = Stack(tmp_path_factory.mktemp("sched"), llama_image=local_llama_image(), env={
-        "LLAMADOCK_MEMORY_BUDGET": "350MiB", "LLAMADOCK_QUEUE_TIMEOUT_S": "60", "LLAMADOCK_KEEPALIVE_S": "0.2"})
-    shutil.copy(tiny_models["tiny-a"], stack.models / "m.gguf")
-    (stack.config / "models.yaml").write_text(yaml.safe_dump({"models": MODELS}))
-    try:
-        stack.run("make", "up")
+    env = {"LLAMADOCK_MEMORY_BUDGET": "350MiB", "LLAMADOCK_QUEUE_TIMEOUT_S": "60", "LLAMADOCK_KEEPALIVE_S": "0.2"}
+    with running_stack(tmp_path_factory.mktemp("sched"), tiny_models["tiny-a"], as_file="m.gguf", catalog=MODELS,
+                       env=env) as stack:
         yield stack
-    finally:
-        stack.force_down()
 
 
 def chat(stack: Stack, model: str, max_tokens: int = 4, timeout: float = 120) -> httpx.Response:
@@ -56,6 +59,11 @@ def running(stack: Stack) -> set[str]:
 
 def states(stack: Stack) -> dict[str, str]:
     return {m["id"]: m["state"] for m in httpx.get(stack.url + "/v1/models", timeout=10).json()["data"]}
+
+
+def phase(stack: Stack, model: str) -> str:
+    """The scheduler's phase: "stopped" once the stop is done (the listing says so as it begins)."""
+    return httpx.get(stack.url + "/status", timeout=10).json()["scheduler"]["models"][model]["phase"]
 
 
 def metric(stack: Stack, name: str, model: str) -> float:
@@ -78,13 +86,64 @@ def test_a_request_starts_its_model_once_for_many_clients(stack):
     assert metric(stack, "llamadock_model_start_seconds_count", "a") == 1
 
 
-def test_a_streaming_client_gets_keepalives_while_its_model_starts(stack):
+def test_a_streaming_client_is_told_its_model_is_loading(stack):
+    assert states(stack)["b"] == "stopped"
     with httpx.stream("POST", stack.url + "/v1/chat/completions", timeout=120, json={
             "model": "b", "stream": True, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}) as r:
         assert r.status_code == 200
         body = r.read().decode("utf-8", "replace")
-    assert body.startswith(": llamadock: waiting for model 'b'")
-    assert "data: [DONE]" in body
+    assert re.match(r": loading b \d+\.\d s\n\n", body), body[:200]
+    loading = [float(s) for s in re.findall(r"^: loading b (\d+\.\d) s$", body, re.M)]
+    assert loading == sorted(loading)  # the time since the start began, counting up
+    assert body.index(": loading b") < body.index("data: ") and "data: [DONE]" in body
+
+
+def test_a_streaming_client_behind_a_busy_slot_is_told_its_place(stack):
+    assert chat(stack, "narrow").status_code == 200  # loaded: the wait below is for its one slot
+    with httpx.stream("POST", stack.url + "/v1/chat/completions", timeout=120, json={
+            "model": "narrow", "stream": True, "max_tokens": 3500, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "hi"}]}) as busy:
+        lines = busy.iter_lines()  # kept: a dropped iterator would close the stream, and free the slot
+        for line in lines:  # until it is answering: from then on it holds the one slot for a while
+            if line.startswith("data: "):
+                break
+        with httpx.stream("POST", stack.url + "/v1/chat/completions", timeout=120, json={
+                "model": "narrow", "stream": True, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hi"}]}) as second:
+            told = second.iter_lines()
+            first = next(told)
+            busy.close()  # its client goes: the slot frees and the second is let through
+            rest = "\n".join(told)
+    assert first == ": queued 1st", first
+    assert "data: [DONE]" in rest and "error" not in rest
+
+
+def test_the_openai_client_sees_progress_as_reasoning_before_the_answer(stack):
+    wait_for(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="none", max_retries=0,
+                           default_headers={"X-Llamadock-Progress": "reasoning"})
+    reasoning, content, order = [], [], []
+    for chunk in client.chat.completions.create(model="brief", stream=True, max_tokens=8,
+                                                messages=[{"role": "user", "content": "hi"}]):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if (delta.model_extra or {}).get("reasoning_content"):
+            reasoning.append(delta.model_extra["reasoning_content"])
+            order.append("r")
+        if delta.content:
+            content.append(delta.content)
+            order.append("c")
+    assert any(text.startswith("Loading brief… ") for text in reasoning), reasoning
+    assert "c" in order and order.index("c") > max(i for i, kind in enumerate(order) if kind == "r")
+
+
+def test_without_opting_in_no_reasoning_is_added(stack):
+    wait_for(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
+    with httpx.stream("POST", stack.url + "/v1/chat/completions", timeout=120, json={
+            "model": "brief", "stream": True, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        body = r.read().decode("utf-8", "replace")
+    assert ": loading brief" in body and "reasoning_content" not in body
 
 
 def test_lru_idle_model_is_evicted_for_a_third_and_pinned_survives(stack):
@@ -133,9 +192,13 @@ def test_429_is_openai_shaped_with_retry_after(stack):
         answers = list(pool.map(lambda _: chat(stack, "narrow", max_tokens=300), range(8)))
     refused = [r for r in answers if r.status_code == 429]
     assert refused, [r.status_code for r in answers]
-    assert refused[0].headers["retry-after"] == "1"
     error = refused[0].json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "narrow" in error["message"]
+    # narrow has served requests: the wait is estimated from them, and Retry-After follows it.
+    assert error["queue_length"] == 2 and error["estimated_wait_s"] > 0
+    said = int(re.search(r"Estimated wait: (\d+) s\.", error["message"])[1])
+    assert abs(said - error["estimated_wait_s"]) <= 1
+    assert abs(int(refused[0].headers["retry-after"]) - max(1, math.ceil(error["estimated_wait_s"]))) <= 1
     json.dumps(error)
 
 
@@ -146,3 +209,35 @@ def test_status_shows_the_budget_and_who_holds_it(stack):
     holders = {name for name, m in view["models"].items() if m["phase"] in ("ready", "starting", "stopping")}
     assert budget["models_bytes"] == sum(view["models"][n]["need_bytes"].get("budget", 0) for n in holders)
     assert view["models"]["pinned"]["pinned"] is True and view["models"]["narrow"]["limit"] == 1
+
+
+def alternate(stack: Stack, first: str, second: str, each: int = 6) -> tuple[list[int], float, float]:
+    """Two apps at once, one per model, each sending ``each`` requests one after another with a
+    short pause: (status codes, starts of the two models, swaps of the two models) during it."""
+    def counts():
+        return (sum(metric(stack, "llamadock_model_start_seconds_count", m) for m in (first, second)),
+                sum(metric(stack, "llamadock_swaps_total", m) for m in (first, second)))
+
+    def app(model):
+        codes = []
+        for _ in range(each):
+            codes.append(chat(stack, model).status_code)
+            time.sleep(0.3)  # the app's own pace between requests, not a wait for the server
+        return codes
+
+    starts0, swaps0 = counts()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        codes = [c for codes in pool.map(app, (first, second)) for c in codes]
+    starts, swaps = counts()
+    return codes, starts - starts0, swaps - swaps0
+
+
+def test_two_apps_alternating_between_models_that_cannot_both_fit_are_served_in_batches(stack):
+    codes, starts_before, swaps_before = alternate(stack, "thrash1", "thrash2")
+    assert codes == [200] * 12
+    codes, starts, swaps = alternate(stack, "alt1", "alt2")
+    print(f"\n12 requests, two models that cannot both fit: starts {starts_before:g} -> {starts:g}, "
+          f"swaps {swaps_before:g} -> {swaps:g}")
+    assert codes == [200] * 12  # every request answered
+    assert starts < 6 and swaps < starts_before  # batches, not a start per request
+    assert "alt1" not in running(stack) or "alt2" not in running(stack)  # never both

@@ -202,3 +202,15 @@ def test_live_answer_shows_only_a_screenful_while_streaming():
 
 def test_settled_block_trims_riches_own_blank_lines():
     assert [line.rstrip() for line in plain(SettledBlock("1. a\n2. b")).split("\n")] == [" 1 a", " 2 b", "", ""]
+
+
+def test_models_table_shows_the_gpu_placement_only_when_there_is_one():
+    from cli.render import admin_models_table, placements_from_status
+    listing = {"models": [{"name": "big", "state": "ready", "spec": {"model": "big.gguf"}},
+                          {"name": "small", "state": "stopped", "spec": {"model": "s.gguf"}}]}
+    status = {"scheduler": {"models": {"big": {"placement": {"gpus": [0, 1], "text": "gpu0+gpu1 split 4800:10560"}},
+                                       "small": {"placement": None}}}}
+    text = plain(admin_models_table(listing, placements_from_status(status)), width=160)
+    assert "gpu0+gpu1 split 4800:10560" in text and " gpu " in text
+    cpu = plain(admin_models_table(listing, placements_from_status({"scheduler": None})), width=160)
+    assert " gpu " not in cpu

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from rich.console import Console
 
 from cli.params import Params
 from cli.sessions import Session
-from cli.sse import SseEvent, SseParser
-from cli.stream import (Answer, Content, Done, Failure, Finish, Reasoning, Usage, chat_events,
+from cli.sse import SseComment, SseEvent, SseParser
+from cli.stream import (Answer, Content, Done, Failure, Finish, Progress, Reasoning, Usage, chat_events,
                         completion_request)
+from cli.waiting import Waiting, waiting_label
 
 
 def chunk(content: str) -> str:
@@ -65,8 +67,56 @@ def test_an_event_without_a_final_blank_line_is_kept_at_close():
     assert parser.close() == [SseEvent("[DONE]")]
 
 
-def test_unknown_fields_and_comments_are_ignored():
-    assert SseParser().feed(b": ping\nid: 4\nretry: 10\n\n") == []
+def test_unknown_fields_are_ignored_and_comments_come_as_they_are():
+    assert SseParser().feed(b": ping\nid: 4\nretry: 10\n\n") == [SseComment("ping")]
+    assert SseParser().feed(b":\n:no space\r\n") == [SseComment(""), SseComment("no space")]
+
+
+@pytest.mark.parametrize("line, note", [
+    (": llamadock: waiting for model 'x' (3 s)", "waiting for model 'x' (3 s)"),  # the relay's keep-alive
+    (": loading qwen3 12.3 s", "loading qwen3 12.3 s"),
+    (": queued 3rd", "queued 3rd"),
+    (":llamadock:queued 1st", "queued 1st"),
+    (": llamadock:", None),
+    (":", None),
+    (":   ", None),
+])
+def test_gateway_comments_become_progress_notes(line, note):
+    [comment] = SseParser().feed((line + "\n").encode())
+    assert chat_events(comment) == ([Progress(note)] if note else [])
+
+
+def test_progress_notes_between_events_and_split_across_reads():
+    body = (": loading tiny 0.5 s\n\n: queued 2nd\n" + chunk("Hi") + ": ping\n" + "data: [DONE]\n\n").encode()
+    for size in (1, 3, len(body)):
+        events = [e for sse in feed_all(SseParser(), split_every(body, size)) for e in chat_events(sse)]
+        assert events == [Progress("loading tiny 0.5 s"), Progress("queued 2nd"), Content("Hi"), Progress("ping"),
+                          Done()]
+
+
+def test_a_comment_inside_an_event_does_not_cut_it():
+    events = SseParser().feed(b"data: one\n: note\ndata: two\n\n")
+    assert events == [SseComment("note"), SseEvent("one\ntwo")]
+
+
+def test_progress_does_not_count_as_a_token():
+    answer = Answer(started_at=0.0)
+    answer.apply(Progress("loading x 1.0 s"), 1.0)
+    answer.apply(Content("a"), 2.0)
+    assert answer.chunks == 1 and answer.stats().first_token_s == 2.0
+
+
+def test_the_spinner_shows_the_note_else_the_wait():
+    assert waiting_label("qwen3", None, 4.4) == "waiting for qwen3 · 4 s"
+    assert waiting_label("qwen3", "queued 3rd", 4.4) == "queued 3rd"
+    clock = iter([0.0, 2.0, 5.0]).__next__
+    view = Waiting("tiny", started_at=clock(), clock=clock)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(view)
+    view.note = "loading tiny 0.5 s"
+    console.print(view)
+    text = console.export_text()
+    assert "waiting for tiny · 2 s" in text and "loading tiny 0.5 s" in text
 
 
 def test_the_gateways_error_event_becomes_one_failure():

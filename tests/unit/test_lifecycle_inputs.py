@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from gateway.gpu import Gpu, GpuMemory, GpuStatus
 from gateway.lifecycle import BUDGET_POOL, Defaults, need_by_pool, policy_from_listing, pools_from_gpu
+from gateway.placement import Demand
 
-GiB = 2**30
+GiB, MiB = 2**30, 2**20
 
 
 def two_gpus() -> GpuStatus:
@@ -37,12 +38,39 @@ def test_need_is_split_over_the_gpus_a_model_uses():
 def test_policy_from_the_orchestrators_listing():
     listing = {"name": "q", "need_bytes": 5 * GiB,
                "spec": {"parallel": 4, "ttl": 30, "pinned": True, "swap_group": "g", "max_queue": 3}}
-    policy = policy_from_listing(listing, Defaults(ttl_s=600, queue=32), ["gpu0"], learned=None)
+    policy = policy_from_listing(listing, Defaults(ttl_s=600, queue=32), [BUDGET_POOL], measured=None)
     assert (policy.limit, policy.queue, policy.ttl_s, policy.pinned, policy.swap_group) == (4, 3, 30.0, True, "g")
-    assert policy.need == {"gpu0": 5 * GiB}
-    learned = policy_from_listing(listing, Defaults(), ["gpu0"], learned=6 * GiB)
-    assert learned.need == {"gpu0": 6 * GiB}  # what NVML saw it use wins over the estimate
+    assert policy.need == {BUDGET_POOL: 5 * GiB} and policy.demand is None  # a budget: no placement
+    measured = policy_from_listing(listing, Defaults(), ["gpu0"], measured={"gpu0": 6 * GiB})
+    assert measured.need == {"gpu0": 6 * GiB}  # what NVML sees it use wins over the estimate
     plain = policy_from_listing({"name": "p", "spec": {}}, Defaults(ttl_s=600, queue=32), [], None)
-    assert (plain.limit, plain.queue, plain.ttl_s, plain.need) == (1, 32, 600.0, {})
+    assert (plain.limit, plain.queue, plain.ttl_s, plain.need, plain.demand) == (1, 32, 600.0, {}, None)
     assert policy_from_listing({"name": "m", "spec": {"max_concurrent": 2, "parallel": 8}}, Defaults(), [],
                                None).limit == 2
+
+
+def test_residency_from_the_spec_or_the_default_and_the_wait_bound_from_the_default():
+    defaults = Defaults(min_residency_s=10, max_wait_s=30)
+    own = policy_from_listing({"name": "q", "spec": {"min_residency": 0}}, defaults, [], None)
+    assert (own.min_residency_s, own.max_wait_s) == (0.0, 30)  # 0 is a value, not "unset"
+    default = policy_from_listing({"name": "q", "spec": {}}, defaults, [], None)
+    assert (default.min_residency_s, default.max_wait_s) == (10, 30)
+
+
+ESTIMATE = {"weights_bytes": 4 * GiB, "kv_cache_bytes": GiB, "compute_bytes": 256 * MiB, "mmproj_bytes": 0,
+            "overhead_bytes": 600 * MiB, "margin_bytes": 64 * MiB, "total_bytes": 5 * GiB + 920 * MiB,
+            "host_bytes": 300 * MiB}
+
+
+def test_on_gpus_a_model_gets_a_demand_from_the_estimate_and_the_learned_overhead():
+    listing = {"name": "q", "need_bytes": ESTIMATE["total_bytes"], "estimate": ESTIMATE, "spec": {"gpus": [1]}}
+    policy = policy_from_listing(listing, Defaults(), ["gpu0", "gpu1"], None, overhead={"gpu1": 400 * MiB})
+    assert policy.demand == Demand(5 * GiB, {"gpu1": 256 * MiB + 64 * MiB + 400 * MiB}, ("gpu1",))
+    unlearned = policy_from_listing(listing, Defaults(), ["gpu0", "gpu1"], None)
+    assert unlearned.demand.per_gpu == {"gpu1": 920 * MiB}  # the estimate's default until learned
+
+
+def test_without_an_estimate_need_bytes_is_the_need_on_one_gpu():
+    policy = policy_from_listing({"name": "q", "need_bytes": 6 * GiB, "spec": {}}, Defaults(), ["gpu0", "gpu1"], None)
+    assert policy.demand == Demand(6 * GiB, {"gpu0": 0, "gpu1": 0}, ("gpu0", "gpu1"))
+    assert policy_from_listing({"name": "q", "spec": {}}, Defaults(), ["gpu0"], None).demand is None

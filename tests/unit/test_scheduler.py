@@ -8,16 +8,20 @@ after every step.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
+from gateway.placement import Demand, Placement
 from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
-                               Start, StartFailed, State, Stop, Stopped, Started, Sync, Tick, Waiter, step)
+                               Released, Start, StartFailed, State, Stop, Stopped, Started, Sync, Tick, Waiter, step)
+from gateway.scheduler import KeepAlive, Unload
 
-READY, STARTING, STOPPING, STOPPED, FAILED = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
-                                              Phase.FAILED)
+READY, STARTING, STOPPING, STOPPED, FAILED, RELEASING = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
+                                                         Phase.FAILED, Phase.RELEASING)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -27,22 +31,24 @@ def gb(n: float) -> int:
 
 
 def model(name, phase=STOPPED, need=None, *, limit=1, queue=32, ttl=0.0, pinned=False, group=None,
-          in_flight=0, waiting=(), last_used=0.0, reason=None) -> Model:
+          in_flight=0, waiting=(), last_used=0.0, reason=None, demand=None, placement=None) -> Model:
     """``need``: bytes in gpu0, or a {pool: bytes} dict, or None (size unknown).
-    ``waiting``: rids queued (since 0), or (rid, since) pairs."""
+    ``waiting``: rids queued (since 0), or (rid, since) pairs. ``demand``: placed when it starts."""
     if need is None:
         need = {}
     elif isinstance(need, int):
         need = {"gpu0": need}
     queued = tuple(Waiter(*w) if isinstance(w, tuple) else Waiter(w, 0.0) for w in waiting)
-    return Model(name, Policy(limit=limit, queue=queue, ttl_s=ttl, pinned=pinned, swap_group=group, need=need),
-                 phase, in_flight, queued, last_used, reason)
+    return Model(name, Policy(limit=limit, queue=queue, ttl_s=ttl, pinned=pinned, swap_group=group, need=need,
+                              demand=demand),
+                 phase, in_flight, queued, last_used, reason, placement)
 
 
-def state(*models: Model, capacity=None, external=None, timeout=120.0) -> State:
+def state(*models: Model, capacity=None, external=None, timeout=120.0, gpus=()) -> State:
+    """``gpus``: the pools NVML measures (release waited for, one start at a time); () a CPU budget."""
     return State(models={m.name: m for m in models},
                  capacity={"gpu0": gb(8)} if capacity is None else capacity,
-                 external=external or {}, queue_timeout_s=timeout)
+                 external=external or {}, queue_timeout_s=timeout, gpu_pools=frozenset(gpus))
 
 
 def run(s: State, *events) -> tuple[State, list]:
@@ -92,7 +98,7 @@ class R:
         (model("a", READY, in_flight=1), [], [1], 1),  # full: waits
         (model("a", READY, in_flight=1, queue=1, waiting=[7]),
          [Reject(1, "a", 429, "Model 'a' is at its limit: 1 request(s) running, 1 waiting (the most it queues). "
-                              "Retry shortly.", 1)], [7], 1),
+                              "Estimated wait: not known yet.", 1, 1, None)], [7], 1),
         (model("a", STARTING, waiting=[7]), [], [7, 1], 0),  # joins the start under way: no second Start
         (model("a", STOPPING), [], [1], 0),  # waits for the stop, then starts again
         (model("a", STOPPED), [Start("a")], [1], 0),
@@ -119,7 +125,7 @@ def test_unknown_model_is_404():
 
 
 @pytest.mark.parametrize("event", [Finish(1, "nope", 1.0), Cancel(1, "nope", 1.0), Started("nope", 1.0),
-                                   StartFailed("nope", "x", 1.0), Stopped("nope", 1.0), Tick(1.0)],
+                                   StartFailed("nope", "x", 1.0), Stopped("nope", 1.0), Released("nope", 1.0), Tick(1.0)],
                          ids=lambda e: type(e).__name__)
 def test_events_about_unknown_models_change_nothing(event):
     s0 = state(model("a", READY, in_flight=1, waiting=[2]))
@@ -470,7 +476,8 @@ def test_queued_request_times_out_while_the_model_loads_and_the_start_continues(
     s = state(model("a", limit=1), timeout=60)
     s, steps = trace(s, Arrive(1, "a", 0), Arrive(2, "a", 30), Tick(59.9), Tick(60))
     assert steps == [[Start("a")], [], [],
-                     [Reject(1, "a", 503, "Waited 60 s for model 'a' (still loading).", 5)]]
+                     [Reject(1, "a", 503, "Waited 60 s for model 'a' (still loading). 1 still waiting. "
+                                          "Estimated wait: not known yet.", 5, 1, None)]]
     s, actions = run(s, Started("a", 70))
     assert actions == [Admit(2, "a")]
 
@@ -478,7 +485,8 @@ def test_queued_request_times_out_while_the_model_loads_and_the_start_continues(
 def test_queued_request_times_out_when_all_slots_stay_busy():
     s = state(model("a", READY, limit=2, in_flight=2), timeout=10)
     _, actions = run(s, Arrive(1, "a", 0), Tick(10))
-    assert actions == [Reject(1, "a", 503, "Waited 10 s for model 'a' (all 2 slot(s) busy).", 5)]
+    assert actions == [Reject(1, "a", 503, "Waited 10 s for model 'a' (all 2 slot(s) busy). 0 still waiting. "
+                                           "Estimated wait: not known yet.", 5, 0, None)]
 
 
 def test_cancel_removes_only_that_request():
@@ -551,7 +559,7 @@ def test_sync_adds_models_with_their_observed_phase_and_the_pools():
     s, actions = step(State(), _sync({"a": (pol, READY, None), "b": (Policy(), FAILED, "bad gguf")},
                                      external={"gpu0": gb(1)}))
     assert actions == []
-    assert s.models["a"] == Model("a", pol, READY)
+    assert s.models["a"] == Model("a", pol, READY, ready_since=1.0)  # its residency counts from here
     assert s.models["b"] == Model("b", Policy(), FAILED, reason="bad gguf")
     assert (dict(s.capacity), dict(s.external)) == ({"gpu0": gb(8)}, {"gpu0": gb(1)})
     s, actions = step(s, Arrive(1, "a", 2))
@@ -624,12 +632,406 @@ def test_a_start_we_did_not_ask_for_is_asked_for_too():
     assert s.models["p"].phase is not STARTING or Start("p") in first + then
 
 
+# ---- GPUs: wait for memory to return, one start at a time, retry after out-of-memory -----------
+
+A_B_A_B = [  # one 8 GB GPU; a and b need 6 GB each, so they take turns
+    (Arrive(1, "a", 0), [Start("a")], {"a": STARTING}),
+    (Started("a", 1), [Admit(1, "a")], {"a": READY}),
+    (Finish(1, "a", 2), [], {"a": READY}),
+    (Arrive(2, "b", 3), [Stop("a", "making room for 'b'")], {"a": STOPPING, "b": STOPPED}),
+    (Stopped("a", 4), [], {"a": RELEASING}),  # the container is gone, the memory not yet seen free: b waits
+    (Tick(5), [], {"a": RELEASING}),
+    (Released("a", 6), [Start("b")], {"a": STOPPED, "b": STARTING}),  # NVML shows it free: now b
+    (Started("b", 7), [Admit(2, "b")], {"b": READY}),
+    (Finish(2, "b", 8), [], {"b": READY}),
+    (Arrive(3, "a", 9), [Stop("b", "making room for 'a'")], {"b": STOPPING}),
+    (Stopped("b", 10), [], {"b": RELEASING}),
+    (Tick(19.9), [], {"b": RELEASING}),
+    (Tick(20), [Start("a")], {"b": STOPPED, "a": STARTING}),  # NVML never said so: the 10 s bound goes on
+    (Released("b", 21), [], {"b": STOPPED}),  # late news changes nothing
+    (Started("a", 22), [Admit(3, "a")], {"a": READY}),
+]
+
+
+def test_a_b_a_b_on_one_gpu_waits_for_the_memory_to_return():
+    s = state(model("a", need=gb(6)), model("b", need=gb(6)), gpus=["gpu0"])
+    for event, expected, phases in A_B_A_B:
+        s, actions = step(s, event)
+        assert actions == expected, event
+        assert {n: s.models[n].phase for n in phases} == phases, event
+        assert _memory_ok(s)
+
+
+def test_a_b_a_b_on_a_cpu_budget_needs_no_release():
+    s = state(model("a", READY, need=gb(6)), model("b", need=gb(6)), capacity={"budget": gb(8)})
+    s = State(models={n: replace(m, policy=replace(m.policy, need={"budget": gb(6)})) for n, m in s.models.items()},
+              capacity={"budget": gb(8)})
+    s, steps = trace(s, Arrive(1, "b", 1), Stopped("a", 2))
+    assert steps == [[Stop("a", "making room for 'b'")], [Start("b")]]  # no NVML: released at once
+    assert s.models["a"].phase is STOPPED
+
+
+@pytest.mark.parametrize("s, events, expected", [
+    pytest.param(state(model("a", need=gb(3)), model("b", need=gb(3)), gpus=["gpu0"]),
+                 [Arrive(1, "a", 0), Arrive(2, "b", 0), Started("a", 1)],
+                 [Start("a"), Admit(1, "a"), Start("b")], id="second-start-waits-for-the-first"),
+    pytest.param(state(model("a", need=gb(3)), model("b", need=gb(3)), gpus=["gpu0"]),
+                 [Arrive(1, "a", 0), Arrive(2, "b", 0), StartFailed("a", "bad file", 1)],
+                 [Start("a"), R(1, "a", 503, 30, "bad file"), Start("b")], id="a-failed-start-also-ends-the-wait"),
+    pytest.param(state(model("a", need=gb(3)), model("b", need=gb(3)), gpus=[]),
+                 [Arrive(1, "a", 0), Arrive(2, "b", 0)],
+                 [Start("a"), Start("b")], id="cpu-budget-starts-together"),
+    pytest.param(state(model("a", need={"gpu0": gb(3)}), model("b", need={"gpu1": gb(3)}),
+                       capacity={"gpu0": gb(8), "gpu1": gb(8)}, gpus=["gpu0", "gpu1"]),
+                 [Arrive(1, "a", 0), Arrive(2, "b", 0)],
+                 [Start("a"), Start("b")], id="different-gpus-start-together"),
+    pytest.param(state(model("a", READY, need=gb(6), in_flight=1), model("b", need=gb(4)), gpus=["gpu0"]),
+                 [Arrive(1, "b", 0), Sync({"a": (Policy(need={"gpu0": gb(6)}), FAILED, "exited with code 139"),
+                                           "b": (Policy(need={"gpu0": gb(4)}), STOPPED, None)},
+                                          {"gpu0": gb(8)}, {}, 1, frozenset({"gpu0"}))],
+                 [Start("b")], id="stopped-behind-our-back-is-free-at-once"),  # a crash: the process is gone
+])
+def test_gpu_start_decisions(s, events, expected):
+    s, actions = run(s, *events)
+    assert actions == expected
+    assert _memory_ok(s)
+
+
+def test_releasing_is_ours_the_listing_does_not_end_it():
+    s = state(model("a", RELEASING, need=gb(6)), model("b", need=gb(6), waiting=[1]), gpus=["gpu0"])
+    s, actions = step(s, Sync({"a": (Policy(need={"gpu0": gb(6)}), STOPPED, None),
+                               "b": (Policy(need={"gpu0": gb(6)}), STOPPED, None)},
+                              {"gpu0": gb(8)}, {}, 1, frozenset({"gpu0"})))
+    assert actions == [] and s.models["a"].phase is RELEASING
+    s, actions = step(s, Released("a", 2))
+    assert actions == [Start("b")]
+
+
+def test_waiting_for_a_release_or_a_start_says_so_on_timeout():
+    s = state(model("a", RELEASING, need=gb(6)), model("b", need=gb(6)), gpus=["gpu0"], timeout=5)
+    s = replace(s, release_timeout_s=60)
+    _, actions = run(s, Arrive(1, "b", 0), Tick(5))
+    assert actions == [R(1, "b", 503, 5, "waiting for a to free its memory")]
+    s = state(model("a", STARTING, need=gb(2), waiting=[(9, 3.0)]), model("b", need=gb(2)), gpus=["gpu0"], timeout=5)
+    _, actions = run(s, Arrive(1, "b", 0), Tick(5))
+    assert actions == [R(1, "b", 503, 5, "one start at a time per GPU: a still loading")]
+
+
+OOM = [
+    pytest.param(  # c fits in the 4 GB left; it runs out of memory: the least recently used idle model makes room
+        state(model("a", READY, need=gb(2), last_used=1), model("b", READY, need=gb(2), last_used=2),
+              model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "cudaMalloc failed: out of memory", 6, oom=True), Stopped("a", 7),
+         Released("a", 8), Started("c", 9)],
+        [Start("c"), Stop("a", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        {"a": STOPPED, "b": READY, "c": READY}, id="evicts-lru-then-retries"),
+    pytest.param(  # the retry runs out too: 503 naming the need, the free memory and what is loaded
+        state(model("a", READY, need=gb(2), last_used=1), model("b", READY, need=gb(2), last_used=2, in_flight=1),
+              model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True), Stopped("a", 7), Released("a", 8),
+         StartFailed("c", "CUDA error: out of memory", 9, oom=True)],
+        [Start("c"), Stop("a", "making room for 'c'"), Start("c"),
+         R(1, "c", 503, 30, "ran out of GPU memory while loading, also after making room",
+           "CUDA error: out of memory", "needs 4.00 GiB in gpu0", "free: gpu0 6.00 GiB", "Loaded: b 2.00 GiB (busy)")],
+        {"a": STOPPED, "c": FAILED}, id="second-oom-is-503"),
+    pytest.param(  # nothing idle to stop, but room beyond its need: retried at once
+        state(model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True), Started("c", 7)],
+        [Start("c"), Start("c"), Admit(1, "c")], {"c": READY}, id="room-to-spare-retries-at-once"),
+    pytest.param(  # a pinned model leaves no room for a margin: retried with what there is
+        state(model("p", READY, need=gb(4), pinned=True), model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True)],
+        [Start("c"), Start("c")], {"p": READY, "c": STARTING}, id="margin-capped-by-what-can-be-freed"),
+    pytest.param(  # the only model in the way answers someone: the retry waits for it
+        state(model("a", READY, need=gb(4), in_flight=1), model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True), Finish(0, "a", 7), Stopped("a", 8),
+         Released("a", 9)],
+        [Start("c"), Stop("a", "making room for 'c'"), Start("c")], {"c": STARTING}, id="busy-model-waited-for"),
+    pytest.param(  # the client left: no retry for nobody
+        state(model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), Cancel(1, "c", 5.5), StartFailed("c", "oom", 6, oom=True)],
+        [Start("c")], {"c": FAILED}, id="nobody-waiting-no-retry"),
+    pytest.param(  # not a memory problem: no retry
+        state(model("a", READY, need=gb(2)), model("c", need=gb(4)), gpus=["gpu0"]),
+        [Arrive(1, "c", 5), StartFailed("c", "unknown model architecture", 6)],
+        [Start("c"), R(1, "c", 503, 30, "could not be started: unknown model architecture")],
+        {"a": READY, "c": FAILED}, id="other-failure-no-retry"),
+]
+
+
+@pytest.mark.parametrize("s, events, expected, phases", OOM)
+def test_out_of_memory_retry(s, events, expected, phases):
+    s, actions = run(s, *events)
+    assert actions == expected
+    assert {n: s.models[n].phase for n in phases} == phases
+    assert _memory_ok(s)
+
+
+def test_a_successful_retry_ends_the_retry_and_a_later_oom_retries_again():
+    s = state(model("c", need=gb(4)), gpus=["gpu0"])
+    s, _ = run(s, Arrive(1, "c", 0), StartFailed("c", "oom", 1, oom=True), Started("c", 2))
+    assert not s.models["c"].oom_retry
+    s, actions = run(s, Stopped("c", 3, reason="killed"), Released("c", 4), Arrive(2, "c", 5),
+                     StartFailed("c", "oom", 6, oom=True))
+    assert actions == [Start("c"), Start("c")]
+
+
+# ---- swap without thrash: minimum residency, bounded wait ------------------------------------------
+
+def _two(group: bool, residency: float = 0.0, max_wait: float | None = None, *, a_phase=READY, **a) -> State:
+    """Models a and b that cannot both run: one swap group, or 6 GB each in 8 GB."""
+    def pol(**kw):
+        return Policy(swap_group="g" if group else None, need={"gpu0": gb(6)}, min_residency_s=residency,
+                      max_wait_s=max_wait, **kw)
+    return state(Model("a", pol(), a_phase, **a), Model("b", pol()))
+
+
+def _evicts(group: bool) -> Stop:
+    return Stop("a", "swap group 'g': 'b' is wanted" if group else "making room for 'b'")
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_a_model_is_not_swapped_out_within_its_residency(group):
+    s, actions = run(_two(group, residency=10, ready_since=0.0), Arrive(1, "b", 3), Tick(9.9))
+    assert actions == []  # a stays: ready 9.9 s ago, idle, but within its 10 s
+    s, actions = run(s, Tick(10))
+    assert actions == [_evicts(group)]
+    s, actions = run(s, Stopped("a", 10.5), Started("b", 11))
+    assert actions == [Start("b"), Admit(1, "b")]
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_within_its_residency_a_model_keeps_serving_its_own_requests(group):
+    s, actions = run(_two(group, residency=10, ready_since=0.0), Arrive(1, "b", 1), Arrive(2, "a", 2),
+                     Finish(2, "a", 2.5), Arrive(3, "a", 4), Finish(3, "a", 4.5))
+    assert actions == [Admit(2, "a"), Admit(3, "a")]
+    assert rids(s.models["b"]) == [1]
+    s, actions = run(s, Arrive(4, "a", 9.8), Tick(10))
+    assert actions == [Admit(4, "a")]  # past its residency but busy: still not stopped
+    s, actions = run(s, Finish(4, "a", 10.3))
+    assert actions == [_evicts(group)]
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_residency_zero_swaps_as_soon_as_the_loaded_model_is_idle(group):
+    s, actions = run(_two(group, ready_since=0.0), Arrive(1, "b", 1))
+    assert actions == [_evicts(group)]
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_a_starving_model_ends_a_residency(group):
+    s, actions = run(_two(group, residency=60, max_wait=5, ready_since=0.0), Arrive(1, "b", 1), Tick(5.9))
+    assert actions == []
+    s, actions = run(s, Tick(6))
+    assert actions == [Stop("a", _evicts(group).reason + " (it waited 5 s, its max_wait)")]
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_a_starving_model_drains_a_busy_one_and_goes_next(group):
+    # a answers 1 and has 2 waiting; b waits since 1. At 31 b has waited its 30 s.
+    s = _two(group, residency=10, max_wait=30, ready_since=0.0, in_flight=1, queue=(Waiter(2, 0.5),))
+    s, actions = run(s, Arrive(3, "b", 1), Tick(30.9))
+    assert actions == []
+    s, actions = run(s, Tick(31), Finish(1, "a", 31.5), Arrive(4, "a", 31.6))
+    assert actions == [Stop("a", _evicts(group).reason + " (it waited 30 s, its max_wait)")]  # 2 not admitted
+    assert rids(s.models["a"]) == [2, 4]  # a's requests wait for its next turn
+    s, actions = run(s, Stopped("a", 32))
+    assert actions == [Start("b")]  # b first: a's wait for memory counts from its stop
+    s, actions = run(s, Started("b", 33))
+    assert actions == [Admit(3, "b")]
+
+
+def test_a_starving_model_yields_the_busy_one_but_nothing_more():
+    s = _two(True, residency=10, max_wait=30, ready_since=0.0, in_flight=1, queue=(Waiter(2, 0.5),))
+    s, _ = run(s, Arrive(3, "b", 1), Tick(31))
+    assert s.models["a"].yielding_to == "b"
+    s, actions = run(s, Cancel(3, "b", 31.2))  # b's client left: a goes on serving
+    assert s.models["a"].yielding_to is None and actions == []
+    s, actions = run(s, Finish(1, "a", 31.5))
+    assert actions == [Admit(2, "a")]
+
+
+@dataclass
+class _Replay:
+    """Feeds ``arrivals`` ((time, model) pairs) through ``step`` in time order, with the effects' answers
+    on time: each admitted request finishes ``service`` s later, a start is ready ``load`` s after it is
+    asked, a stop done ``unload`` s after. A Tick each 0.25 s, as gateway/lifecycle.py does."""
+    s: State
+    service: float = 0.5
+    load: float = 0.5
+    unload: float = 0.1
+    starts: int = 0
+    stops: int = 0
+    waits: dict = field(default_factory=dict)  # rid -> seconds until admitted
+    refused: dict = field(default_factory=dict)  # rid -> Reject
+
+    def run(self, arrivals: list[tuple[float, str]], until: float) -> "_Replay":
+        timeline, order, arrived = [], itertools.count(), {}
+
+        def at(t, event):
+            heapq.heappush(timeline, (t, next(order), event))
+
+        for rid, (t, name) in enumerate(arrivals, 1):
+            at(t, Arrive(rid, name, t))
+            arrived[rid] = t
+        for k in range(int(until / 0.25) + 1):
+            at(k * 0.25, Tick(k * 0.25))
+        while timeline:
+            t, _, event = heapq.heappop(timeline)
+            self.s, actions = step(self.s, event)
+            for action in actions:
+                if isinstance(action, Admit):
+                    self.waits[action.rid] = t - arrived[action.rid]
+                    at(t + self.service, Finish(action.rid, action.model, t + self.service))
+                elif isinstance(action, Reject):
+                    self.refused[action.rid] = action
+                elif isinstance(action, Start):
+                    self.starts += 1
+                    at(t + self.load, Started(action.model, t + self.load))
+                elif isinstance(action, Stop):
+                    self.stops += 1
+                    at(t + self.unload, Stopped(action.model, t + self.unload))
+        return self
+
+
+def _alternating(seconds: int) -> list[tuple[float, str]]:
+    return [(float(i), "ab"[i % 2]) for i in range(seconds)]
+
+
+@pytest.mark.parametrize("load", [0.5, 2.0], ids=["load-0.5s", "load-2s"])
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_alternating_requests_are_served_in_batches_not_one_swap_each(group, load):
+    """Two apps alternate, A B A B ..., a request a second for 60 s, 0.5 s each: today (no residency)
+    it swaps at almost every request; with a 10 s residency (30 s max wait) once per batch."""
+    before = _Replay(_two(group, a_phase=STOPPED), load=load).run(_alternating(60), until=90)
+    after = _Replay(_two(group, residency=10, max_wait=30, a_phase=STOPPED), load=load).run(_alternating(60), 90)
+    print(f"\n{'swap group' if group else 'memory'}, load {load} s: starts {before.starts} -> {after.starts}, "
+          f"stops {before.stops} -> {after.stops}, longest wait {max(before.waits.values()):.1f} -> "
+          f"{max(after.waits.values()):.1f} s")
+    for replay in (before, after):
+        assert len(replay.waits) == 60 and not replay.refused  # every request served
+    assert after.starts * 2.5 <= before.starts
+    assert after.starts <= 8  # about one per 10 s residency, plus its stop and start
+    assert max(after.waits.values()) <= 30  # nobody waited beyond the bound
+    if load < 1:
+        assert before.starts >= 40 and after.starts * 6 <= before.starts  # nearly one swap per request, before
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
+def test_a_busy_model_cannot_starve_its_rival_beyond_max_wait(group):
+    """a gets a request every 0.4 s (each 0.5 s: never idle); b one at 1 s. Without a bound b waits
+    until its queue timeout; with max_wait 30 s it is served once a's request in flight ends."""
+    arrivals = [(1.0, "b")] + [(i * 0.4, "a") for i in range(200)]
+
+    def hammer(max_wait):
+        s = _two(group, residency=10, max_wait=max_wait, a_phase=STOPPED)
+        s = replace(s, queue_timeout_s=100.0,
+                    models={n: replace(m, policy=replace(m.policy, queue=1000)) for n, m in s.models.items()})
+        return _Replay(s).run(arrivals, until=150)
+
+    bounded = hammer(30.0)
+    assert 30 <= bounded.waits[1] <= 30 + 0.5 + 0.1 + 0.5 + 0.25  # + a's last request, its stop, b's start, a tick
+    assert not bounded.refused  # a's requests wait for its next turn, none lost
+    assert len(bounded.waits) == len(arrivals)
+    unbounded = hammer(None)
+    assert 1 not in unbounded.waits and unbounded.refused[1].status == 503  # today: the queue timeout
+
+
+# ---- GPUs: placement -------------------------------------------------------------------------------
+
+TWO_12 = {"gpu0": gb(12), "gpu1": gb(12)}
+
+
+def demand(total_gb: float, per_gpu_gb: float = 1, pools=("gpu0", "gpu1")) -> Demand:
+    return Demand(gb(total_gb - per_gpu_gb), {p: gb(per_gpu_gb) for p in pools}, tuple(pools))
+
+
+def placed(s: State, name: str) -> dict:
+    return dict(s.models[name].placement.need)
+
+
+def test_two_12_gb_gpus_a_6_gb_model_then_a_16_gb_one_split_next_to_it():
+    s = state(model("six", demand=demand(6)), model("sixteen", demand=demand(16)), capacity=TWO_12,
+              gpus=TWO_12)
+    s, actions = run(s, Arrive(1, "six", 0))
+    assert actions == [Start("six", Placement({"gpu0": gb(6)}))]  # one GPU; ties go to the lower index
+    s, actions = run(s, Started("six", 1), Arrive(2, "sixteen", 2))
+    start = actions[-1]
+    assert isinstance(start, Start) and start.placement.pools == ("gpu0", "gpu1")
+    # 15 GB of layers over 5 + 11 GB of spare room, each GPU paying its 1 GB per-GPU part
+    assert placed(s, "sixteen") == {"gpu0": gb(1) + gb(15) * 5 // 16, "gpu1": gb(1) + gb(15) * 11 // 16}
+    assert start.placement.split == (4800, 10560)
+    assert _memory_ok(s)
+
+
+def test_two_12_gb_gpus_the_16_gb_model_first_then_the_6_gb_one_is_split_over_what_is_left():
+    s = state(model("sixteen", demand=demand(16)), model("six", demand=demand(6)), capacity=TWO_12, gpus=TWO_12)
+    s, actions = run(s, Arrive(1, "sixteen", 0), Started("sixteen", 1), Arrive(2, "six", 3))
+    assert placed(s, "sixteen") == {"gpu0": gb(8.5), "gpu1": gb(8.5)}  # split evenly: 3.5 GB left on each
+    assert actions[-1] == Start("six", Placement({"gpu0": gb(3.5), "gpu1": gb(3.5)}, (2560, 2560)))
+    assert _memory_ok(s)
+
+
+def test_a_model_that_fits_only_without_an_idle_one_evicts_it():
+    s = state(model("sixteen", demand=demand(16)), model("eight", demand=demand(8)), capacity=TWO_12, gpus=TWO_12)
+    s, actions = run(s, Arrive(1, "sixteen", 0), Started("sixteen", 1), Finish(1, "sixteen", 2),
+                     Arrive(2, "eight", 3))
+    assert actions[-1] == Stop("sixteen", "making room for 'eight'")  # 7 GB of layers > 2.5 + 2.5 spare
+    s, actions = run(s, Stopped("sixteen", 4), Released("sixteen", 5))
+    assert actions == [Start("eight", Placement({"gpu0": gb(8)}))]
+
+
+def test_gpus_in_the_spec_are_respected():
+    s = state(model("one", demand=demand(6, pools=("gpu1",))), capacity={"gpu0": gb(24), "gpu1": gb(12)},
+              gpus=["gpu0", "gpu1"])
+    _, actions = run(s, Arrive(1, "one", 0))
+    assert actions == [Start("one", Placement({"gpu1": gb(6)}))]
+
+
+def test_best_fit_and_a_start_under_way_moves_the_next_model_to_another_gpu():
+    s = state(model("x", READY, need={"gpu0": gb(2)}), model("a", demand=demand(6)), model("b", demand=demand(4)),
+              capacity={"gpu0": gb(12), "gpu1": gb(8)}, gpus=["gpu0", "gpu1"])
+    s, actions = run(s, Arrive(1, "a", 0))
+    assert actions == [Start("a", Placement({"gpu1": gb(6)}))]  # 2 GB left there, 4 on gpu0: the tighter fit
+    s, actions = run(s, Arrive(2, "b", 1))
+    assert actions == [Start("b", Placement({"gpu0": gb(4)}))]
+
+
+@pytest.mark.parametrize("s, fragments", [
+    (state(model("huge", demand=demand(30)), capacity=TWO_12, gpus=TWO_12),
+     ["needs 30.00 GiB on one GPU", "or 29.00 GiB split across GPUs plus 1.00 GiB on each",
+      "at most gpu0 12.00 GiB, gpu1 12.00 GiB can be free", "Loaded: nothing"]),
+    (state(model("one", demand=demand(16, pools=("gpu1",))), capacity=TWO_12, gpus=TWO_12),
+     ["needs 16.00 GiB on one GPU", "at most gpu1 12.00 GiB"]),
+    (state(model("p", READY, need={"gpu0": gb(10)}, pinned=True), model("big", demand=demand(16)),
+           capacity=TWO_12, gpus=TWO_12),
+     ["at most gpu0 2.00 GiB, gpu1 12.00 GiB", "Loaded: p 10.00 GiB (pinned)"]),
+    (state(model("three", demand=demand(2, pools=("gpu3",))), capacity=TWO_12, gpus=TWO_12),
+     ["it may only use gpu3, which this machine does not have"]),
+], ids=["bigger-than-both", "gpus-1-only", "pinned-in-the-way", "no-such-gpu"])
+def test_fits_nowhere_is_503_at_once_with_the_explanation(s, fragments):
+    s, actions = run(s, Arrive(1, list(s.models)[-1], 0))
+    assert actions == [R(1, list(s.models)[-1], 503, 30, "cannot be started", *fragments)]
+
+
+def test_a_retry_after_oom_on_a_split_pays_the_margin_on_each_gpu():
+    s = state(model("a", READY, demand=demand(4), placement=Placement({"gpu1": gb(4)}), last_used=1),
+              model("big", demand=demand(16)), capacity=TWO_12, gpus=TWO_12)
+    s, actions = run(s, Arrive(1, "big", 2))
+    assert actions[0].placement.pools == ("gpu0", "gpu1")
+    s, actions = run(s, StartFailed("big", "oom", 3, oom=True))
+    # a quarter more on each GPU (4 GB) could never fit in 24; half that can, once a is gone
+    assert actions == [Stop("a", "making room for 'big'")]
+    s, actions = run(s, Stopped("a", 4), Released("a", 5))
+    assert [type(a) for a in actions] == [Start] and actions[0].placement.need == {"gpu0": gb(10.5), "gpu1": gb(10.5)}
+
+
 # ---- random sequences: invariants after every step ---------------------------------------------
 
 def _memory_ok(s: State) -> bool:
     """Models holding memory (starting, ready, or still stopping) plus others' use fit every pool."""
     for pool, cap in s.capacity.items():
-        used = s.external.get(pool, 0) + sum(m.policy.need.get(pool, 0) for m in s.models.values()
+        used = s.external.get(pool, 0) + sum(m.held.get(pool, 0) for m in s.models.values()
                                              if m.phase in HOLDS_MEMORY)
         if used > cap:
             return False
@@ -638,9 +1040,13 @@ def _memory_ok(s: State) -> bool:
 
 def _random_policy(rng: random.Random) -> Policy:
     pools = rng.choice([{}, {"gpu0"}, {"gpu0"}, {"gpu1"}, {"gpu0", "gpu1"}, {"disk"}])
+    placed = rng.random() < 0.3  # a Demand: placed on one GPU or split when it starts
     return Policy(limit=rng.randint(1, 3), queue=rng.choice([0, 1, 2, 4]), ttl_s=rng.choice([0, 0, 3, 8]),
                   pinned=rng.random() < 0.1, swap_group=rng.choice([None, None, "g"]),
-                  need={p: gb(rng.choice([1, 2, 3, 4, 5])) for p in sorted(pools)})
+                  need={} if placed else {p: gb(rng.choice([1, 2, 3, 4, 5])) for p in sorted(pools)},
+                  demand=demand(rng.choice([2, 4, 6, 9]), rng.choice([0.5, 1]),
+                                rng.choice([("gpu0", "gpu1"), ("gpu1",)])) if placed else None,
+                  min_residency_s=rng.choice([0, 0, 2, 10]), max_wait_s=rng.choice([None, 3.0, 10.0]))
 
 
 @dataclass
@@ -660,8 +1066,13 @@ class Sim:
         before = self.s
         self.s, actions = step(self.s, event)
         self.log.append((event, actions))
-        if isinstance(event, (Started, StartFailed, Stopped)):
+        if isinstance(event, (Started, StartFailed, Stopped, Released)):
             self.pending.pop(event.model, None)
+        for name, m in self.s.models.items():  # stopped and waiting for its memory; or that wait just ended
+            if m.phase is RELEASING and name not in self.pending:
+                self.pending[name] = "release"
+            elif self.pending.get(name) == "release" and m.phase is not RELEASING:
+                del self.pending[name]
         self.check(before, event, actions)
         return actions
 
@@ -678,33 +1089,54 @@ class Sim:
             elif isinstance(action, Start):
                 m = s.models[action.model]
                 assert action.model not in self.pending, f"second start/stop in flight, {where}"
-                # stopped or failed before, or made so by this very event (then restarted for its queue)
+                # stopped or failed before, or made so by this very event (then restarted for its queue;
+                # its memory seen returned; retried after running out of memory)
                 assert before.models[action.model].phase in (STOPPED, FAILED) \
-                    or isinstance(event, (Stopped, Sync)), where
+                    or isinstance(event, (Stopped, Sync)) \
+                    or (before.models[action.model].phase is RELEASING and isinstance(event, (Released, Tick))) \
+                    or (isinstance(event, StartFailed) and event.oom and event.model == action.model), where
+                assert (action.placement is not None) == (m.policy.demand is not None), where
                 assert m.phase is STARTING and m.queue, f"started for nobody, {where}"
                 self.pending[action.model] = "start"
             elif isinstance(action, Stop):
                 m = s.models[action.model]
                 assert action.model not in self.pending, where
-                assert m.in_flight == 0 and not m.queue, f"stopped a busy model, {where}"
-                assert not m.policy.pinned, where
+                starved = "its max_wait" in action.reason
+                assert m.in_flight == 0, f"stopped a model answering requests, {where}"
+                assert not m.queue or starved, f"stopped a model with requests waiting, {where}"
+                was = before.models[action.model]
+                if action.swap and was.phase is READY and event.now - was.ready_since < was.policy.min_residency_s:
+                    assert starved, f"stopped within its residency for a rival that did not starve, {where}"
+                assert not m.policy.pinned or action.reason == "unloaded on request", where  # only an admin stops a pinned one
                 assert m.phase is STOPPING, where
                 self.pending[action.model] = "stop"
         if any(isinstance(a, Start) for a in actions):
             assert _memory_ok(s), f"started beyond capacity, {where}"
         assert _memory_ok(s), where  # capacity and others' use are fixed here, so it holds at all times
+        for pool in s.gpu_pools:
+            starting = [m.name for m in s.models.values() if m.phase is STARTING and m.held.get(pool)]
+            assert len(starting) <= 1, f"two starts at once on {pool}: {starting}, {where}"
         groups: dict = {}
         for m in s.models.values():
             p = m.policy
             assert m.in_flight <= p.limit, where
             assert m.in_flight + len(m.queue) <= p.limit + p.queue, where
-            if m.phase is READY and m.queue:
+            if m.phase is READY and m.queue and not m.yielding_to:
                 assert m.in_flight == p.limit, f"ready with a free slot and a queue, {where}"
+            if m.yielding_to:
+                assert m.phase is READY and m.in_flight, f"yielding, yet idle or not ready, {where}"
+            wait = p.max_wait_s
+            if m.phase in (STOPPED, FAILED) and m.queue and wait is not None \
+                    and event.now - max(m.queue[0].since, m.stopped_at) >= wait:
+                # No starvation: a model that waited its max_wait for memory is never left waiting on
+                # rivals' residency or their new requests: a start or stop is under way, or someone yields.
+                assert self.pending or any(o.yielding_to for o in s.models.values()), \
+                    f"'{m.name}' starves with nothing under way, {where}"
             assert m.in_flight == sum(1 for mm in self.running.values() if mm == m.name), where
             for w in m.queue:
                 assert w.rid in self.asked and w.rid not in self.answered and w.rid not in self.cancelled, where
-            if m.phase in (STARTING, STOPPING):
-                assert self.pending.get(m.name) == ("start" if m.phase is STARTING else "stop"), where
+            if m.phase in (STARTING, STOPPING, RELEASING):
+                assert self.pending.get(m.name) == {STARTING: "start", STOPPING: "stop"}.get(m.phase, "release"), where
             if p.swap_group and m.phase in HOLDS_MEMORY:
                 groups.setdefault(p.swap_group, []).append(m.name)
         assert all(len(v) == 1 for v in groups.values()), f"swap group members together: {groups}, {where}"
@@ -732,8 +1164,10 @@ class Sim:
             name = rng.choice(sorted(self.pending))
             if self.pending[name] == "stop":
                 return Stopped(name, self.now)
+            if self.pending[name] == "release":
+                return Released(name, self.now)
             if rng.random() < 0.15:
-                return StartFailed(name, "no luck", self.now)
+                return StartFailed(name, "no luck", self.now, oom=rng.random() < 0.5)
             return Started(name, self.now)
         if kind == "crash":
             ready = sorted(n for n, m in self.s.models.items() if m.phase is READY and n not in self.pending)
@@ -742,21 +1176,28 @@ class Sim:
         if kind == "sync":
             # the orchestrator's view: stale for what we are changing, true for the rest
             views = {n: (m.policy, rng.choice([READY, STOPPED, FAILED]) if m.phase is STOPPING else
-                         STARTING if m.phase is STARTING else m.phase, m.reason)
+                         STARTING if m.phase is STARTING else STOPPED if m.phase is RELEASING else m.phase, m.reason)
                      for n, m in self.s.models.items()}
-            return Sync(views, dict(self.s.capacity), dict(self.s.external), self.now)
+            return Sync(views, dict(self.s.capacity), dict(self.s.external), self.now, self.s.gpu_pools)
+        if kind == "tick" and rng.random() < 0.2:  # a client's keep_alive, an admin's unload
+            name = rng.choice(sorted(self.s.models))
+            return rng.choice([KeepAlive(name, rng.choice([-1, 0, 5]), self.now), Unload(name, self.now)])
         return Tick(self.now)
 
     def drain(self) -> None:
-        """No more arrivals: feed back every result, finish every request. Everything queued must get
-        served or refused without waiting for a timeout (nothing is stuck)."""
+        """No more arrivals: feed back every result, finish every request, let residencies end. Everything
+        queued must get served or refused without waiting for a timeout (nothing is stuck)."""
         for _ in range(1000):
             if self.pending:
                 name = sorted(self.pending)[0]
-                self.feed(Stopped(name, self.now) if self.pending[name] == "stop" else Started(name, self.now))
+                self.feed({"stop": Stopped, "release": Released, "start": Started}[self.pending[name]](name, self.now))
             elif self.running:
                 rid = sorted(self.running)[0]
                 self.feed(Finish(rid, self.running.pop(rid), self.now))
+            elif self.queued() and (ends := [m.ready_since + m.policy.min_residency_s for m in self.s.models.values()
+                                              if m.phase is READY and m.ready_since + m.policy.min_residency_s > self.now]):
+                self.now = min(ends) + 0.01  # a rival's residency holds the room: the clock must reach its end
+                self.feed(Tick(self.now))
             else:
                 break
         assert not self.pending and not self.running
@@ -769,7 +1210,8 @@ def test_random_sequences_keep_the_invariants(seed):
     names = ["a", "b", "c", "d"][:rng.randint(3, 4)]
     s = State(models={n: Model(n, _random_policy(rng)) for n in names},
               capacity={"gpu0": gb(rng.choice([4, 6, 8])), "gpu1": gb(rng.choice([4, 6]))},
-              external={"gpu0": gb(rng.choice([0, 0, 1]))}, queue_timeout_s=rng.choice([5.0, 30.0]))
+              external={"gpu0": gb(rng.choice([0, 0, 1]))}, queue_timeout_s=rng.choice([5.0, 30.0]),
+              gpu_pools=rng.choice([frozenset(), frozenset({"gpu0", "gpu1"})]))
     sim = Sim(s)
     for _ in range(50):
         sim.feed(sim.random_event(rng))
@@ -778,3 +1220,71 @@ def test_random_sequences_keep_the_invariants(seed):
     assert set(sim.answered) | sim.cancelled == sim.asked
     assert not set(sim.answered) & sim.cancelled
     assert all(a.status == 404 for a in sim.answered.values() if isinstance(a, Reject) and a.model == "ghost")
+
+
+# ---- keep_alive and explicit unload ------------------------------------------------------------
+
+@pytest.mark.parametrize("m, seconds, ttl, pinned", [
+    (model("a", READY, ttl=60), 300, 300, False),  # a positive one replaces the ttl
+    (model("a", READY, ttl=60), -1, 0, True),  # negative: pinned, never idle-unloaded
+    (model("a", READY, ttl=60, pinned=True), 300, 300, True),  # the catalog's pin stays
+    (model("a", READY, ttl=60, pinned=True, in_flight=1), 0, 60, False),  # 0 unpins (and unloads once idle)
+    (model("a", STOPPED, ttl=60), -1, 0, True),  # before its start: holds for the run to come
+], ids=["ttl", "pin", "pinned-stays", "zero-unpins", "stopped"])
+def test_keep_alive_overrides_ttl_and_pin(m, seconds, ttl, pinned):
+    s, actions = step(state(m), KeepAlive("a", seconds, 10.0))
+    assert actions == []
+    assert (s.models["a"].policy.ttl_s, s.models["a"].policy.pinned) == (ttl, pinned)
+
+
+def test_keep_alive_zero_unloads_after_the_request_it_came_with():
+    s = state(model("a", READY, ttl=0))
+    s, out = trace(s, Arrive(1, "a", 0.0), KeepAlive("a", 0, 0.0), Tick(1.0), Finish(1, "a", 2.0))
+    assert out == [[Admit(1, "a")], [], [], [Stop("a", "keep_alive 0: unloaded after its request")]]
+
+
+def test_keep_alive_zero_on_an_idle_model_unloads_it_at_once():
+    s, actions = step(state(model("a", READY)), KeepAlive("a", 0, 1.0))
+    assert actions == [Stop("a", "keep_alive 0: unloaded after its request")]
+
+
+def test_keep_alive_ttl_counts_from_the_last_use_and_ends_with_the_run():
+    s = state(model("a", READY, ttl=600))
+    s, out = trace(s, KeepAlive("a", 5, 100.0), Tick(104.9), Tick(105.0))
+    assert out == [[], [], [Stop("a", "idle for 5 s")]]
+    s, _ = step(s, Stopped("a", 106.0))  # the override was for that run: the catalog's ttl is back
+    assert (s.models["a"].policy.ttl_s, s.models["a"].keep_alive) == (600, None)
+
+
+def test_pinned_by_keep_alive_is_never_evicted_and_survives_a_sync():
+    s = state(model("a", READY, gb(5), last_used=0), model("b", STOPPED, gb(5)))
+    s, _ = step(s, KeepAlive("a", -1, 1.0))
+    listed = {n: (replace(m.kept_from or m.policy), m.phase, None) for n, m in s.models.items()}
+    s, _ = step(s, Sync(listed, {"gpu0": gb(8)}, {}, 2.0))
+    assert s.models["a"].policy.pinned and not s.models["a"].kept_from.pinned
+    s, actions = step(s, Arrive(1, "b", 3.0))
+    assert [type(a) for a in actions] == [Reject] and actions[0].status == 503  # a is pinned: b can never fit
+
+
+@pytest.mark.parametrize("m, stops", [
+    (model("a", READY), True),
+    (model("a", READY, pinned=True), True),  # an explicit unload stops a pinned model too
+    (model("a", READY, in_flight=1), False),  # busy: left alone (the API answers 409)
+    (model("a", READY, in_flight=1, waiting=[2]), False),
+    (model("a", STARTING), False),
+    (model("a", STOPPED), False),
+], ids=["idle", "pinned", "in-flight", "queued", "starting", "stopped"])
+def test_unload(m, stops):
+    s, actions = step(state(m), Unload("a", 1.0))
+    assert actions == ([Stop("a", "unloaded on request")] if stops else [])
+    assert s.models["a"].phase is (STOPPING if stops else m.phase)
+
+
+def test_keep_alive_given_while_the_model_stops_is_for_the_run_its_request_starts():
+    # The request arrives while the last run is stopping; its keep_alive must not end with that run.
+    s = state(model("a", READY, ttl=0))
+    s, _ = step(s, Unload("a", 1.0))
+    s, _ = trace(s, Arrive(1, "a", 2.0), KeepAlive("a", 2, 2.0))
+    s, actions = step(s, Stopped("a", 3.0))
+    assert actions == [Start("a")]
+    assert (s.models["a"].keep_alive, s.models["a"].policy.ttl_s) == (2, 2)

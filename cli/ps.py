@@ -1,0 +1,180 @@
+"""``llamadock ps [-w]``: what each model holds and does now, like ``ollama ps``.
+
+``ps_view`` is pure: a parsed ``/status`` in, a rich renderable out; ``cmd_ps`` fetches and
+prints it, or with ``-w`` redraws it every second until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from datetime import datetime
+from typing import Callable
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .api import Api, ApiError
+from .status_model import GatewayStatus, ScheduledModel, parse_status
+
+GIB, MIB = 2**30, 2**20
+STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow", "releasing": "yellow",
+               "stopped": "dim", "failed": "red"}
+LOADED = ("starting", "ready", "stopping", "releasing")  # phases that hold memory
+REFRESH_S = 1.0
+
+
+def size(n_bytes: int | None) -> str:
+    if not n_bytes:
+        return "-"
+    return f"{n_bytes / GIB:.1f} GiB" if n_bytes >= GIB else f"{n_bytes / MIB:.0f} MiB"
+
+
+def countdown(seconds: float) -> str:
+    """Whole seconds, rounded up (a ttl of 300 s just after the last use reads 5m00s)."""
+    total = math.ceil(max(seconds, 0.0))
+    minutes, secs = divmod(total, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def device_bytes(model: ScheduledModel) -> int:
+    """What it holds (or would) on the GPUs, or in the memory budget: the scheduler's need, else the estimate."""
+    held = sum(model.need_bytes.values())
+    return held or (model.estimate.total_bytes if model.estimate else 0)
+
+
+def processor(model: ScheduledModel, on_gpus: bool) -> str:
+    """``100% GPU``, ``48%/52% CPU/GPU`` or ``100% CPU``: RAM (``host_bytes``) against GPU memory."""
+    if not on_gpus:
+        return "100% CPU"
+    device = device_bytes(model)
+    host = model.estimate.host_bytes if model.estimate else 0
+    if not device and not host:
+        return "?"
+    cpu = round(100 * host / (host + device))
+    if cpu == 0:
+        return "100% GPU"
+    if cpu == 100:
+        return "100% CPU"
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
+
+
+def total_size(model: ScheduledModel, on_gpus: bool) -> int:
+    return device_bytes(model) + (model.estimate.host_bytes if on_gpus and model.estimate else 0)
+
+
+def placement(model: ScheduledModel, on_gpus: bool) -> str:
+    if model.phase not in LOADED:
+        return "-"
+    if not on_gpus:
+        return "CPU"
+    if model.placement and model.placement.gpus:
+        gpus = model.placement.gpus
+        if len(gpus) == 1:
+            return f"GPU {gpus[0]}"
+        split = model.placement.tensor_split
+        return f"GPU {','.join(map(str, gpus))}" + (f" split {':'.join(map(str, split))}" if split else "")
+    pools = sorted(model.actual_bytes or model.need_bytes)  # placed before the gateway started: where NVML sees it
+    return "GPU " + ",".join(p.removeprefix("gpu") for p in pools) if pools else "GPU"
+
+
+def until_unload(model: ScheduledModel) -> str:
+    if model.pinned:
+        return "never (pinned)"
+    if model.ttl_s <= 0:
+        return "never"
+    if model.phase != "ready":
+        return "-"
+    if model.idle_s is None:  # requests running or waiting: the ttl starts after the last one
+        return f"busy, then {countdown(model.ttl_s)}"
+    return countdown(model.ttl_s - model.idle_s)
+
+
+def context(model: ScheduledModel) -> str:
+    if model.ctx_size is None:
+        return "?"
+    return "model's" if model.ctx_size == 0 else str(model.ctx_size)
+
+
+COLUMNS = (("NAME", "left"), ("STATE", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
+           ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
+           ("QUEUED", "right"), ("UNLOADS IN", "left"))
+
+
+def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | str]:
+    loaded = model.phase in LOADED
+    return {
+        "NAME": Text(name, style="bold" if loaded else "dim"),
+        "STATE": Text(model.phase, style=STATE_STYLE.get(model.phase, "")),
+        "SIZE": size(total_size(model, on_gpus)),
+        "VRAM USED": size(sum((model.actual_bytes or {}).values())) if loaded else "-",
+        "PROCESSOR": processor(model, on_gpus),
+        "PLACEMENT": placement(model, on_gpus),
+        "CONTEXT": context(model),
+        "SLOTS": str(model.parallel) if model.parallel else "?",
+        "RUNNING": f"{model.in_flight}/{model.limit}" if loaded or model.in_flight else "-",
+        "QUEUED": str(model.queued) if model.queued else "-",
+        "UNLOADS IN": until_unload(model),
+    }
+
+
+def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableType:
+    """The table of models, one row each in the gateway's order, failures explained below it.
+    ``now``: the time to show above it (the live view)."""
+    on_gpus = status.on_gpus
+    columns = [(name, justify) for name, justify in COLUMNS if on_gpus or name != "VRAM USED"]  # no NVML on a CPU
+    scheduled = status.scheduler.models if status.scheduler else {}
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)
+    notes: list[Text] = []
+    for routed in status.models:
+        model = scheduled.get(routed.id)
+        if model is None:  # a static upstream (config/upstreams.yaml): the gateway only routes to it
+            cells: dict = {"NAME": routed.id, "STATE": Text(routed.state, style=STATE_STYLE.get(routed.state, "")),
+                           "UNLOADS IN": "never"}
+        else:
+            cells = ps_row(routed.id, model, on_gpus)
+        table.add_row(*(cells.get(name, "-") for name, _ in columns))
+        if routed.reason and routed.state == "failed":
+            notes.append(Text(f"{routed.id}: {routed.reason}", style="red"))
+    parts: list[RenderableType] = []
+    if now is not None:
+        parts.append(Text(f"{now:%H:%M:%S} · every {REFRESH_S:g} s · Ctrl-C leaves", style="dim"))
+    parts.append(table if status.models else Text("No models: add one with `make add NAME=… MODEL=…`.",
+                                                  style="yellow"))
+    parts += notes
+    if status.orchestrator_error:
+        parts.append(Text(f"The orchestrator is away: {status.orchestrator_error}", style="yellow"))
+    return Group(*parts)
+
+
+def fetch(api: Api) -> GatewayStatus:
+    try:
+        return parse_status(api.request("GET", "/status"))
+    except ValueError as exc:
+        raise ApiError(str(exc)) from None
+
+
+def cmd_ps(api: Api, console: Console, args: argparse.Namespace,
+           now: Callable[[], datetime] = datetime.now) -> int:
+    if not args.watch:
+        console.print(ps_view(fetch(api)))
+        return 0
+    try:
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                try:
+                    view = ps_view(fetch(api), now())
+                except ApiError as exc:  # the gateway restarting: say so and keep trying
+                    view = Group(Text(f"{now():%H:%M:%S} · Ctrl-C leaves", style="dim"), Text(str(exc), style="red"))
+                live.update(view, refresh=True)
+                time.sleep(REFRESH_S)
+    except KeyboardInterrupt:
+        return 0

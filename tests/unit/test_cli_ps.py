@@ -1,0 +1,135 @@
+"""`llamadock ps`: /status parsed into typed objects, and the table rendered from them (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from rich.console import Console
+
+from cli.ps import countdown, processor, ps_view, until_unload
+from cli.status_model import ScheduledModel, parse_status
+
+GIB, MIB = 2**30, 2**20
+
+
+def status(models: dict[str, dict], *, gpu: bool, pools: dict | None = None, states: dict | None = None,
+           reasons: dict | None = None) -> dict:
+    """A /status body shaped as the gateway sends it (gateway/lifecycle.py describe)."""
+    pools = pools if pools is not None else ({"gpu0": {"capacity_bytes": 80 * GIB}} if gpu else {})
+    return {
+        "models": [{"id": name, "state": (states or {}).get(name, "ready"), "reason": (reasons or {}).get(name),
+                    "aliases": []} for name in models],
+        "gpu": {"available": gpu, "gpus": []},
+        "scheduler": {"pools": pools, "models": models},
+    }
+
+
+def model(**fields) -> dict:
+    base = {"phase": "ready", "in_flight": 0, "queued": 0, "limit": 1, "need_bytes": {}, "pinned": False,
+            "ttl_s": 0.0, "swap_group": None, "placement": None, "estimate": None, "overhead_learned_bytes": None,
+            "actual_bytes": None, "idle_s": 3.0, "ctx_size": 4096, "parallel": 1}
+    return {**base, **fields}
+
+
+def render(body: dict, now: datetime | None = None) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(ps_view(parse_status(body), now))
+    return console.export_text()
+
+
+def row(text: str, name: str) -> list[str]:
+    """The cells of ``name``'s row (columns are two spaces apart or more)."""
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return [cell for cell in line.split("  ") if cell.strip()]
+
+
+def test_cpu_host_with_a_memory_budget():
+    body = status({"tiny": model(need_bytes={"budget": 120 * MIB}, estimate={"total_bytes": 120 * MIB},
+                                 ctx_size=2048, parallel=2, limit=2, in_flight=1, queued=3, idle_s=None,
+                                 ttl_s=300)},
+                  gpu=False, pools={"budget": {"capacity_bytes": 1 * GIB}})
+    text = render(body)
+    assert "VRAM USED" not in text  # nothing measures a CPU model's memory
+    assert [c.strip() for c in row(text, "tiny")] == \
+        ["tiny", "ready", "120 MiB", "100% CPU", "CPU", "2048", "2", "1/2", "3", "busy, then 5m00s"]
+
+
+def test_gpu_host_fully_offloaded_on_one_gpu():
+    body = status({"qwen3": model(need_bytes={"gpu0": 6 * GIB}, estimate={"total_bytes": 6 * GIB, "host_bytes": 0},
+                                  actual_bytes={"gpu0": int(5.5 * GIB)},
+                                  placement={"gpus": [0], "tensor_split": None, "text": "gpu0"},
+                                  ctx_size=8192, parallel=4, limit=4, in_flight=2, idle_s=None, ttl_s=0)},
+                  gpu=True)
+    cells = [c.strip() for c in row(render(body), "qwen3")]
+    assert cells == ["qwen3", "ready", "6.0 GiB", "5.5 GiB", "100% GPU", "GPU 0", "8192", "4", "2/4", "-", "never"]
+
+
+def test_split_over_two_gpus_with_part_in_ram():
+    body = status({"big": model(need_bytes={"gpu0": 30 * GIB, "gpu1": 22 * GIB},
+                                estimate={"total_bytes": 50 * GIB, "host_bytes": 48 * GIB},
+                                placement={"gpus": [0, 1], "tensor_split": [28000, 20000], "text": "x"})},
+                  gpu=True, pools={"gpu0": {}, "gpu1": {}})
+    cells = [c.strip() for c in row(render(body), "big")]
+    assert cells[2] == "100.0 GiB"  # 52 GiB on the GPUs + 48 GiB in RAM
+    assert cells[4] == "48%/52% CPU/GPU"
+    assert cells[5] == "GPU 0,1 split 28000:20000"
+
+
+def test_pinned_never_unloads_and_a_stopped_model_shows_its_estimate():
+    body = status({"keep": model(pinned=True, ttl_s=60, need_bytes={"budget": 100 * MIB}),
+                   "idle": model(phase="stopped", idle_s=None, ttl_s=60, estimate={"total_bytes": 2 * GIB})},
+                  gpu=False, states={"idle": "stopped"})
+    text = render(body)
+    assert row(text, "keep")[-1].strip() == "never (pinned)"
+    idle = [c.strip() for c in row(text, "idle")]
+    assert idle[1:4] == ["stopped", "2.0 GiB", "100% CPU"]
+    assert idle[4] == "-" and idle[-1] == "-"  # no placement, no countdown while not loaded
+
+
+@pytest.mark.parametrize("idle_s, shown", [(0.0, "5m00s"), (0.4, "5m00s"), (59.5, "4m01s"), (299.2, "1s"),
+                                           (300.0, "0s"), (400.0, "0s")])
+def test_ttl_counts_down_from_the_last_use(idle_s, shown):
+    assert until_unload(ScheduledModel(phase="ready", ttl_s=300, idle_s=idle_s)) == shown
+
+
+def test_ttl_cases():
+    assert until_unload(ScheduledModel(phase="ready", ttl_s=0, idle_s=5)) == "never"
+    assert until_unload(ScheduledModel(phase="starting", ttl_s=30)) == "-"
+    assert until_unload(ScheduledModel(phase="ready", ttl_s=30, idle_s=None)) == "busy, then 30s"
+    assert countdown(3 * 3600 + 5 * 60) == "3h05m"
+
+
+@pytest.mark.parametrize("host, device, shown", [(0, 10, "100% GPU"), (10, 0, "100% CPU"), (1, 1, "50%/50% CPU/GPU"),
+                                                 (1, 999, "100% GPU"), (0, 0, "?")])
+def test_processor_split_from_the_estimate(host, device, shown):
+    m = ScheduledModel(need_bytes={"gpu0": device} if device else {}, estimate={"total_bytes": 0, "host_bytes": host})
+    assert processor(m, on_gpus=True) == shown
+    assert processor(m, on_gpus=False) == "100% CPU"
+
+
+def test_a_failed_model_says_why_below_the_table():
+    body = status({"bad": model(phase="failed", idle_s=None)}, gpu=False, states={"bad": "failed"},
+                  reasons={"bad": "exited with code 1: invalid GGUF"})
+    text = render(body)
+    assert row(text, "bad")[1].strip() == "failed"
+    assert "bad: exited with code 1: invalid GGUF" in text
+
+
+def test_static_upstreams_without_a_scheduler_and_an_older_gateway():
+    body = {"models": [{"id": "remote", "state": "ready"}], "gpu": {"available": False}, "scheduler": None}
+    assert [c.strip() for c in row(render(body), "remote")][:2] == ["remote", "ready"]
+    # Fields this view reads may be missing (an older gateway): unknown, not an error.
+    old = status({"m": {"phase": "ready", "in_flight": 0, "queued": 0, "limit": 1}}, gpu=False)
+    cells = [c.strip() for c in row(render(old), "m")]
+    assert cells[5:7] == ["?", "?"]  # context and slots unknown
+
+
+def test_the_live_view_shows_the_time_and_an_empty_stack_says_what_to_do():
+    text = render(status({}, gpu=False), datetime(2025, 1, 2, 13, 4, 5))
+    assert "13:04:05" in text and "make add" in text
+
+
+def test_unreadable_status_is_a_clear_error():
+    with pytest.raises(ValueError, match="/status"):
+        parse_status({"models": "nope"})
