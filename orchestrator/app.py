@@ -1,4 +1,5 @@
-"""The orchestrator's HTTP API, reachable on the stack's network only.
+"""The orchestrator's HTTP API, reachable on the stack's network (and on 127.0.0.1 with the
+host-network override, docker/compose.hostnet.yaml), always behind the admin token.
 
 The gateway long-polls ``GET /models?after=N`` for the live model set and forwards
 its admin endpoints here. Every route but /health needs the admin token.

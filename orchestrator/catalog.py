@@ -200,6 +200,28 @@ def update_catalog(path: Path, change: Callable[[str], str]) -> dict[str, ModelS
     return specs
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or replaced (an atomic write gives it a new inode); None if absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def tree_stamp(root: Path) -> tuple[tuple[str, int], ...]:
+    """The modification times of ``root`` and the visible directories under it: a file added, removed
+    or renamed anywhere in the tree changes one of them, so the tree is walked again only then."""
+    stamps = []
+    for directory, subdirectories, _ in os.walk(root):
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        try:
+            stamps.append((directory, os.stat(directory).st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(stamps)
+
+
 def undeclared_gguf_files(models_dir: Path, specs: dict[str, ModelSpec]) -> list[str]:
     """GGUF files under ``models_dir`` that no spec uses as ``model`` or ``mmproj``: sorted paths relative to it.
 

@@ -1,6 +1,6 @@
 """The operations on model containers: add, remove, restart, list, logs, reconcile.
 
-The decisions are pure (spec.py, containers.py, status.py); this module does the
+The decisions are pure (spec.py, containers.py, status.py, plan.py); this module does the
 effects through the Docker SDK, which blocks, so every call runs in a thread.
 One asyncio lock per model name makes each operation atomic for that name: ten
 concurrent adds of one model give one container, and reconcile never removes a
@@ -33,6 +33,7 @@ from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement,
 from .errors import OpError, catalog_not_saved, not_found
 from .host import HostFacts
 from .oom import out_of_gpu_memory
+from .plan import Decision, Reuse, Wanted, needs_placement, plan
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
 from .spec import ModelSpec
@@ -41,6 +42,9 @@ from .status import READY, STARTING, ContainerView, container_view, model_state,
 log = logging.getLogger("llamadock.orchestrator")
 
 LOG_TAIL_ON_FAILURE = 40
+STARTING_REFRESH_S = 0.1  # while a model starts: its /health is probed this often
+IDLE_CHECK_S = 5.0  # otherwise the catalog and models/ are looked at (stat) this often
+FULL_REFRESH_S = 60.0  # and Docker is asked this often even without an event
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class ModelStatus:
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
+
+
+def _timeless(models: list[ModelStatus]) -> list[ModelStatus]:
+    """The statuses without what changes by itself (uptime): what a change is judged on."""
+    return [dataclasses.replace(m, uptime_s=None) for m in models]
 
 
 @dataclass
@@ -89,10 +98,16 @@ class ModelManager:
         self._changed = asyncio.Condition()
         self._ready_ids: set[str] = set()  # containers our probe saw answer /health since they started
         self._stopping: set[str] = set()  # models whose stop is under way (reported stopped, never starting)
+        self._stops = 0  # stops begun so far; and for each model, the number of its last one:
+        self._stop_began: dict[str, int] = {}  # a refresh that read Docker before it must not report it running
         self._failures: dict[str, str] = {}  # declared models that could not be started, and why
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that owns the state above
         self._estimates: dict[tuple, dict] = {}
+        # The catalog and the GGUF files under models/ are read again only when they changed on disk
+        # (an idle stack must not parse YAML and walk models/ every few seconds).
+        self._catalog_seen: tuple | None = None  # (file stamp, specs, error)
+        self._available_seen: tuple | None = None  # (tree stamp, declared paths, undeclared files)
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
 
     # ---- reading -------------------------------------------------------------------------
@@ -132,27 +147,64 @@ class ModelManager:
     async def refresh(self) -> Snapshot:
         """Rebuild the snapshot from Docker and the catalog; bump the version if anything changed."""
         self._bind_loop()
+        stops_before = self._stops
         views = await asyncio.to_thread(self._containers)
-        try:
-            specs, catalog_error = await asyncio.to_thread(self._catalog), None
-        except catalog_file.CatalogError as exc:
-            specs, catalog_error = {}, str(exc)
+        specs, catalog_error = await asyncio.to_thread(self._catalog_if_changed)
         await self._probe_starting(views)
-        available = await asyncio.to_thread(catalog_file.undeclared_gguf_files, self.settings.models_dir, specs)
+        available = await asyncio.to_thread(self._available_if_changed, specs)
         # In a thread: the first look at a GGUF's metadata (for its memory estimate) takes a while.
-        stopping = frozenset(self._stopping)
+        stopping = frozenset(self._stopping | self._stopped_since(stops_before))
         models = await asyncio.to_thread(self._statuses, specs, views, stopping)
+        if late := self._stopped_since(stops_before) - stopping:
+            # A stop began after Docker was read (its views say running, not ready: "starting"). The
+            # gateway would take that for a start it did not ask for and start the model again.
+            stopping |= late
+            models = self._statuses(specs, views, stopping)
         if catalog_error is None or not self.snapshot.models:
             fresh = Snapshot(self.snapshot.version, models, available, catalog_error)
         else:  # a broken catalog edit: keep describing the models we know, and say what is wrong
             fresh = Snapshot(self.snapshot.version, self._statuses({}, views, stopping), available, catalog_error)
-        if (fresh.models, fresh.available, fresh.catalog_error) != (
-                self.snapshot.models, self.snapshot.available, self.snapshot.catalog_error):
+        if (_timeless(fresh.models), fresh.available, fresh.catalog_error) != (
+                _timeless(self.snapshot.models), self.snapshot.available, self.snapshot.catalog_error):
             fresh.version = self.snapshot.version + 1
             self.snapshot = fresh
             async with self._changed:
                 self._changed.notify_all()
+        else:  # only the uptimes moved on: fresh figures for whoever asks, no change to wake the gateway for
+            self.snapshot = dataclasses.replace(fresh, version=self.snapshot.version)
         return self.snapshot
+
+    def _stopped_since(self, stops: int) -> frozenset[str]:
+        """Models whose stop began after the first ``stops`` stops."""
+        return frozenset(name for name, number in self._stop_began.items() if number > stops)
+
+    def _catalog_if_changed(self) -> tuple[dict[str, ModelSpec], str | None]:
+        """(specs, error) of the catalog, parsed again only when the file changed (any thread)."""
+        stamp = catalog_file.file_stamp(self.settings.catalog_file)  # before reading: never stale under a new stamp
+        seen = self._catalog_seen
+        if seen is None or stamp is None or seen[0] != stamp:
+            try:
+                specs, error = self._catalog(), None
+            except catalog_file.CatalogError as exc:
+                specs, error = {}, str(exc)
+            self._catalog_seen = seen = (stamp, specs, error)
+        return seen[1], seen[2]
+
+    def _available_if_changed(self, specs: dict[str, ModelSpec]) -> list[str]:
+        """GGUF files nothing declares, walked again only when a directory under models/ changed."""
+        stamp = catalog_file.tree_stamp(self.settings.models_dir)
+        declared = frozenset((spec.model, spec.mmproj) for spec in specs.values())
+        seen = self._available_seen
+        if seen is None or seen[:2] != (stamp, declared):
+            self._available_seen = seen = (stamp, declared,
+                                           catalog_file.undeclared_gguf_files(self.settings.models_dir, specs))
+        return list(seen[2])
+
+    def _files_changed(self) -> bool:
+        """Whether the catalog or the tree under models/ changed since the last refresh read them."""
+        catalog, available = self._catalog_seen, self._available_seen
+        return catalog is None or available is None or catalog[0] != catalog_file.file_stamp(
+            self.settings.catalog_file) or available[0] != catalog_file.tree_stamp(self.settings.models_dir)
 
     def _statuses(self, specs: dict[str, ModelSpec], views: list[ContainerView],
                   stopping: frozenset[str] = frozenset()) -> list[ModelStatus]:
@@ -236,16 +288,25 @@ class ModelManager:
         self._on_loop(self._kick.set)
 
     async def refresh_loop(self) -> None:
-        """Refresh on events, quickly while a model is starting, and every few seconds anyway."""
+        """Refresh on Docker events (the watcher kicks), quickly while a model is starting (its
+        /health is probed), when the catalog or models/ change on disk, and every FULL_REFRESH_S
+        anyway (an event lost while the daemon restarted). An idle stack costs a few stat calls
+        every IDLE_CHECK_S, not a listing of every container."""
         self._bind_loop()
+        last_full = time.monotonic()
         while True:
             starting = any(m.state == STARTING for m in self.snapshot.models)
             try:
-                await asyncio.wait_for(self._kick.wait(), 0.1 if starting else 5.0)
+                await asyncio.wait_for(self._kick.wait(), STARTING_REFRESH_S if starting else IDLE_CHECK_S)
+                kicked = True
             except TimeoutError:
-                pass
+                kicked = False
             self._kick.clear()
             try:
+                if not (kicked or starting) and time.monotonic() - last_full < FULL_REFRESH_S \
+                        and not await asyncio.to_thread(self._files_changed):
+                    continue
+                last_full = time.monotonic()
                 await self.refresh()
             except Exception:  # Docker hiccups must not end the loop
                 log.exception("refreshing the model view failed")
@@ -264,12 +325,13 @@ class ModelManager:
                               "Remove it first, or add with replace=true.", "model_exists", "name")
             self._check_names_free(spec, specs)
             kwargs = create_kwargs(spec, self.host, self.stack)
+            # Only the spec the catalog already holds, running, is kept; anything else gets a new container.
+            wanted = Wanted(spec_hash(kwargs), reuse=Reuse.RUNNING if current == spec else Reuse.NONE)
             view = await asyncio.to_thread(self._container_of, spec.name)
-            if current == spec and view is not None and view.spec_hash == spec_hash(kwargs) \
-                    and view.status in ("running", "restarting"):
+            if plan(wanted, view) is Decision.KEEP:
                 await self._wait_ready(spec, view.id, new=False)
                 return await self._status(spec.name), False
-            await self._start(spec, kwargs, view)
+            await self._start(spec, kwargs, view)  # CREATE or RECREATE
             try:
                 await self._update_catalog(lambda text: catalog_file.render_with_model(text, spec))
             except Exception:
@@ -294,11 +356,12 @@ class ModelManager:
         async with self._lock(name):
             specs = await self._load_catalog_or_409()
             view = await asyncio.to_thread(self._container_of, name)
-            if view is None:
-                if name not in specs:
-                    raise not_found(name, [m.name for m in self.snapshot.models])
+            if view is None and name not in specs:
+                raise not_found(name, [m.name for m in self.snapshot.models])
+            # The spec is not judged: a restart bounces the server there as it is, declared or not.
+            if plan(Wanted(spec_hash=None, restart=True), view) is Decision.CREATE:
                 await self._start(specs[name], create_kwargs(specs[name], self.host, self.stack), None)
-            else:
+            else:  # RESTART
                 self.forget_ready(view.id)
                 container = await asyncio.to_thread(self.client.containers.get, view.id)
                 await asyncio.to_thread(container.restart, timeout=int(self.settings.stop_grace_s))
@@ -320,23 +383,22 @@ class ModelManager:
                 raise OpError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
                               "invalid_placement", "gpus")
             kwargs = create_kwargs(spec, self.host, self.stack, placement)
+            # A stopped container is started again only on the GPUs asked for (its placement label).
+            wanted = Wanted(spec_hash(kwargs),
+                            placement=None if placement is None else kwargs["labels"][LABEL_PLACEMENT])
             view = await asyncio.to_thread(self._container_of, name)
-            if view is not None and view.spec_hash == spec_hash(kwargs) and placement is not None:
-                if view.status in ("running", "restarting"):
-                    placement = None  # already running wherever it is: keep it there
-                elif await asyncio.to_thread(self._placement_label, view.id) != kwargs["labels"][LABEL_PLACEMENT]:
-                    view = dataclasses.replace(view, spec_hash="")  # placed elsewhere: recreate
+            placed = await asyncio.to_thread(self._placement_label, view.id) if needs_placement(wanted, view) else None
+            decision = plan(wanted, view, placed)
             try:
-                if view is not None and view.spec_hash == spec_hash(kwargs):
-                    if view.status not in ("running", "restarting"):
-                        self.forget_ready(view.id)
-                        container = await asyncio.to_thread(self.client.containers.get, view.id)
-                        await asyncio.to_thread(container.start)
-                        self.kick()
-                        await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
-                    else:
-                        await self._wait_ready(spec, view.id, new=False)
-                else:
+                if decision is Decision.START:
+                    self.forget_ready(view.id)
+                    container = await asyncio.to_thread(self.client.containers.get, view.id)
+                    await asyncio.to_thread(container.start)
+                    self.kick()
+                    await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+                elif decision is Decision.KEEP:  # running already, wherever it was placed
+                    await self._wait_ready(spec, view.id, new=False)
+                else:  # CREATE, or RECREATE (outdated, or stopped on other GPUs)
                     await self._start(spec, kwargs, view)
             except OpError as exc:
                 if exc.code == "model_failed_to_start" and out_of_gpu_memory(exc.log_tail):
@@ -360,6 +422,8 @@ class ModelManager:
             elif view.status in ("running", "restarting", "paused"):
                 self.forget_ready(view.id)
                 self._stopping.add(name)
+                self._stops += 1
+                self._stop_began[name] = self._stops
                 try:
                     container = await asyncio.to_thread(self.client.containers.get, view.id)
                     await asyncio.to_thread(container.stop, timeout=int(self.settings.stop_grace_s))
@@ -400,36 +464,30 @@ class ModelManager:
         async def one(name: str) -> None:
             async with self._lock(name):
                 view = await asyncio.to_thread(self._container_of, name)
-                if name not in specs:
-                    if view is not None:
-                        await asyncio.to_thread(self._remove_container, name)
-                        report["removed"].append(name)
-                    return
-                spec = specs[name]
-                wanted = spec.preload or spec.pinned  # the rest start on their first request
-                kwargs = create_kwargs(spec, self.host, self.stack)
-                running = view is not None and view.status in ("running", "restarting")
-                if view is not None and view.spec_hash == spec_hash(kwargs):
-                    if wanted and not running:
-                        container = await asyncio.to_thread(self.client.containers.get, view.id)
-                        await asyncio.to_thread(container.start)
-                        report["started"].append(name)
-                    else:
-                        report["unchanged"].append(name)
-                    return
-                if not (wanted or running):
-                    if view is not None:  # an outdated stopped container: the next start recreates it
-                        await asyncio.to_thread(self._remove_container, name)
+                spec = specs.get(name)
+                kwargs = None if spec is None else create_kwargs(spec, self.host, self.stack)
+                # Preloaded and pinned models run now; the rest start on their first request.
+                wanted = None if spec is None else Wanted(spec_hash(kwargs), run_now=spec.preload or spec.pinned)
+                decision = plan(wanted, view)
+                if decision is Decision.REMOVE:
+                    await asyncio.to_thread(self._remove_container, name)
+                    # Declared: an outdated stopped container went, the next start recreates it.
+                    report["removed" if spec is None else "unchanged"].append(name)
+                elif decision is Decision.START:
+                    container = await asyncio.to_thread(self.client.containers.get, view.id)
+                    await asyncio.to_thread(container.start)
+                    report["started"].append(name)
+                elif decision in (Decision.CREATE, Decision.RECREATE):
+                    try:
+                        self._check_names_free(spec, specs)
+                        await self._start(spec, kwargs, view, wait=False)
+                        self._failures.pop(name, None)
+                        report["started" if decision is Decision.CREATE else "recreated"].append(name)
+                    except OpError as exc:
+                        self._failures[name] = exc.message
+                        report["failed"][name] = exc.message
+                elif spec is not None:  # KEEP or NOTHING
                     report["unchanged"].append(name)
-                    return
-                try:
-                    self._check_names_free(spec, specs)
-                    await self._start(spec, kwargs, view, wait=False)
-                    self._failures.pop(name, None)
-                    report["recreated" if view is not None else "started"].append(name)
-                except OpError as exc:
-                    self._failures[name] = exc.message
-                    report["failed"][name] = exc.message
 
         await asyncio.gather(*(one(name) for name in sorted(set(specs) | set(views))))
         await self.refresh()

@@ -44,13 +44,16 @@ def build(settings: OrchestratorSettings | None = None, client: docker.DockerCli
         def on_event(event: dict) -> None:  # on the watcher's thread
             action = event.get("Action") or event.get("status") or ""
             cid = event.get("id") or event.get("Actor", {}).get("ID", "")
+            if action.startswith("exec_"):
+                return  # each healthcheck run is an exec: every 5 s per model, and no change of state
             if action in ("die", "stop", "kill", "restart", "destroy"):
                 loop.call_soon_threadsafe(manager.forget_ready, cid)
             if action == "start" and copier is not None:
                 copier.follow(cid, since_now=False)
             loop.call_soon_threadsafe(manager.kick)
 
-        watcher = EventWatcher(client, stack.project, on_event)
+        watcher = EventWatcher(client, stack.project, on_event,
+                               on_connect=lambda: loop.call_soon_threadsafe(manager.kick))
         watcher.start()
         await manager.refresh()
         if copier is not None:

@@ -18,7 +18,8 @@ class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore")
 
     orchestrator_host: str = Field("127.0.0.1", description="Address the orchestrator's API listens on.")
-    orchestrator_port: int = Field(8081, description="Its port (on the stack's network only; never published).")
+    orchestrator_port: int = Field(8081, description="Its port on the stack's network (published on 127.0.0.1 only "
+                                   "with the host-network override, for the gateway).")
     admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
     gpu: Literal["auto", "nvidia", "none"] = Field("auto", description="GPU mode; auto asks the Docker daemon.")
     catalog_file: Path = Field(Path("config/models.yaml"), description="Declared models (persisted on add/remove).")

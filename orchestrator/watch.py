@@ -1,7 +1,8 @@
 """Two background readers of the Docker daemon, each on its own thread (the SDK blocks):
 
 * the event watcher: any container event of this stack tells the manager to refresh,
-  so the gateway hears of a crash or a start within a refresh, not a poll interval;
+  so the gateway hears of a crash or a start within a refresh, not a poll interval (and
+  a reconnection, after the daemon restarted, does too: events meanwhile were missed);
 * the log copier: each model container's output is copied, one ``model | line`` at a
   time, to this service's stdout, so ``docker compose logs -f`` shows every model too.
   (Compose only shows containers it created itself; see the README.)
@@ -25,10 +26,12 @@ log = logging.getLogger("llamadock.orchestrator")
 
 
 class EventWatcher:
-    def __init__(self, client: docker.DockerClient, project: str, on_event: Callable[[dict], None]) -> None:
+    def __init__(self, client: docker.DockerClient, project: str, on_event: Callable[[dict], None],
+                 on_connect: Callable[[], None] | None = None) -> None:
         self.client = client
         self.project = project
         self.on_event = on_event
+        self.on_connect = on_connect  # each (re)connection: what happened while away was not seen
         self._stream = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
@@ -46,6 +49,8 @@ class EventWatcher:
             try:
                 self._stream = self.client.events(
                     decode=True, filters={"type": "container", "label": f"{LABEL_PROJECT}={self.project}"})
+                if self.on_connect is not None:
+                    self.on_connect()
                 for event in self._stream:
                     self.on_event(event)
             except Exception as exc:  # the daemon restarted, or the stream broke: reconnect
