@@ -21,6 +21,9 @@ def _context(request: Request) -> GatewayContext:
 
 
 async def read_gpu(ctx: GatewayContext) -> GpuStatus:
+    # The scheduler reads NVML every 2 s while a GPU is seen: one reader, not two.
+    if ctx.lifecycle is not None and (recent := ctx.lifecycle.recent_reading()) is not None:
+        return recent
     catalog = ctx.registry.catalog()
     model_pids = {route.name: route.pids for route in catalog.routes if route.pids}
     # NVML calls block (tens of ms on some drivers): keep them off the event loop.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +35,17 @@ from .model_metrics import crashed, eviction_reason
 from .placement import Placement, index_of
 from .progress import Progress, progress
 from .release import memory_returned
-from .scheduler import (FREEING, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start, StartFailed,
-                        State, Stop, Stopped, Started, Sync, Tick, step)
+from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start, StartFailed,
+                        State, Stop, Stopped, Started, Sync, Tick, next_tick, step)
 
 log = logging.getLogger("llamadock.lifecycle")
 
 PHASES = {"ready": Phase.READY, "starting": Phase.STARTING, "stopped": Phase.STOPPED, "failed": Phase.FAILED}
 BUDGET_POOL = "budget"
 LEARN_WITHIN_S = 30.0  # a start not seen in NVML by then teaches nothing
+GPU_EVERY_S = 2.0  # NVML is read this often while a GPU is seen (others' use, what each model holds)
+NO_GPU_EVERY_S = 30.0  # and this often while none is (a driver that comes up later is still found)
+TICK_FAILED_S = 1.0  # after a tick raised: a pause, so a persistent fault does not spin
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,14 @@ class Lifecycle:
         self._learning: dict[str, _Learning] = {}
         self._changes: dict[str, int] = {}  # pool -> starts and stops so far (a WSL2 reading is clean if unchanged)
         self._gpu: GpuStatus | None = None
+        self.reading: tuple[GpuStatus, float] | None = None  # the last NVML reading, and when it was taken
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
+        # The background loop sleeps until a tick can matter (scheduler.next_tick) or NVML is due;
+        # an event that brings that time forward wakes it.
+        self._wake = asyncio.Event()
+        self._wake_at = 0.0
+        self._last_tick = 0.0
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -252,6 +262,8 @@ class Lifecycle:
         for action in actions:
             self._carry_out(action)
         self._report_queues()
+        if next_tick(self.state, self._last_tick) < self._wake_at:
+            self._wake.set()
 
     # ---- effects --------------------------------------------------------------------------------
 
@@ -435,6 +447,7 @@ class Lifecycle:
         """NVML: free memory per GPU, and what each running model really uses (once it runs)."""
         pids = {m["name"]: tuple(m.get("pids") or ()) for m in self._listing.get("models", []) if m.get("pids")}
         status = self.gpu.read(pids)
+        self.reading = (status, self.clock())  # published: /gpu and /status use it rather than read again
         self._gpu = status if status.available else None
         if self._gpu is not None:
             measured: dict[str, dict[str, int]] = {}
@@ -444,6 +457,12 @@ class Lifecycle:
                         measured.setdefault(model, {})[f"gpu{dev.index}"] = used
             self._measured = measured
             self._learn()
+
+    def recent_reading(self) -> GpuStatus | None:
+        """The last NVML reading if it is no older than the loop's interval for a GPU; else None."""
+        if self.reading is None or self.clock() - self.reading[1] > GPU_EVERY_S + TICK_S:
+            return None
+        return self.reading[0]
 
     def _report_queues(self) -> None:
         for model in self.state.models.values():
@@ -461,14 +480,25 @@ class Lifecycle:
         await asyncio.gather(*(t for t in [self._loop_task, *self._tasks] if t), return_exceptions=True)
 
     async def _loop(self) -> None:
-        gpu_every, last_gpu = 2.0, 0.0
+        last_gpu = -math.inf
         while True:
-            await asyncio.sleep(0.25)
+            now = self.clock()
+            gpu_due = last_gpu + (GPU_EVERY_S if self._gpu is not None else NO_GPU_EVERY_S)
+            self._wake_at = min(gpu_due, next_tick(self.state, self._last_tick))
+            self._wake.clear()
+            if self._wake_at > now:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(self._wake_at - now, 3600.0))
+                    continue  # an event brought the next tick forward: look again
+                except TimeoutError:
+                    pass
             try:
-                if self.clock() - last_gpu >= gpu_every:
+                if self.clock() >= gpu_due:
                     last_gpu = self.clock()
                     await asyncio.to_thread(self._read_gpu)
                     self._sync(phases_from_listing=False)
-                self.dispatch(Tick(self.clock()))
+                self._last_tick = self.clock()
+                self.dispatch(Tick(self._last_tick))
             except Exception:
                 log.exception("scheduler tick failed")
+                await asyncio.sleep(TICK_FAILED_S)

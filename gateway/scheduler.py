@@ -363,7 +363,9 @@ def _sync(state: State, event: Sync, actions: list[Action]) -> State:
             # ask for it too, so its end arrives as Started / StartFailed like our own starts.
             actions.append(Start(name))
         if known is None:
-            models[name] = Model(name, policy, observed, reason=reason,
+            # Its ttl counts from when we first see it (a gateway restarted next to running models
+            # must not stop them all at its first tick).
+            models[name] = Model(name, policy, observed, reason=reason, last_used=event.now,
                                  ready_since=event.now if observed is Phase.READY else 0.0)
             continue
         phase = known.phase
@@ -727,6 +729,26 @@ def _loaded(state: State, pools: list[str]) -> str:
 
 def _gib(n: int) -> str:
     return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / 2**20:.0f} MiB"
+
+
+# ---- when the clock matters ----------------------------------------------------------------------
+
+TICK_S = 0.25  # how often time is looked at while anything waits or is in transition
+
+
+def next_tick(state: State, last_tick: float) -> float:
+    """The earliest time at which a Tick can change anything, so the driver can sleep until then
+    rather than tick four times a second on an idle box. While a request waits or a model is in
+    transition, one TICK_S after the last tick (queue timeouts, residencies, max waits and release
+    timeouts are all in play); otherwise the first idle model's ttl expiry; ``math.inf`` when
+    nothing is due at all (only an event can change anything then)."""
+    expiries = []
+    for m in state.models.values():
+        if m.queue or m.yielding_to or m.phase in (Phase.STARTING, Phase.STOPPING, Phase.RELEASING):
+            return last_tick + TICK_S
+        if m.phase is Phase.READY and m.policy.ttl_s > 0 and not m.policy.pinned and not m.busy:
+            expiries.append(m.last_used + m.policy.ttl_s)
+    return min(expiries, default=math.inf)
 
 
 # ---- timing: queue position and wait estimates -----------------------------------------------------

@@ -3,7 +3,8 @@
 #   compose.yaml, plus docker/compose.gpu.yaml when Docker can give containers an
 #   NVIDIA GPU, plus docker/compose.wsl2.yaml when the engine runs under WSL2, plus
 #   docker/compose.hostnet.yaml when the engine runs on Linux (WSL2 included) rather
-#   than in Docker Desktop's VM: the gateway then uses the host's network (faster).
+#   than in Docker Desktop's VM: the gateway then uses the host's network (faster),
+#   plus docker/compose.healthcheck.yaml when the engine has healthcheck start_interval.
 # LLAMADOCK_GPU=auto|nvidia|none overrides the GPU detection, LLAMADOCK_NETWORK=
 # auto|host|bridge the network one (both also read from .env).
 set -euo pipefail
@@ -48,4 +49,11 @@ case "$network" in
         fi ;;
     *) echo "LLAMADOCK_NETWORK must be auto, host or bridge (got '$network')" >&2; exit 2 ;;
 esac
+
+# Healthchecks every 30 s once up (each is an exec, the main cost of an idle stack), every
+# second while starting: that needs start_interval, Engine 25 (API 1.44) or newer.
+api="$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null || true)"
+if [[ -n $api && $(printf '%s\n1.44\n' "$api" | sort -V | head -n1) == 1.44 ]]; then
+    files+=" -f docker/compose.healthcheck.yaml"
+fi
 echo "$files"

@@ -18,7 +18,7 @@ import pytest
 from gateway.placement import Demand, Placement
 from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
                                Released, Start, StartFailed, State, Stop, Stopped, Started, Sync, Tick, Waiter, step)
-from gateway.scheduler import KeepAlive, Unload
+from gateway.scheduler import TICK_S, KeepAlive, Unload, next_tick
 
 READY, STARTING, STOPPING, STOPPED, FAILED, RELEASING = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
                                                          Phase.FAILED, Phase.RELEASING)
@@ -559,11 +559,18 @@ def test_sync_adds_models_with_their_observed_phase_and_the_pools():
     s, actions = step(State(), _sync({"a": (pol, READY, None), "b": (Policy(), FAILED, "bad gguf")},
                                      external={"gpu0": gb(1)}))
     assert actions == []
-    assert s.models["a"] == Model("a", pol, READY, ready_since=1.0)  # its residency counts from here
-    assert s.models["b"] == Model("b", Policy(), FAILED, reason="bad gguf")
+    assert s.models["a"] == Model("a", pol, READY, ready_since=1.0, last_used=1.0)  # residency and ttl count from here
+    assert s.models["b"] == Model("b", Policy(), FAILED, reason="bad gguf", last_used=1.0)
     assert (dict(s.capacity), dict(s.external)) == ({"gpu0": gb(8)}, {"gpu0": gb(1)})
     s, actions = step(s, Arrive(1, "a", 2))
     assert actions == [Admit(1, "a")]
+
+
+def test_a_ready_model_first_seen_in_a_listing_gets_its_whole_ttl():
+    # A gateway restarted next to running models: its first tick must not stop them all.
+    s, _ = step(State(), _sync({"a": (Policy(ttl_s=60), READY, None)}, now=500.0))
+    assert step(s, Tick(501.0))[1] == []
+    assert step(s, Tick(560.0))[1] == [Stop("a", "idle for 60 s")]
 
 
 def test_sync_removing_a_model_rejects_its_waiters_with_404():
@@ -1140,6 +1147,14 @@ class Sim:
             if p.swap_group and m.phase in HOLDS_MEMORY:
                 groups.setdefault(p.swap_group, []).append(m.name)
         assert all(len(v) == 1 for v in groups.values()), f"swap group members together: {groups}, {where}"
+        # The driver sleeps until next_tick: a Tick any earlier must change nothing (when nothing is in
+        # motion; while something is, it ticks every TICK_S as before).
+        due = next_tick(s, event.now)
+        if due != event.now + TICK_S:
+            for probe in sorted({event.now, (event.now + min(due, event.now + 1e6)) / 2, due - 1e-6}):
+                if event.now <= probe < due:
+                    after, acted = step(s, Tick(probe))
+                    assert not acted and after.models == s.models, f"a Tick at {probe} before {due} acted, {where}"
 
     def queued(self) -> list[tuple[int, str]]:
         return [(w.rid, m.name) for m in self.s.models.values() for w in m.queue]
@@ -1288,3 +1303,28 @@ def test_keep_alive_given_while_the_model_stops_is_for_the_run_its_request_start
     s, actions = step(s, Stopped("a", 3.0))
     assert actions == [Start("a")]
     assert (s.models["a"].keep_alive, s.models["a"].policy.ttl_s) == (2, 2)
+
+
+# ---- when the driver must tick -----------------------------------------------------------------
+
+@pytest.mark.parametrize("models, due", [
+    ((), float("inf")),  # nothing declared
+    ((model("a", READY), model("b", STOPPED)), float("inf")),  # idle, no ttl: only an event changes anything
+    ((model("a", READY, ttl=60, last_used=10.0),), 70.0),  # the ttl expiry
+    ((model("a", READY, ttl=60, last_used=10.0), model("b", READY, ttl=5, last_used=30.0)), 35.0),  # the first one
+    ((model("a", READY, ttl=60, last_used=10.0, pinned=True),), float("inf")),  # pinned: no expiry
+    ((model("a", READY, ttl=60, last_used=10.0, in_flight=1),), float("inf")),  # busy: its Finish restarts the clock
+    ((model("a", READY, ttl=60, last_used=10.0), model("b", STOPPED, waiting=(1,))), 40.0 + TICK_S),  # a waiter
+    ((model("a", STARTING),), 40.0 + TICK_S),
+    ((model("a", STOPPING),), 40.0 + TICK_S),
+    ((model("a", RELEASING),), 40.0 + TICK_S),
+], ids=["empty", "idle", "ttl", "first-ttl", "pinned", "busy", "waiter", "starting", "stopping", "releasing"])
+def test_next_tick(models, due):
+    assert next_tick(state(*models), last_tick=40.0) == due
+
+
+def test_a_ttl_expiry_found_by_next_tick_is_the_tick_that_stops_it():
+    s = state(model("a", READY, ttl=60, last_used=10.0))
+    due = next_tick(s, 0.0)
+    assert step(s, Tick(due - 0.001))[1] == []
+    assert step(s, Tick(due))[1] == [Stop("a", "idle for 60 s")]

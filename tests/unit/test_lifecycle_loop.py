@@ -1,0 +1,83 @@
+"""The lifecycle's background loop on a real clock: it sleeps until a tick can matter
+(scheduler.next_tick) rather than ticking four times a second, and an event that brings a
+deadline forward wakes it. The orchestrator's API is an httpx mock transport; no GPU."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from gateway.gpu import NvmlReader
+from gateway.lifecycle import Defaults, Lifecycle
+from gateway.metrics import GatewayMetrics
+from gateway.scheduler import KeepAlive, Tick
+from test_gpu import FakeNvml
+
+
+def listed(name, state, ttl=None):
+    return {"name": name, "declared": True, "state": state, "spec": {"model": "m.gguf", "ttl": ttl}, "pids": []}
+
+
+async def running_lifecycle(models, stops):
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        name, verb = request.url.path.split("/")[2:4]
+        if verb == "stop":
+            stops.append(name)
+        return httpx.Response(200, json=listed(name, "stopped" if verb == "stop" else "ready"))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(orchestrator))
+    life = Lifecycle(client, "http://orchestrator", Defaults(state_dir=None),
+                     NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))), GatewayMetrics())
+    life.on_listing({"models": models})
+    ticks = []
+    real = life.dispatch
+    life.dispatch = lambda event: (ticks.append(event) if isinstance(event, Tick) else None, real(event))[1]
+    await life.start()
+    return life, ticks
+
+
+async def until(condition, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_loop_wakes_for_a_ttl_expiry_and_stops_the_idle_model():
+    stops: list[str] = []
+    life, ticks = await running_lifecycle([listed("a", "ready", ttl=0.3)], stops)
+    began = life.clock()
+    await until(lambda: stops == ["a"])
+    assert life.clock() - began >= 0.3
+    await life.stop()
+
+
+async def test_an_idle_box_is_not_ticked_until_an_event_brings_a_deadline():
+    stops: list[str] = []
+    life, ticks = await running_lifecycle([listed("a", "ready"), listed("b", "stopped")], stops)
+    await until(lambda: len(ticks) >= 1)  # the first pass reads NVML and ticks once
+    # Nothing is due (no ttl, nothing waits): a keep_alive of 0.2 s is the event that makes one due.
+    first = len(ticks)
+    life.dispatch(KeepAlive("a", 0.2, life.clock()))
+    await until(lambda: stops == ["a"])
+    assert len(ticks) - first <= 3  # woken for the expiry, not polled meanwhile
+    await life.stop()
+
+
+async def test_the_nvml_reading_is_published_for_gpu_and_status_while_fresh():
+    class Clock:
+        now = 100.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={})))
+    life = Lifecycle(client, "http://orchestrator", Defaults(state_dir=None),
+                     NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))), GatewayMetrics(), clock=clock)
+    assert life.recent_reading() is None  # nothing read yet: /gpu reads for itself
+    life._read_gpu()
+    assert life.recent_reading() is life.reading[0] and life.reading[0].available is False
+    clock.now += 10  # older than the loop's interval: not served as current
+    assert life.recent_reading() is None
