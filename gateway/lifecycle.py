@@ -45,6 +45,7 @@ BUDGET_POOL = "budget"
 LEARN_WITHIN_S = 30.0  # a start not seen in NVML by then teaches nothing
 GPU_EVERY_S = 2.0  # NVML is read this often while a GPU is seen (others' use, what each model holds)
 NO_GPU_EVERY_S = 30.0  # and this often while none is (a driver that comes up later is still found)
+TICK_MIN_GAP_S = 0.05
 TICK_FAILED_S = 1.0  # after a tick raised: a pause, so a persistent fault does not spin
 
 
@@ -484,7 +485,9 @@ class Lifecycle:
         while True:
             now = self.clock()
             gpu_due = last_gpu + (GPU_EVERY_S if self._gpu is not None else NO_GPU_EVERY_S)
-            self._wake_at = min(gpu_due, next_tick(self.state, self._last_tick))
+            # (never sooner than TICK_MIN_GAP_S after the last tick: a deadline that a tick did not
+            # clear must not make this loop spin)
+            self._wake_at = max(min(gpu_due, next_tick(self.state, self._last_tick)), self._last_tick + TICK_MIN_GAP_S)
             self._wake.clear()
             if self._wake_at > now:
                 try:
