@@ -48,6 +48,12 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+# Idle connections to the orchestrator are dropped before uvicorn drops them (after 5 s): a
+# request sent on one it is closing fails with "server disconnected". A stop that failed so was
+# taken for done, and the next model started beside a server still running.
+ORCHESTRATOR_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
 def defaults_from(settings: GatewaySettings) -> Defaults:
     return Defaults(ttl_s=settings.default_ttl_s, queue=settings.queue_size, queue_timeout_s=settings.queue_timeout_s,
                     min_residency_s=settings.min_residency_s, max_wait_s=settings.max_wait_s,
@@ -74,11 +80,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Admin calls can take minutes (a model loading); log follows last as long as the client stays.
-        app.state.admin_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
+        app.state.admin_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS)
         if isinstance(registry, OrchestratorRegistry):
             context.lifecycle = lifecycle = Lifecycle(
                 httpx.AsyncClient(headers={"authorization": f"Bearer {settings.admin_token}"},
-                                  timeout=httpx.Timeout(None, connect=5.0)),
+                                  timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS),
                 settings.orchestrator_url, defaults_from(settings), context.gpu, context.metrics,
                 on_status=registry.apply_status)
             registry.on_listing = lifecycle.on_listing

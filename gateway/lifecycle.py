@@ -314,11 +314,19 @@ class Lifecycle:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _post_idempotent(self, url: str, json=None) -> httpx.Response:
+        """A start or stop (both idempotent at the orchestrator), sent once more if the connection
+        broke before an answer: a lost stop taken for done would start a rival beside it."""
+        try:
+            return await self.client.post(url, timeout=None, json=json)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return await self.client.post(url, timeout=None, json=json)
+
     async def _start(self, name: str, placement: Placement | None = None) -> None:
         started = self.clock()
         try:
-            response = await self.client.post(f"{self.url}/models/{name}/start", timeout=None,
-                                              json=placement.body() if placement else None)
+            response = await self._post_idempotent(f"{self.url}/models/{name}/start",
+                                                   json=placement.body() if placement else None)
         except httpx.HTTPError as exc:
             self.dispatch(StartFailed(name, f"the orchestrator did not answer ({exc})", self.clock()))
             return
@@ -343,7 +351,7 @@ class Lifecycle:
         used = {f"gpu{d.index}": d.memory.used_bytes for d in (self._gpu.gpus if self._gpu else [])
                 if d.memory.used_bytes is not None}
         try:
-            response = await self.client.post(f"{self.url}/models/{name}/stop", timeout=None)
+            response = await self._post_idempotent(f"{self.url}/models/{name}/stop")
             if response.status_code == 200 and self.on_status:
                 self.on_status(response.json())
         except httpx.HTTPError as exc:

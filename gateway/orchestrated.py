@@ -58,6 +58,9 @@ class OrchestratorRegistry:
         self._client = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"},
                                          timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0))
         self._task: asyncio.Task | None = None
+        # The newest listing version a start's or stop's own answer is known to be as new as: an
+        # older listing still in flight then must not undo it (nor reach the scheduler).
+        self._floor = -1
         self.on_listing: Callable[[dict], None] | None = None  # the scheduler hears every listing
 
     @property
@@ -97,6 +100,7 @@ class OrchestratorRegistry:
 
     def apply_status(self, model: dict) -> None:
         """One model's fresh status (from a start or stop the gateway asked for), ahead of the next listing."""
+        self._floor = max(self._floor, int(model.get("listing_version") or -1))
         (route,) = routes_from_listing({"models": [model]}, int(time.time()))
         route = replace(route, created=self._created.setdefault(route.name, route.created))
         self._routes = [route if r.name == route.name else r for r in self._routes]
@@ -130,6 +134,9 @@ class OrchestratorRegistry:
         response = await self._client.get(f"{self.url}/models", params=params)
         response.raise_for_status()
         listing = response.json()
+        if int(listing.get("version", 0)) < self._floor:
+            self.version = int(listing.get("version", 0))  # older than a status already applied: skip it
+            return
         now = int(time.time())
         routes = routes_from_listing(listing, now)
         # `created` is when the gateway first saw the model, stable across polls.

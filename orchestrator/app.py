@@ -45,6 +45,11 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
                 "catalog_error": snapshot.catalog_error, "available": snapshot.available,
                 "models": [m.as_dict() for m in snapshot.models]}
 
+    def with_version(status) -> dict:
+        # The listing version this status is at least as new as: the gateway then skips a listing
+        # made before it that reaches it later (a start or stop must never be undone by one).
+        return {**status.as_dict(), "listing_version": manager.snapshot.version}
+
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok"}
@@ -79,11 +84,11 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
     @app.post("/models/{name}/start", dependencies=guarded)
     async def start_model(name: str, placement: Placement | None = None) -> dict:
         """Optional body: the GPUs to use and the layer split (the gateway's scheduler places models)."""
-        return (await manager.start(name, placement)).as_dict()
+        return with_version(await manager.start(name, placement))
 
     @app.post("/models/{name}/stop", dependencies=guarded)
     async def stop_model(name: str) -> dict:
-        return (await manager.stop(name)).as_dict()
+        return with_version(await manager.stop(name))
 
     @app.get("/models/{name}/logs", dependencies=guarded)
     async def model_logs(name: str, tail: int = Query(100, ge=0, le=100_000), follow: bool = False):

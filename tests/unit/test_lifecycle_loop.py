@@ -81,3 +81,22 @@ async def test_the_nvml_reading_is_published_for_gpu_and_status_while_fresh():
     assert life.recent_reading() is life.reading[0] and life.reading[0].available is False
     clock.now += 10  # older than the loop's interval: not served as current
     assert life.recent_reading() is None
+
+
+async def test_a_stop_whose_connection_broke_is_sent_again_not_taken_for_done():
+    # An idle connection the orchestrator's server was closing: "server disconnected". Taking
+    # that stop for done started the swap rival beside a server still running.
+    sent = []
+
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if len(sent) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json=listed("a", "stopped"))
+
+    life = Lifecycle(httpx.AsyncClient(transport=httpx.MockTransport(orchestrator)), "http://orchestrator",
+                     Defaults(state_dir=None), NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))),
+                     GatewayMetrics())
+    life.on_listing({"models": [listed("a", "ready")]})
+    await life._stop("a", {})
+    assert sent == ["/models/a/stop", "/models/a/stop"]

@@ -1,0 +1,37 @@
+"""A listing made before a start's or stop's own answer can reach the gateway after it (two
+connections). The answer carries the listing version it is as new as; an older listing is then
+skipped, so neither the routes nor the scheduler go back to what was true before."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from gateway.orchestrated import OrchestratorRegistry
+from gateway.routing import ModelState
+
+
+def listing(version: int, state: str) -> dict:
+    return {"version": version, "models": [{"name": "m", "declared": True, "state": state, "url": "http://m:8080"}]}
+
+
+def test_a_listing_older_than_an_applied_status_is_skipped():
+    answers = [listing(5, "stopped"), listing(9, "stopped"), listing(11, "ready")]
+    heard = []
+
+    async def scenario():
+        registry = OrchestratorRegistry("http://orchestrator", "t")
+        registry._client = httpx.AsyncClient(transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, json=answers.pop(0))))
+        registry.on_listing = lambda body: heard.append(body["version"])
+        await registry._poll(after=None)  # the model is known, stopped
+        registry.apply_status({"name": "m", "declared": True, "state": "ready", "url": "http://m:8080",
+                               "listing_version": 10})
+        await registry._poll(after=8)  # made before the start's answer, arriving after it
+        state_after_stale = registry.catalog().resolve("m").state
+        await registry._poll(after=9)
+        return state_after_stale, registry.version
+    stale_state, version = asyncio.run(scenario())
+    assert stale_state is ModelState.READY  # not undone by the older listing
+    assert heard == [5, 11] and version == 11  # the scheduler heard only the newer one
