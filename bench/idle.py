@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from deployed import cgroup_cpu_s  # noqa: E402
 from support.llama import ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
-from support.stack import Stack, local_llama_image  # noqa: E402
+from support.stack import Stack, running_stack, wait_for  # noqa: E402
 
 
 def service_pid(stack: Stack, service: str) -> int:
@@ -42,16 +41,11 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     args = parser.parse_args()
     binary = ensure_llama_server()
-    stack = Stack(Path(tempfile.mkdtemp(prefix="llamadock-idle-")), llama_image=local_llama_image())
-    make_tiny_model(stack.models / "m.gguf", name="m", seed=4, vocab=vocab_path(binary))
-    (stack.config / "models.yaml").write_text(yaml.safe_dump({"models": {
-        "one": {"model": "m.gguf", "preload": True}, "two": {"model": "m.gguf", "preload": True}}}))
-    try:
-        stack.run("make", "up")
-        deadline = time.monotonic() + 120
-        while states(stack) != {"one": "ready", "two": "ready"}:
-            assert time.monotonic() < deadline, states(stack)
-            time.sleep(0.2)
+    root = Path(tempfile.mkdtemp(prefix="llamadock-idle-"))
+    make_tiny_model(root / "m.gguf", name="m", seed=4, vocab=vocab_path(binary))
+    catalog = {"one": {"model": "m.gguf", "preload": True}, "two": {"model": "m.gguf", "preload": True}}
+    with running_stack(root / "stack", root / "m.gguf", as_file="m.gguf", catalog=catalog) as stack:
+        wait_for(lambda: states(stack) == {"one": "ready", "two": "ready"}, 120, "both models ready")
         time.sleep(3)  # let start-up work (first healthchecks, the gateway's first reads) pass
         pids = {s: service_pid(stack, s) for s in ("gateway", "orchestrator")}
         shares: dict[str, list[float]] = {s: [] for s in pids}
@@ -67,8 +61,6 @@ def main() -> None:
         while states(stack)["two"] == "ready":
             time.sleep(0.005)
         seen_ms = 1000 * (time.monotonic() - killed)
-    finally:
-        stack.run("make", "down", check=False)
     print(f"idle, two models ready, {args.windows} windows of {args.seconds:g} s (CPU % of one core):")
     for s, values in shares.items():
         print(f"  {s:<13} median {sorted(values)[len(values) // 2]:.2f} %  (min {min(values):.2f}, "

@@ -134,8 +134,9 @@ class OrchestratorRegistry:
         response = await self._client.get(f"{self.url}/models", params=params)
         response.raise_for_status()
         listing = response.json()
-        if int(listing.get("version", 0)) < self._floor:
-            self.version = int(listing.get("version", 0))  # older than a status already applied: skip it
+        version = int(listing.get("version", 0))
+        if version < self._floor:
+            self.version = version  # older than a status already applied: skip it
             return
         now = int(time.time())
         routes = routes_from_listing(listing, now)
@@ -144,7 +145,7 @@ class OrchestratorRegistry:
             self._created.setdefault(route.name, now)
         self._routes = [replace(r, created=self._created[r.name]) for r in routes]
         self._catalog = Catalog.of(self._routes)
-        self.version = int(listing.get("version", 0))
+        self.version = version
         self.synced = True
         if self.on_listing is not None:
             self.on_listing(listing)

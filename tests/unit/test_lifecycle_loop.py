@@ -13,6 +13,7 @@ from gateway.lifecycle import Defaults, Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.scheduler import KeepAlive, Tick
 from test_gpu import FakeNvml
+from test_lifecycle_gpu import _until as until
 
 
 def listed(name, state, ttl=None):
@@ -35,13 +36,6 @@ async def running_lifecycle(models, stops):
     life.dispatch = lambda event: (ticks.append(event) if isinstance(event, Tick) else None, real(event))[1]
     await life.start()
     return life, ticks
-
-
-async def until(condition, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_the_loop_wakes_for_a_ttl_expiry_and_stops_the_idle_model():
