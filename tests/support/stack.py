@@ -127,13 +127,20 @@ class Stack:
         return found
 
     def force_down(self) -> None:
-        """Teardown that cannot fail: every container of this test project, then the project."""
+        """Teardown that cannot fail: every container of this test project, then the project.
+        The orchestrator is stopped first, as `make down` does: else a start it was carrying out
+        could create a model container after they were removed, and it would be left behind."""
+        self.compose("stop", "orchestrator", check=False)
+        self._remove_model_containers()
+        self.compose("--profile", "cli", "down", "--remove-orphans", "--volumes", "--timeout", "5", check=False)
+        self._remove_model_containers()
+        self.admin.close()
+
+    def _remove_model_containers(self) -> None:
         ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.llamadock.project={self.project}"],
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        self.compose("--profile", "cli", "down", "--remove-orphans", "--volumes", "--timeout", "5", check=False)
-        self.admin.close()
 
 
 @contextmanager
