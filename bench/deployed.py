@@ -43,7 +43,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from gateway import upstream  # noqa: E402  (the lean HTTP client doubles as the load generator)
 from support.llama import ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
 from support.net import free_port  # noqa: E402
-from support.stack import Stack, local_llama_image, wait_for  # noqa: E402
+from support.stack import Stack, local_llama_image  # noqa: E402
+from support.waiting import wait_until  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LITELLM = REPO / ".bench" / "litellm" / "bin" / "litellm"
@@ -145,7 +146,7 @@ def start_side_process(argv: list[str], url: str, log: Path) -> subprocess.Popen
             return True
         except httpx.TransportError:
             return False
-    wait_for(answers, 120, f"{' '.join(argv[:3])} to answer")
+    wait_until(answers, 120, f"{' '.join(argv[:3])} to answer")
     return process
 
 
@@ -163,7 +164,7 @@ def start_litellm(model_url: str, work: Path) -> tuple[subprocess.Popen | None, 
                                 "--num_workers", "1"], stdout=(work / "litellm.log").open("wb"),
                                stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for(lambda: process.poll() is None and httpx.get(f"http://127.0.0.1:{port}/health/liveliness",
+        wait_until(lambda: process.poll() is None and httpx.get(f"http://127.0.0.1:{port}/health/liveliness",
                                                               timeout=1).status_code == 200,
                  180, "LiteLLM to answer")
     except AssertionError:

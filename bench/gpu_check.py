@@ -147,7 +147,7 @@ def measure_memory(cfg: Config, model: Path, binary: Path, gpu: bool, work: Path
         load_s = time.perf_counter() - started
         time.sleep(1.0)  # GPU.md's figures were read one second after /health
         actual = nvml_used_mib(server.pid) if gpu else None
-    parts = {k: round(v / MiB, 1) for k, v in est.as_dict().items()}
+    parts = {k: round(v / MiB, 1) for k, v in est.model_dump().items()}
     return MemoryRow(cfg.name, est.total_bytes / MiB, actual, load_s, parts)
 
 

@@ -20,9 +20,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
+from contract.status import ModelList  # noqa: E402
 from deployed import cgroup_cpu_s  # noqa: E402
 from support.llama import ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
-from support.stack import Stack, running_stack, wait_for  # noqa: E402
+from support.stack import Stack, running_stack  # noqa: E402
+from support.waiting import wait_until  # noqa: E402
 
 
 def service_pid(stack: Stack, service: str) -> int:
@@ -32,7 +34,8 @@ def service_pid(stack: Stack, service: str) -> int:
 
 
 def states(stack: Stack) -> dict[str, str]:
-    return {m["id"]: m["state"] for m in httpx.get(stack.url + "/v1/models", timeout=10).json()["data"]}
+    served = ModelList.model_validate_json(httpx.get(stack.url + "/v1/models", timeout=10).content)
+    return {m.id: m.state for m in served.data}
 
 
 def main() -> None:
@@ -45,7 +48,7 @@ def main() -> None:
     make_tiny_model(root / "m.gguf", name="m", seed=4, vocab=vocab_path(binary))
     catalog = {"one": {"model": "m.gguf", "preload": True}, "two": {"model": "m.gguf", "preload": True}}
     with running_stack(root / "stack", root / "m.gguf", as_file="m.gguf", catalog=catalog) as stack:
-        wait_for(lambda: states(stack) == {"one": "ready", "two": "ready"}, 120, "both models ready")
+        wait_until(lambda: states(stack) == {"one": "ready", "two": "ready"}, 120, "both models ready")
         time.sleep(3)  # let start-up work (first healthchecks, the gateway's first reads) pass
         pids = {s: service_pid(stack, s) for s in ("gateway", "orchestrator")}
         shares: dict[str, list[float]] = {s: [] for s in pids}

@@ -27,6 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from contract.status import ModelList  # noqa: E402
 from support.llama import ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
 from support.stack import Stack, local_llama_image  # noqa: E402
 
@@ -49,7 +50,8 @@ def stop_model(stack: Stack, model: str) -> None:
     stack.run("docker", "stop", "-t", "10", f"{stack.project}-model-{model}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        states = {m["id"]: m["state"] for m in httpx.get(stack.url + "/v1/models").json()["data"]}
+        served = ModelList.model_validate_json(httpx.get(stack.url + "/v1/models").content)
+        states = {m.id: m.state for m in served.data}
         if states[model] != "ready":
             return
         time.sleep(0.02)

@@ -18,7 +18,7 @@ import sys
 from rich.console import Console
 
 from . import admin, chat, ps
-from .api import Api, ApiError, Connection
+from .api import Api, CallFailed, Connection
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
               timeout=getattr(args, "request_timeout", None))
     try:
         return args.run(api, console, args)
-    except ApiError as exc:
+    except CallFailed as exc:
         console.print(f"[red]Error:[/] {exc}")
         for line in exc.log_tail[-15:]:
             console.print(f"  [dim]{line}[/]", highlight=False)

@@ -9,25 +9,28 @@ import time
 
 from rich.console import Console
 
-from orchestrator.spec import source_from_text
+from contract.gpu import GpuStatus
+from contract.listing import Listing, ModelStatus, ReconcileReport
+from contract.spec import source_from_text
+from contract.status import GatewayStatus, Loaded, Unloaded, UnloadedIdle
 
-from .api import Api, ApiError
+from .api import Api, CallFailed
 from .render import admin_models_table, gpu_view, placements_from_status
 
 
 def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
-    listing = api.request("GET", "/admin/models", admin=True)
+    listing = api.get(Listing, "GET", "/admin/models", admin=True)
     try:
-        placements = placements_from_status(api.request("GET", "/status"))
-    except ApiError:
+        placements = placements_from_status(api.get(GatewayStatus, "GET", "/status"))
+    except CallFailed:
         placements = {}  # an older gateway: no GPU column
     console.print(admin_models_table(listing, placements))
-    if listing.get("available"):
-        console.print("[dim]GGUF files in models/ not declared yet:[/] " + ", ".join(listing["available"]))
-    for warning in (listing.get("host") or {}).get("warnings", []):
+    if listing.available:
+        console.print("[dim]GGUF files in models/ not declared yet:[/] " + ", ".join(listing.available))
+    for warning in listing.host.warnings:
         console.print(f"[yellow]{warning}[/]")
-    if listing.get("catalog_error"):
-        console.print(f"[red]config/models.yaml: {listing['catalog_error']}[/]")
+    if listing.catalog_error:
+        console.print(f"[red]config/models.yaml: {listing.catalog_error}[/]")
     return 0
 
 
@@ -51,9 +54,9 @@ def cmd_add(api: Api, console: Console, args: argparse.Namespace) -> int:
 
     def post() -> None:
         try:
-            result["ok"] = api.request("POST", "/admin/models", admin=True, json=spec,
-                                       params={"replace": str(args.replace).lower()})
-        except ApiError as exc:
+            result["ok"] = api.get(ModelStatus, "POST", "/admin/models", admin=True, json=spec,
+                                   params={"replace": str(args.replace).lower()})
+        except CallFailed as exc:
             result["error"] = exc
 
     worker = threading.Thread(target=post, daemon=True)
@@ -67,16 +70,16 @@ def cmd_add(api: Api, console: Console, args: argparse.Namespace) -> int:
                           + (f"  [dim]{line[:100]}[/]" if line else ""))
     if "error" in result:
         raise result["error"]
-    model = result["ok"]
-    console.print(f"[green]{model['name']}[/] is {model['state']} "
-                  f"({time.monotonic() - started:.1f} s). Send requests with model=\"{model['name']}\".")
+    model: ModelStatus = result["ok"]
+    console.print(f"[green]{model.name}[/] is {model.state} "
+                  f"({time.monotonic() - started:.1f} s). Send requests with model=\"{model.name}\".")
     return 0
 
 
 def _last_log_line(api: Api, name: str) -> str:
     try:
         text = "".join(api.stream_text(f"/admin/models/{name}/logs", admin=True, params={"tail": 1}))
-    except ApiError:
+    except CallFailed:
         return ""
     return text.strip().split("\n")[-1].strip() if text.strip() else ""
 
@@ -89,40 +92,41 @@ def cmd_rm(api: Api, console: Console, args: argparse.Namespace) -> int:
 
 def cmd_restart(api: Api, console: Console, args: argparse.Namespace) -> int:
     with console.status(f"Restarting {args.name}…"):
-        model = api.request("POST", f"/admin/models/{args.name}/restart", admin=True)
-    console.print(f"{model['name']} is {model['state']}.")
+        model = api.get(ModelStatus, "POST", f"/admin/models/{args.name}/restart", admin=True)
+    console.print(f"{model.name} is {model.state}.")
     return 0
 
 
 def cmd_load(api: Api, console: Console, args: argparse.Namespace) -> int:
     with console.status(f"Loading {args.name}…"):
-        result = api.request("POST", f"/admin/models/{args.name}/load", admin=True)
-    console.print(f"{result['model']} is {result['state']}.")
+        loaded = api.get(Loaded, "POST", f"/admin/models/{args.name}/load", admin=True)
+    console.print(f"{loaded.model} is {loaded.state}.")
     return 0
 
 
 def cmd_unload(api: Api, console: Console, args: argparse.Namespace) -> int:
     if args.name:
         with console.status(f"Unloading {args.name}…"):
-            result = api.request("POST", f"/admin/models/{args.name}/unload", admin=True)
-        console.print(f"{result['model']}: {result['result']}.")
+            unloaded = api.get(Unloaded, "POST", f"/admin/models/{args.name}/unload", admin=True)
+        console.print(f"{unloaded.model}: {unloaded.result}.")
         return 0
     with console.status("Unloading every idle model…"):
-        result = api.request("POST", "/admin/unload", admin=True)
-    console.print(f"Unloaded: {', '.join(result['unloaded']) or 'nothing'}."
-                  + (f" Busy, left running: {', '.join(result['busy'])}." if result["busy"] else ""))
+        idle = api.get(UnloadedIdle, "POST", "/admin/unload", admin=True)
+    console.print(f"Unloaded: {', '.join(idle.unloaded) or 'nothing'}."
+                  + (f" Busy, left running: {', '.join(idle.busy)}." if idle.busy else ""))
     return 0
 
 
 def cmd_reconcile(api: Api, console: Console, args: argparse.Namespace) -> int:
     with console.status("Reconciling with config/models.yaml…"):
-        report = api.request("POST", "/admin/reconcile", admin=True)
-    for key in ("started", "recreated", "removed", "unchanged"):
-        if report.get(key):
-            console.print(f"{key}: {', '.join(report[key])}")
-    for name, reason in (report.get("failed") or {}).items():
+        report = api.get(ReconcileReport, "POST", "/admin/reconcile", admin=True)
+    for key, names in (("started", report.started), ("recreated", report.recreated), ("removed", report.removed),
+                       ("unchanged", report.unchanged)):
+        if names:
+            console.print(f"{key}: {', '.join(names)}")
+    for name, reason in report.failed.items():
         console.print(f"[red]failed: {name}: {reason}[/]")
-    return 1 if report.get("failed") else 0
+    return 1 if report.failed else 0
 
 
 def cmd_logs(api: Api, console: Console, args: argparse.Namespace) -> int:
@@ -133,7 +137,7 @@ def cmd_logs(api: Api, console: Console, args: argparse.Namespace) -> int:
 
 
 def cmd_gpu(api: Api, console: Console, args: argparse.Namespace) -> int:
-    console.print(gpu_view(api.request("GET", "/gpu")))
+    console.print(gpu_view(api.get(GpuStatus, "GET", "/gpu")))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The gateway's HTTP API as the CLI uses it: one place for URLs, tokens and errors.
 
-Every failure becomes ``ApiError`` with one sentence a person can act on: the
+Every failure becomes ``CallFailed`` with one sentence a person can act on: the
 gateway's own error message when there is one, else what could not be reached.
+Answers are parsed once, into the contract's types (``Api.get``), and read by field.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from contract.errors import error_detail
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
-class ApiError(Exception):
+class CallFailed(Exception):
+    """A call to the gateway that did not give what was asked, in words."""
+
     def __init__(self, message: str, status: int | None = None, log_tail: list[str] | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -38,14 +45,11 @@ class Connection:
         )
 
 
-def error_from_response(response: httpx.Response) -> ApiError:
-    try:
-        error = response.json().get("error") or {}
-        message = error.get("message") or response.text
-        tail = error.get("log_tail") or []
-    except ValueError:
-        message, tail = response.text.strip() or response.reason_phrase, []
-    return ApiError(str(message), response.status_code, tail)
+def error_from_response(response: httpx.Response) -> CallFailed:
+    error = error_detail(response.content)
+    if error is None:  # not the gateway's error (a proxy's page, a bare status)
+        return CallFailed(response.text.strip() or response.reason_phrase, response.status_code)
+    return CallFailed(error.message, response.status_code, error.log_tail)
 
 
 class Api:
@@ -59,16 +63,27 @@ class Api:
 
     def request(self, method: str, path: str, *, admin: bool = False, **kwargs) -> dict:
         if admin and not self.conn.admin_token:
-            raise ApiError("This needs the admin token: set LLAMADOCK_ADMIN_TOKEN (it is in .env after `make up`).")
+            raise CallFailed("This needs the admin token: set LLAMADOCK_ADMIN_TOKEN (it is in .env after `make up`).")
         try:
             response = self.client.request(method, path, headers=self._headers(admin), **kwargs)
         except httpx.ConnectError:
-            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
+            raise CallFailed(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
         except httpx.TimeoutException:
-            raise ApiError(f"The gateway at {self.conn.url} did not answer in time.") from None
+            raise CallFailed(f"The gateway at {self.conn.url} did not answer in time.") from None
         if response.status_code >= 400:
             raise error_from_response(response)
         return response.json()
+
+    def get(self, answer: type[Answer], method: str, path: str, *, admin: bool = False, **kwargs) -> Answer:
+        """``request``, parsed as ``answer`` (a contract type)."""
+        raw = self.request(method, path, admin=admin, **kwargs)
+        try:
+            return answer.model_validate(raw)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem.get("loc", ()))
+            raise CallFailed(f"The gateway's {path} does not read as expected ({where}: {problem['msg']}): "
+                             "is it another version of llamadock?") from None
 
     @contextmanager
     def stream_post(self, path: str, body: dict) -> Iterator[Iterator[bytes]]:
@@ -85,10 +100,10 @@ class Api:
                     raise error_from_response(response)
                 yield response.iter_bytes()
         except httpx.ConnectError:
-            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
+            raise CallFailed(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
         except httpx.TransportError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise ApiError(f"The connection to the gateway broke off ({detail}).") from None
+            raise CallFailed(f"The connection to the gateway broke off ({detail}).") from None
 
     def stream_text(self, path: str, *, admin: bool = False, params: dict | None = None) -> Iterator[str]:
         try:
@@ -99,4 +114,4 @@ class Api:
                     raise error_from_response(response)
                 yield from response.iter_text()
         except httpx.ConnectError:
-            raise ApiError(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None
+            raise CallFailed(f"Cannot reach the gateway at {self.conn.url}: is the stack up (`make up`)?") from None

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .api import Api, ApiError
+from contract.status import GatewayStatus, ModelList
+
+from .api import Api, CallFailed
 from .commands import (Clear, Command, Help, Invalid, ListModels, ListSessions, Load, Nothing, Quit, Save, Say,
                        SetParams, SetSystem, ShowParams, ShowSystem, Status, UseModel, completions, parse)
 from .line_input import LineInput, prompt_text
@@ -45,7 +47,7 @@ class Chat:
     # --- starting -----------------------------------------------------------------
 
     def refresh_models(self) -> list[ModelInfo]:
-        self.models = models_from_listing(self.api.request("GET", "/v1/models"))
+        self.models = models_from_listing(self.api.get(ModelList, "GET", "/v1/models").data)
         return self.models
 
     def choose_model(self, requested: str | None) -> bool:
@@ -115,7 +117,7 @@ class Chat:
                     return self.leave()
             except KeyboardInterrupt:
                 self.console.print(Text("Cancelled.", style="dim"))
-            except (ApiError, SessionError) as exc:
+            except (CallFailed, SessionError) as exc:
                 self.error(str(exc))
 
     def execute(self, command: Command) -> object:
@@ -163,7 +165,7 @@ class Chat:
                 self.session.messages, self.unsaved = [], True
                 self.console.print("Conversation cleared (the system prompt and params stay).")
             case Status():
-                self.console.print(status_view(self.api.request("GET", "/status"), self.session.model))
+                self.console.print(status_view(self.api.get(GatewayStatus, "GET", "/status"), self.session.model))
         return None
 
     # --- answers ------------------------------------------------------------------
@@ -208,7 +210,7 @@ class Chat:
                         view.final = True  # the Live's last refresh shows the whole answer
         except KeyboardInterrupt:
             answer.stop(self.clock())  # leaving the blocks above closed the connection
-        except ApiError as exc:
+        except CallFailed as exc:
             answer.error = str(exc)
         answer.end(self.clock())
         return answer

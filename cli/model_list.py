@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract.status import ModelObject
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -17,12 +19,9 @@ class ModelInfo:
         return self.state == "ready"
 
 
-def models_from_listing(listing: dict | list) -> list[ModelInfo]:
-    """``/v1/models`` (``{"data": [...]}``) or ``/status``'s ``models`` list."""
-    entries = listing.get("data", []) if isinstance(listing, dict) else listing
-    return [ModelInfo(name=str(m["id"]), state=str(m.get("state") or "ready"), reason=m.get("reason"),
-                      aliases=tuple(m.get("aliases") or ()))
-            for m in entries if isinstance(m, dict) and m.get("id")]
+def models_from_listing(entries: list[ModelObject]) -> list[ModelInfo]:
+    """``/v1/models``'s ``data`` or ``/status``'s ``models``."""
+    return [ModelInfo(name=m.id, state=m.state, reason=m.reason, aliases=tuple(m.aliases)) for m in entries]
 
 
 def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:

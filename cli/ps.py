@@ -17,20 +17,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .api import Api, ApiError
-from .status_model import GatewayStatus, ScheduledModel, parse_status
+from common.sizes import format_size
+from contract.status import GatewayStatus, ScheduledModel
 
-GIB, MIB = 2**30, 2**20
+from .api import Api, CallFailed
+
 STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow", "releasing": "yellow",
                "stopped": "dim", "failed": "red"}
 LOADED = ("starting", "ready", "stopping", "releasing")  # phases that hold memory
 REFRESH_S = 1.0
-
-
-def size(n_bytes: int | None) -> str:
-    if not n_bytes:
-        return "-"
-    return f"{n_bytes / GIB:.1f} GiB" if n_bytes >= GIB else f"{n_bytes / MIB:.0f} MiB"
 
 
 def countdown(seconds: float) -> str:
@@ -112,8 +107,8 @@ def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | 
     return {
         "NAME": Text(name, style="bold" if loaded else "dim"),
         "STATE": Text(model.phase, style=STATE_STYLE.get(model.phase, "")),
-        "SIZE": size(total_size(model, on_gpus)),
-        "VRAM USED": size(sum((model.actual_bytes or {}).values())) if loaded else "-",
+        "SIZE": format_size(total_size(model, on_gpus) or None, missing="-"),  # 0: nothing known either
+        "VRAM USED": format_size(sum((model.actual_bytes or {}).values()) or None, missing="-") if loaded else "-",
         "PROCESSOR": processor(model, on_gpus),
         "PLACEMENT": placement(model, on_gpus),
         "CONTEXT": context(model),
@@ -156,10 +151,7 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
 
 
 def fetch(api: Api) -> GatewayStatus:
-    try:
-        return parse_status(api.request("GET", "/status"))
-    except ValueError as exc:
-        raise ApiError(str(exc)) from None
+    return api.get(GatewayStatus, "GET", "/status")
 
 
 def cmd_ps(api: Api, console: Console, args: argparse.Namespace,
@@ -172,7 +164,7 @@ def cmd_ps(api: Api, console: Console, args: argparse.Namespace,
             while True:
                 try:
                     view = ps_view(fetch(api), now())
-                except ApiError as exc:  # the gateway restarting: say so and keep trying
+                except CallFailed as exc:  # the gateway restarting: say so and keep trying
                     view = Group(Text(f"{now():%H:%M:%S} · Ctrl-C leaves", style="dim"), Text(str(exc), style="red"))
                 live.update(view, refresh=True)
                 time.sleep(REFRESH_S)

@@ -1,7 +1,7 @@
 """How things look in the terminal, shared by the admin commands and the chat.
 
 Text helpers (bars, sizes, durations, the stats line) are pure strings; the rest
-builds rich renderables from the gateway's JSON without printing anything.
+builds rich renderables from the gateway's answers (contract types) without printing anything.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from common.sizes import format_size
+from contract.gpu import GpuStatus
+from contract.listing import Listing
+from contract.status import GatewayStatus
+
 from .commands import HELP
 from .model_list import ModelInfo, models_from_listing
 from .params import LIMITS, Params
@@ -21,7 +26,6 @@ from .sessions import SessionSummary
 from .stream import AnswerStats
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "stopped": "dim", "failed": "red"}
-GIB = 1024**3
 BAR_FULL, BAR_EMPTY = "█", "░"
 
 
@@ -41,10 +45,6 @@ def bar_style(used: int | None, total: int | None) -> str:
         return "dim"
     fraction = used / total
     return "red" if fraction >= 0.9 else "yellow" if fraction >= 0.7 else "green"
-
-
-def gib(n_bytes: int | None) -> str:
-    return "?" if n_bytes is None else f"{n_bytes / GIB:.1f} GiB"
 
 
 def duration(seconds: float) -> str:
@@ -83,25 +83,26 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def admin_models_table(listing: dict, placements: dict[str, str] | None = None) -> Table:
+def admin_models_table(listing: Listing, placements: dict[str, str] | None = None) -> Table:
     """``GET /admin/models``: what the orchestrator runs, with sources and uptimes; ``placements``
     (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any."""
     placements = {k: v for k, v in (placements or {}).items() if v}
     table = Table(title="Models", title_justify="left")
     for column in ("name", "state", "source", *(["gpu"] if placements else []), "aliases", "uptime", "reason"):
         table.add_column(column)
-    for model in listing.get("models", []):
-        spec = model.get("spec") or {}
-        where = [placements.get(model["name"], "")] if placements else []
-        table.add_row(model["name"], state_text(model["state"]), spec.get("model") or f"hf:{spec.get('hf')}", *where,
-                      ", ".join(model.get("aliases") or []), uptime(model.get("uptime_s")), model.get("reason") or "")
+    for model in listing.models:
+        spec = model.spec
+        source = "?" if spec is None else spec.model or f"hf:{spec.hf}"
+        where = [placements.get(model.name, "")] if placements else []
+        table.add_row(model.name, state_text(model.state), source, *where,
+                      ", ".join(model.aliases), uptime(model.uptime_s), model.reason or "")
     return table
 
 
-def placements_from_status(status: dict) -> dict[str, str]:
+def placements_from_status(status: GatewayStatus) -> dict[str, str]:
     """Where the gateway's scheduler placed each model (``/status``), as text."""
-    models = (status.get("scheduler") or {}).get("models") or {}
-    return {name: (m.get("placement") or {}).get("text") or "" for name, m in models.items()}
+    models = status.scheduler.models if status.scheduler else {}
+    return {name: m.placement.text if m.placement else "" for name, m in models.items()}
 
 
 def models_table(models: list[ModelInfo], current: str | None = None,
@@ -118,39 +119,37 @@ def models_table(models: list[ModelInfo], current: str | None = None,
             name.append(" ●", style="cyan")
         row: list = [name, state_text(model.state), ", ".join(model.aliases)]
         if vram is not None:
-            row.append(gib(vram[model.name]) if model.name in vram else "-")
+            row.append(format_size(vram[model.name]) if model.name in vram else "-")
         row.append(model.reason or "")
         table.add_row(*([str(number)] if numbered else []), *row)
     return table
 
 
-def vram_by_model(gpu: dict) -> dict[str, int]:
+def vram_by_model(gpu: GpuStatus) -> dict[str, int]:
     """Bytes of GPU memory per model, summed over GPUs (``/gpu``'s per-GPU ``models``)."""
     totals: dict[str, int] = {}
-    for device in gpu.get("gpus") or []:
-        for name, used in (device.get("models") or {}).items():
-            if isinstance(used, int):
-                totals[name] = totals.get(name, 0) + used
+    for device in gpu.gpus:
+        for name, used in (device.models or {}).items():
+            totals[name] = totals.get(name, 0) + used
     return totals
 
 
-def gpu_view(gpu: dict) -> RenderableType:
+def gpu_view(gpu: GpuStatus) -> RenderableType:
     """``GET /gpu``: a table with a memory bar per GPU, or a plain sentence when there is none."""
-    if not gpu.get("available"):
-        return Text(f"No GPU: {gpu.get('reason') or 'none visible'}. Models run on the CPU.")
+    if not gpu.available:
+        return Text(f"No GPU: {gpu.reason or 'none visible'}. Models run on the CPU.")
     table = Table(title="GPUs", title_justify="left")
     for column in ("#", "name", "memory", "used / total", "util", "temp", "power"):
         table.add_column(column)
-    for device in gpu.get("gpus") or []:
-        memory, util = device.get("memory") or {}, device.get("utilization") or {}
-        used, total = memory.get("used_bytes"), memory.get("total_bytes")
-        power, limit = device.get("power_w"), device.get("power_limit_w")
+    for device in gpu.gpus:
+        used, total = device.memory.used_bytes, device.memory.total_bytes
+        power, limit = device.power_w, device.power_limit_w
         table.add_row(
-            str(device.get("index")), str(device.get("name") or "?"),
+            str(device.index), str(device.name or "?"),
             Text(memory_bar(used, total), style=bar_style(used, total)),
-            f"{gib(used)} / {gib(total)}",
-            _or_unknown(util.get("gpu_percent"), "%"),
-            _or_unknown(device.get("temperature_c"), " °C"),
+            f"{format_size(used)} / {format_size(total)}",
+            _or_unknown(device.utilization.gpu_percent, "%"),
+            _or_unknown(device.temperature_c, " °C"),
             f"{power:.0f} / {limit:.0f} W" if power is not None and limit else _or_unknown(power, " W"),
         )
     return table
@@ -160,17 +159,16 @@ def _or_unknown(value: object, unit: str) -> str:
     return "?" if value is None else f"{value}{unit}"
 
 
-def status_view(status: dict, current: str | None = None) -> RenderableType:
+def status_view(status: GatewayStatus, current: str | None = None) -> RenderableType:
     """``GET /status``: the models with their VRAM, then the GPUs, then any warning."""
-    gpu = status.get("gpu") or {}
     parts: list[RenderableType] = [
-        models_table(models_from_listing(status.get("models") or []), current,
-                     vram=vram_by_model(gpu) if gpu.get("available") else None),
-        gpu_view(gpu),
+        models_table(models_from_listing(status.models), current,
+                     vram=vram_by_model(status.gpu) if status.gpu.available else None),
+        gpu_view(status.gpu),
     ]
-    for key in ("upstreams_file_error", "orchestrator_error"):
-        if status.get(key):
-            parts.append(Text(str(status[key]), style="yellow"))
+    for warning in (status.upstreams_file_error, status.orchestrator_error):
+        if warning:
+            parts.append(Text(warning, style="yellow"))
     return Group(*parts)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from common.files import atomic_write
 
 from .params import Params, ParamsError, params_from_mapping
 
@@ -121,18 +122,7 @@ class SessionStore:
     def save(self, session: Session, name: str, now: datetime) -> Path:
         target = self.path(name)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
-            try:
-                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide files the cli container writes from you
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(to_json(session, now))
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(target, to_json(session, now))  # 0o644: files the cli container writes stay yours
         except OSError as exc:
             raise SessionError(f"Cannot save the session to {target}: {exc.strerror or exc}.") from None
         return target

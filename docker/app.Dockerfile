@@ -36,6 +36,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && rm /tmp/requirements.txt
 
 # The project itself: seconds, no network.
+COPY common/ common/
+COPY contract/ contract/
 COPY gateway/ gateway/
 COPY orchestrator/ orchestrator/
 COPY cli/ cli/

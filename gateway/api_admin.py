@@ -3,7 +3,6 @@ are forwarded to the orchestrator, which alone holds the Docker socket."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 from urllib.parse import quote
 
@@ -12,25 +11,26 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from orchestrator.spec import NAME_PATTERN, ModelSpec
+from common.auth import bearer_matches
+from common.errors import ApiError
+from contract.spec import NAME_PATTERN, ModelSpec
+from contract.status import Loaded, Unloaded, UnloadedIdle
 
 from . import control
 from .api_models import resolve
-from .errors import GatewayError
 
 
 async def require_admin(request: Request) -> None:
     settings = request.app.state.gateway.settings
     if not settings.admin_token:
-        raise GatewayError(403, "Admin endpoints are off: set LLAMADOCK_ADMIN_TOKEN (`make up` writes one into .env).",
-                           type="permission_error", code="admin_disabled")
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {settings.admin_token}".encode()):
-        raise GatewayError(401, "This needs the admin token: send 'Authorization: Bearer <LLAMADOCK_ADMIN_TOKEN>'.",
-                           type="authentication_error", code="invalid_admin_token")
+        raise ApiError(403, "Admin endpoints are off: set LLAMADOCK_ADMIN_TOKEN (`make up` writes one into .env).",
+                       type="permission_error", code="admin_disabled")
+    if not bearer_matches(request.headers.get("authorization"), settings.admin_token):
+        raise ApiError(401, "This needs the admin token: send 'Authorization: Bearer <LLAMADOCK_ADMIN_TOKEN>'.",
+                       type="authentication_error", code="invalid_admin_token")
     if not settings.orchestrator_url:
-        raise GatewayError(503, "No orchestrator is configured (LLAMADOCK_ORCHESTRATOR_URL), so models cannot be "
-                           "managed from here.", type="server_error", code="no_orchestrator")
+        raise ApiError(503, "No orchestrator is configured (LLAMADOCK_ORCHESTRATOR_URL), so models cannot be "
+                       "managed from here.", type="server_error", code="no_orchestrator")
 
 
 _BAD_NAME = {400: {"description": "Not a name a model can have."}, 404: {"description": "No such model."}}
@@ -45,17 +45,20 @@ def _model_path(name: str, action: str = "") -> str:
     return f"/models/{quote(name, safe='')}{action}"  # quoted too: the check above is the rule, this the guard
 
 
-async def forward(request: Request, method: str, path: str, *, json: dict | None = None,
+async def forward(request: Request, method: str, path: str, *, content: bytes | None = None,
                   params: dict | None = None, stream: bool = False) -> Response:
     settings = request.app.state.gateway.settings
     client: httpx.AsyncClient = request.app.state.admin_client
-    outgoing = client.build_request(method, f"{settings.orchestrator_url.rstrip('/')}{path}", json=json,
-                                    params=params, headers={"authorization": f"Bearer {settings.admin_token}"})
+    sent = {"authorization": f"Bearer {settings.admin_token}"}
+    if content is not None:
+        sent["content-type"] = "application/json"
+    outgoing = client.build_request(method, f"{settings.orchestrator_url.rstrip('/')}{path}", content=content,
+                                    params=params, headers=sent)
     try:
         upstream = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
-        raise GatewayError(502, f"The orchestrator did not answer: {exc}.", type="server_error",
-                           code="orchestrator_unreachable") from None
+        raise ApiError(502, f"The orchestrator did not answer: {exc}.", type="server_error",
+                       code="orchestrator_unreachable") from None
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "retry-after")}
     if stream and upstream.status_code == 200:
         return StreamingResponse(upstream.aiter_raw(), status_code=200, headers=headers,
@@ -71,12 +74,16 @@ async def list_models(request: Request) -> Response:
 
 
 @router.post("/models", summary="Add a model: validate, start its container, wait until it answers",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": ModelSpec.model_json_schema()}}}},
              responses={201: {"description": "Started and ready."}, 200: {"description": "Already there, same spec."},
                         400: {"description": "Invalid spec or file."}, 409: {"description": "Name taken."},
                         422: {"description": "The server exited while loading; `log_tail` says why."}})
-async def add_model(request: Request, spec: ModelSpec,
+async def add_model(request: Request,
                     replace: bool = Query(False, description="Replace a model of that name with a new spec.")):
-    return await forward(request, "POST", "/models", json=spec.model_dump(mode="json", exclude_unset=True),
+    # Forwarded as sent: the orchestrator judges the spec and its errors name the field and the
+    # rule (a second check here would only hide them behind a vaguer one).
+    return await forward(request, "POST", "/models", content=await request.body(),
                          params={"replace": str(replace).lower()})
 
 
@@ -110,8 +117,8 @@ async def reconcile(request: Request) -> Response:
 def _lifecycle(request: Request):
     lifecycle = request.app.state.gateway.lifecycle
     if lifecycle is None:
-        raise GatewayError(503, "The scheduler is not running (no orchestrator listing yet).", type="server_error",
-                           code="no_scheduler")
+        raise ApiError(503, "The scheduler is not running (no orchestrator listing yet).", type="server_error",
+                       code="no_scheduler")
     return lifecycle
 
 
@@ -121,22 +128,22 @@ def _scheduled_name(request: Request, name: str) -> str:
 
 @router.post("/models/{name}/load", summary="Start a model (making room as a request would) and wait until it answers",
              responses={**_BAD_NAME, 503: {"description": "It cannot be started (does not fit, failed)."}})
-async def load_model(request: Request, name: str) -> dict:
+async def load_model(request: Request, name: str) -> Loaded:
     lifecycle = _lifecycle(request)
     model = _scheduled_name(request, name)
     await control.load(lifecycle, model)
-    return {"model": model, "state": "ready"}
+    return Loaded(model=model)
 
 
 @router.post("/models/{name}/unload", summary="Stop a model now if it is idle (409 if it is busy)",
              responses={**_BAD_NAME, 409: {"description": "Busy (requests running or waiting) or still starting: "
                                                             "left as it is."}})
-async def unload_model(request: Request, name: str) -> dict:
+async def unload_model(request: Request, name: str) -> Unloaded:
     lifecycle = _lifecycle(request)
     model = _scheduled_name(request, name)
-    return {"model": model, "result": await control.unload(lifecycle, model)}
+    return Unloaded(model=model, result=await control.unload(lifecycle, model))
 
 
 @router.post("/unload", summary="Stop every idle model, pinned ones too; busy ones are listed and left running")
-async def unload_all(request: Request) -> dict:
+async def unload_all(request: Request) -> UnloadedIdle:
     return await control.unload_idle(_lifecycle(request))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+
+from contract.listing import ModelState
 
 from . import control, errors
 from .auth import require_api_key
@@ -15,8 +16,10 @@ from .ollama import OllamaRequestError, parse_keep_alive
 from .progress import wants_reasoning
 from .relay import Relay, RelayRequest, Timeouts
 from .lifecycle import Ticket
-from .routing import Catalog, ModelRoute, ModelState, RequestError, asks_for_stream, retry_after_s, routed_body
-from .schemas import EXAMPLES, ModelList, ModelObject
+from .routing import Catalog, ModelRoute, RequestError, asks_for_stream, retry_after_s, routed_body
+from contract.status import ModelList, ModelObject
+
+from .schemas import EXAMPLES
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -182,9 +185,9 @@ async def messages_count_tokens(request: Request):
     return await relay_by_body(request, "messages/count_tokens")
 
 
-def _model_object(route: ModelRoute) -> ModelObject:
+def model_object(route: ModelRoute) -> ModelObject:
     return ModelObject(id=route.name, created=route.created, aliases=list(route.aliases),
-                       state=route.state.value, reason=route.reason)
+                       state=route.state, reason=route.reason)
 
 
 _PENDING = {503: {"description": "The gateway has just started and does not know the model list yet (`Retry-After`)."}}
@@ -197,13 +200,13 @@ async def list_models(request: Request) -> ModelList:
     if not registry.synced:
         raise errors.model_list_pending(getattr(registry, "error", None))  # an empty list would be a lie
     catalog = registry.catalog()
-    return ModelList(data=[_model_object(route) for route in catalog.routes])
+    return ModelList(data=[model_object(route) for route in catalog.routes])
 
 
 @router.get("/v1/models/{model:path}", tags=["OpenAI"], response_model=ModelObject, summary="One model by name or alias",
             responses={404: {"description": "No such model."}, **_PENDING})
 async def get_model(request: Request, model: str) -> ModelObject:
-    return _model_object(resolve(_context(request), model))
+    return model_object(resolve(_context(request), model))
 
 
 async def other_v1(request: Request, path: str):

@@ -12,13 +12,15 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from common.errors import ApiError
+from contract.listing import ModelState, ModelStatus
+
 from . import control, errors, ollama, upstream
 from .api_models import read_body, ready_route, resolve
 from .auth import require_api_key
 from .context import GatewayContext
-from .errors import GatewayError
 from .lifecycle import Ticket
-from .routing import ModelRoute, ModelState
+from .routing import ModelRoute
 from .scheduler import Phase
 
 router = APIRouter(prefix="/api", tags=["Ollama"], dependencies=[Depends(require_api_key)])
@@ -32,7 +34,7 @@ def is_ollama(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def error_response(error: GatewayError) -> JSONResponse:
+def error_response(error: ApiError) -> JSONResponse:
     """Ollama's error shape: {"error": "message"}, with the same status and headers."""
     return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
@@ -75,9 +77,9 @@ def _name(ctx: GatewayContext, requested: str) -> str:
     return requested
 
 
-def _listing(ctx: GatewayContext) -> dict[str, dict]:
-    listing = getattr(ctx.lifecycle, "_listing", None) or {}
-    return {m["name"]: m for m in listing.get("models", []) if isinstance(m, dict) and "name" in m}
+def _listed(ctx: GatewayContext, name: str) -> ModelStatus | None:
+    """The orchestrator's status of a model; None for a static upstream."""
+    return ctx.lifecycle.listing.find(name) if ctx.lifecycle is not None else None
 
 
 def _scheduled(ctx: GatewayContext, name: str) -> bool:
@@ -87,7 +89,7 @@ def _scheduled(ctx: GatewayContext, name: str) -> bool:
 # ---- chat, generate, embed -----------------------------------------------------------------------
 
 async def _send(ctx: GatewayContext, route: ModelRoute, endpoint: str, body: dict) -> upstream.UpstreamResponse:
-    """The request to the model's server; its refusal or failure as a GatewayError."""
+    """The request to the model's server; its refusal or failure as an ApiError."""
     if not route.url:
         raise errors.model_not_ready(route.name, route.state.value, route.reason, 5)
     try:
@@ -109,7 +111,7 @@ async def _send(ctx: GatewayContext, route: ModelRoute, endpoint: str, body: dic
         finally:
             response.close()
         status = response.status if 400 <= response.status < 600 else 502
-        raise GatewayError(status, f"Model '{route.name}': {ollama.upstream_error(response.status, text)}")
+        raise ApiError(status, f"Model '{route.name}': {ollama.upstream_error(response.status, text)}")
     return response
 
 
@@ -255,12 +257,12 @@ async def embeddings(request: Request):
 # ---- models ----------------------------------------------------------------------------------------
 
 def _entry(ctx: GatewayContext, route: ModelRoute) -> dict:
-    listed = _listing(ctx).get(route.name, {})
-    spec = listed.get("spec") or {}
+    listed = _listed(ctx, route.name)
+    spec = listed.spec if listed else None
     return {"name": route.name, "model": route.name, "modified_at": ollama.iso(route.created or time.time()),
-            "size": int(listed.get("need_bytes") or 0),
-            "digest": hashlib.sha256(json.dumps(spec or route.name, sort_keys=True).encode()).hexdigest(),
-            "details": ollama.details(spec, listed.get("estimate"))}
+            "size": (listed.need_bytes if listed else None) or 0,
+            "digest": hashlib.sha256((spec.model_dump_json() if spec else route.name).encode()).hexdigest(),
+            "details": ollama.details((spec.model or spec.hf or "") if spec else "")}
 
 
 def _pending(ctx: GatewayContext) -> None:
@@ -300,8 +302,8 @@ async def ps(request: Request) -> JSONResponse:
             entry.update(size_vram=0, expires_at=FOREVER)
         else:
             continue
-        ctx_size = (_listing(ctx).get(route.name, {}).get("spec") or {}).get("ctx_size")
-        if ctx_size:
+        listed = _listed(ctx, route.name)
+        if ctx_size := (listed.spec.ctx_size if listed and listed.spec else None):
             entry["context_length"] = ctx_size
         out.append(entry)
     return JSONResponse({"models": out})
@@ -312,16 +314,17 @@ async def show(request: Request) -> JSONResponse:
     ctx = _ctx(request)
     body = await _body(request)
     route = resolve(ctx, _name(ctx, _checked(ollama.model_of, body)))
-    listed = _listing(ctx).get(route.name, {})
-    spec = listed.get("spec") or {}
+    listed = _listed(ctx, route.name)
+    spec = listed.spec if listed else None
     entry = _entry(ctx, route)
     info = {"general.architecture": entry["details"]["family"], "llamadock.aliases": list(route.aliases),
             "llamadock.state": route.state.value}
-    if spec.get("ctx_size"):
-        info["llamadock.context_length"] = spec["ctx_size"]
-    parameters = "\n".join(f"{k} {v}" for k, v in (("num_ctx", spec.get("ctx_size")),
-                                                     ("num_parallel", spec.get("parallel"))) if v)
-    return JSONResponse({"modelfile": f"FROM {spec.get('model') or spec.get('hf') or route.name}\n",
+    if spec and spec.ctx_size:
+        info["llamadock.context_length"] = spec.ctx_size
+    parameters = "\n".join(f"{k} {v}" for k, v in (("num_ctx", spec.ctx_size if spec else None),
+                                                     ("num_parallel", spec.parallel if spec else None)) if v)
+    source = (spec.model or spec.hf) if spec else route.name
+    return JSONResponse({"modelfile": f"FROM {source}\n",
                          "parameters": parameters, "template": "", "details": entry["details"], "model_info": info,
                          "capabilities": ollama.capabilities(spec), "modified_at": entry["modified_at"]})
 

@@ -7,11 +7,14 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from contract.gpu import GpuStatus
+from contract.listing import ModelState
+from contract.status import GatewayStatus
+
 from . import model_metrics
+from .api_models import model_object
 from .context import GatewayContext
-from .gpu import GpuStatus
-from .routing import ModelState
-from .schemas import Health, ModelObject, Status
+from .schemas import Health
 
 router = APIRouter()
 
@@ -49,16 +52,14 @@ async def gpu(request: Request) -> GpuStatus:
     return await read_gpu(_context(request))
 
 
-@router.get("/status", tags=["Gateway"], response_model=Status, summary="Models and GPUs in one view")
-async def status(request: Request) -> Status:
+@router.get("/status", tags=["Gateway"], response_model=GatewayStatus, summary="Models and GPUs in one view")
+async def status(request: Request) -> GatewayStatus:
     ctx = _context(request)
     catalog = ctx.registry.catalog()
-    models = [ModelObject(id=r.name, created=r.created, aliases=list(r.aliases), state=r.state.value, reason=r.reason)
-              for r in catalog.routes]
-    return Status(models=models, gpu=await read_gpu(ctx),
-                  upstreams_file_error=getattr(ctx.registry, "file_error", None),
-                  orchestrator_error=getattr(ctx.registry, "error", None),
-                  scheduler=ctx.lifecycle.describe() if ctx.lifecycle else None)
+    return GatewayStatus(models=[model_object(r) for r in catalog.routes], gpu=await read_gpu(ctx),
+                         upstreams_file_error=getattr(ctx.registry, "file_error", None),
+                         orchestrator_error=getattr(ctx.registry, "error", None),
+                         scheduler=ctx.lifecycle.describe() if ctx.lifecycle else None)
 
 
 @router.get("/metrics", tags=["Gateway"], summary="Prometheus metrics", response_class=Response,

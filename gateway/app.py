@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import httpx
+
+from common.errors import ApiError, install_error_handlers
 
 from . import __version__, api_admin, api_models, api_ollama, api_status
 from .context import GatewayContext
 from .docs import serve_docs
-from .errors import GatewayError
 from .gpu import NvmlReader
-from .lifecycle import Defaults, Lifecycle
+from .lifecycle import Lifecycle
+from .scheduler_inputs import Defaults
 from .orchestrated import OrchestratorRegistry
 from .registry import ModelRegistry, StaticRegistry
 from .relay import SERVER_SEND_KEY
 from .settings import GatewaySettings
-
-log = logging.getLogger("llamadock.gateway")
 
 DESCRIPTION = """
 One OpenAI-compatible address for every local model. Requests are routed by their
@@ -108,30 +105,11 @@ def create_app(
     app.include_router(api_admin.router)
     app.include_router(api_ollama.router)
 
-    def _answer(request: Request, error: GatewayError):
+    def _answer(request: Request, error: ApiError):
         # /api/* speaks Ollama's error shape, the rest OpenAI's.
         return api_ollama.error_response(error) if api_ollama.is_ollama(request) else error.response()
 
-    @app.exception_handler(GatewayError)
-    async def _gateway_error(request: Request, exc: GatewayError):
-        return _answer(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _answer(request, GatewayError(400, f"Invalid request: {where}: {first.get('msg', 'invalid')}."))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        message = f"{request.method} {request.url.path}: {exc.detail}."
-        return _answer(request, GatewayError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None)))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _answer(request, GatewayError(500, f"The gateway failed unexpectedly: {type(exc).__name__}: {exc}.",
-                                             type="server_error", code="internal_error"))
+    install_error_handlers(app, service="gateway", validation_prefix="Invalid request",
+                           validation_code="invalid_request", render=_answer)
 
     return app

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
+
+from common.auth import presented_bearer, secret_matches
 
 from . import errors
 
 
 def presented_key(request: Request) -> str | None:
     """The key a client sent: OpenAI clients use Bearer, Anthropic clients x-api-key."""
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key")
+    return presented_bearer(request.headers.get("authorization")) or request.headers.get("x-api-key")
 
 
 def key_is_valid(presented: str | None, keys: list[str]) -> bool:
@@ -24,7 +20,7 @@ def key_is_valid(presented: str | None, keys: list[str]) -> bool:
     if not presented:
         return False
     # Compare against every key so the time taken does not tell which one nearly matched.
-    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in keys]
+    matches = [secret_matches(presented, key) for key in keys]
     return any(matches)
 
 

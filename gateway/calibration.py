@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from common.files import atomic_write
+from contract.listing import MemoryEstimate
 
 from .placement import Demand
 
@@ -32,35 +32,7 @@ SAMPLES_KEPT = 8  # the overhead used is the largest of the last few: on the saf
 PLAUSIBLE_MAX = 4 * 2**30  # more than this is not CUDA overhead (a reading taken mid-load, another process)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """The orchestrator's estimate of a model's memory, by part (bytes)."""
-    weights: int
-    kv_cache: int
-    compute: int
-    mmproj: int
-    overhead: int
-    margin: int
-
-    @property
-    def layered(self) -> int:
-        """What llama.cpp spreads over GPUs by layer."""
-        return self.weights + self.kv_cache + self.mmproj
-
-
-def estimate_of(listing_model: dict) -> Estimate | None:
-    """The listing's ``estimate`` (absent, or None when the spec sets ``memory``: then unknown by part)."""
-    raw = listing_model.get("estimate")
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return Estimate(*(int(raw.get(f"{part}_bytes") or 0) for part in
-                          ("weights", "kv_cache", "compute", "mmproj", "overhead", "margin")))
-    except (TypeError, ValueError):
-        return None
-
-
-def demand_for(need_bytes: int | None, estimate: Estimate | None, pools: list[str],
+def demand_for(need_bytes: int | None, estimate: MemoryEstimate | None, pools: list[str],
                overhead: Mapping[str, int]) -> Demand | None:
     """A model's need on a GPU host, before placement. ``overhead``: learned bytes per pool.
 
@@ -68,23 +40,24 @@ def demand_for(need_bytes: int | None, estimate: Estimate | None, pools: list[st
     (so nothing is charged per GPU beyond it when it is split)."""
     if estimate is None:
         return Demand(need_bytes, {p: 0 for p in pools}, tuple(pools)) if need_bytes else None
-    per_gpu = {p: estimate.compute + estimate.margin + overhead.get(p, estimate.overhead) for p in pools}
-    return Demand(estimate.layered, per_gpu, tuple(pools))
+    per_gpu = {p: estimate.compute_bytes + estimate.margin_bytes + overhead.get(p, estimate.overhead_bytes)
+               for p in pools}
+    return Demand(estimate.layered_bytes, per_gpu, tuple(pools))
 
 
-def modelled_on_gpu(estimate: Estimate, share: float) -> int:
+def modelled_on_gpu(estimate: MemoryEstimate, share: float) -> int:
     """The buffers llama.cpp allocates on one GPU holding ``share`` of the layers (no CUDA overhead)."""
-    return round(estimate.layered * share) + estimate.compute
+    return round(estimate.layered_bytes * share) + estimate.compute_bytes
 
 
-def learn_from_process(process_bytes: int | None, estimate: Estimate | None, share: float) -> int | None:
+def learn_from_process(process_bytes: int | None, estimate: MemoryEstimate | None, share: float) -> int | None:
     """Native Linux: the overhead a running server shows on one GPU, or None when it cannot tell."""
     if process_bytes is None or estimate is None or share <= 0:
         return None
     return _plausible(process_bytes - modelled_on_gpu(estimate, share))
 
 
-def learn_from_device(used_before: int | None, used_after: int | None, estimate: Estimate | None, share: float,
+def learn_from_device(used_before: int | None, used_after: int | None, estimate: MemoryEstimate | None, share: float,
                       undisturbed: bool) -> int | None:
     """WSL2: the overhead from the device-wide change around a start, if nothing else changed meanwhile."""
     if not undisturbed or used_before is None or used_after is None or estimate is None or share <= 0:
@@ -134,16 +107,9 @@ class OverheadStore:
         if self.path is None:
             return
         body = json.dumps({"overhead_bytes": {u: list(v) for u, v in sorted(self.samples.items())}}, indent=1)
-        tmp = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".gpu-overhead.")
-            with os.fdopen(fd, "w") as out:
-                out.write(body)
-            os.replace(tmp, self.path)  # atomic: a reader sees the old file or the new one
+            atomic_write(self.path, body)  # a reader sees the old file or the new one
         except OSError as exc:
             if not self._write_failed:
                 self._write_failed = True
                 log.warning("cannot save the learned GPU overheads to %s (%s): kept in memory only", self.path, exc)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)

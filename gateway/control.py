@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from . import errors
+from common.errors import ApiError
+from contract.status import UnloadedIdle
+
 from .lifecycle import Lifecycle
 from .scheduler import FREEING, KeepAlive, Phase, Unload
 
@@ -24,7 +26,7 @@ def keep_alive(lifecycle: Lifecycle, name: str, seconds: float) -> None:
 
 async def load(lifecycle: Lifecycle, name: str) -> None:
     """Start ``name`` if it is not running and wait until it answers; the scheduler's refusal
-    (cannot fit, timed out, failed to start) is raised as its GatewayError."""
+    (cannot fit, timed out, failed to start) is raised as its ApiError."""
     model = lifecycle.state.models.get(name)
     if model is not None and model.phase is Phase.READY:
         return
@@ -35,9 +37,9 @@ async def load(lifecycle: Lifecycle, name: str) -> None:
         ticket.release()
 
 
-def _busy(name: str, in_flight: int, queued: int) -> errors.GatewayError:
-    return errors.GatewayError(409, f"Model '{name}' is busy ({in_flight} request(s) running, {queued} waiting): "
-                               "not unloaded. Retry once it is idle.", code="model_busy")
+def _busy(name: str, in_flight: int, queued: int) -> ApiError:
+    return ApiError(409, f"Model '{name}' is busy ({in_flight} request(s) running, {queued} waiting): "
+                    "not unloaded. Retry once it is idle.", code="model_busy")
 
 
 async def unload(lifecycle: Lifecycle, name: str) -> str:
@@ -45,11 +47,11 @@ async def unload(lifecycle: Lifecycle, name: str) -> str:
     ("unloaded", "not loaded"); 409 when it is busy or still starting, 404 when unknown."""
     model = lifecycle.state.models.get(name)
     if model is None:
-        raise errors.GatewayError(404, f"No model named '{name}' is scheduled here.", code="model_not_found",
-                                  param="model")
+        raise ApiError(404, f"No model named '{name}' is scheduled here.", code="model_not_found",
+                       param="model")
     if model.phase is Phase.STARTING:
-        raise errors.GatewayError(409, f"Model '{name}' is still starting: not unloaded. Retry once it is ready.",
-                                  code="model_busy")
+        raise ApiError(409, f"Model '{name}' is still starting: not unloaded. Retry once it is ready.",
+                       code="model_busy")
     if model.phase is Phase.READY and model.busy:
         raise _busy(name, model.in_flight, len(model.queue))
     if model.phase is Phase.READY:
@@ -60,7 +62,7 @@ async def unload(lifecycle: Lifecycle, name: str) -> str:
     return "unloaded"
 
 
-async def unload_idle(lifecycle: Lifecycle) -> dict:
+async def unload_idle(lifecycle: Lifecycle) -> UnloadedIdle:
     """Stop every idle loaded model (pinned ones included); busy ones are named and left."""
     unloaded, busy = [], []
     for model in list(lifecycle.state.models.values()):
@@ -72,7 +74,7 @@ async def unload_idle(lifecycle: Lifecycle) -> dict:
         lifecycle.dispatch(Unload(model.name, lifecycle.clock()))
         unloaded.append(model.name)
     await _stopped(lifecycle, unloaded)
-    return {"unloaded": unloaded, "busy": busy}
+    return UnloadedIdle(unloaded=unloaded, busy=busy)
 
 
 async def _stopped(lifecycle: Lifecycle, names: list[str]) -> None:
@@ -82,5 +84,5 @@ async def _stopped(lifecycle: Lifecycle, names: list[str]) -> None:
             while any((m := lifecycle.state.models.get(n)) is not None and m.phase in FREEING for n in names):
                 await asyncio.sleep(0.1)
     except TimeoutError:
-        raise errors.GatewayError(504, f"Asked to stop {', '.join(names)}, but it had not stopped after "
-                                  f"{STOP_WAIT_S:g} s.", type="server_error", code="stop_timeout") from None
+        raise ApiError(504, f"Asked to stop {', '.join(names)}, but it had not stopped after "
+                       f"{STOP_WAIT_S:g} s.", type="server_error", code="stop_timeout") from None

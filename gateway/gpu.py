@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, Field
+from contract.gpu import Gpu, GpuMemory, GpuProcess, GpuStatus, GpuUtilization
 
 log = logging.getLogger(__name__)
 
@@ -38,50 +38,6 @@ _INIT_REASONS = {
         "NVML library and kernel driver versions differ (driver upgraded without a reboot?)"
     ),
 }
-
-
-class GpuMemory(BaseModel):
-    total_bytes: int | None = Field(None, description="Total GPU memory in bytes.")
-    used_bytes: int | None = Field(None, description="GPU memory in use by all processes, in bytes.")
-    free_bytes: int | None = Field(None, description="GPU memory free, in bytes.")
-
-
-class GpuUtilization(BaseModel):
-    gpu_percent: int | None = Field(None, description="Percent of the last sample period a kernel ran (null on WSL2).")
-    memory_percent: int | None = Field(
-        None, description="Percent of the sample period memory was read or written (bandwidth, not capacity)."
-    )
-
-
-class GpuProcess(BaseModel):
-    pid: int = Field(description="Process id as the driver reports it (host PID namespace).")
-    used_bytes: int | None = Field(None, description="GPU memory used by this process; null when NVML cannot tell.")
-    model: str | None = Field(None, description="Model whose server owns this PID; null for other processes.")
-
-
-class Gpu(BaseModel):
-    index: int = Field(description="NVML device index.")
-    name: str | None = Field(None, description="Product name, e.g. 'NVIDIA H100 80GB HBM3'.")
-    uuid: str | None = Field(None, description="Stable device UUID ('GPU-...').")
-    memory: GpuMemory = Field(default_factory=GpuMemory, description="Memory capacity and use.")
-    utilization: GpuUtilization = Field(default_factory=GpuUtilization, description="Recent utilization.")
-    temperature_c: int | None = Field(None, description="Core temperature in degrees Celsius.")
-    power_w: float | None = Field(None, description="Current board power draw in watts.")
-    power_limit_w: float | None = Field(None, description="Enforced power limit in watts.")
-    processes: list[GpuProcess] | None = Field(
-        None, description="Compute and graphics processes on this GPU; null when NVML cannot list them (WSL2)."
-    )
-    models: dict[str, int] | None = Field(
-        None, description="Per served model, GPU bytes used by its processes here; null when processes are unknown."
-    )
-
-
-class GpuStatus(BaseModel):
-    available: bool = Field(description="True when NVML answered and sees at least one GPU.")
-    reason: str | None = Field(None, description="Why no GPU status is available; null when available.")
-    driver_version: str | None = Field(None, description="NVIDIA driver version, e.g. '550.54.15'.")
-    cuda_driver_version: str | None = Field(None, description="Highest CUDA version the driver supports, e.g. '12.4'.")
-    gpus: list[Gpu] = Field(default_factory=list, description="One entry per GPU, by NVML index.")
 
 
 def _call(nvml: Any, fn: str, *args: Any) -> Any:
@@ -239,29 +195,3 @@ class NvmlReader:
         pid_to_model = {pid: model for model, pids in model_pids.items() for pid in pids}
         gpus = [read_gpu(nvml, index, pid_to_model) for index in range(count)]
         return GpuStatus(available=True, driver_version=driver, cuda_driver_version=cuda, gpus=gpus)
-
-    def close(self) -> None:
-        """Release NVML (at shutdown); a later read initialises it again."""
-        with self._lock:
-            if self._ready:
-                self._ready = False
-                _call(self._nvml, "nvmlShutdown")
-
-
-def summarize(status: GpuStatus) -> str:
-    """One line for humans, e.g. 'GPU 0 NVIDIA H100: 12.3/80.0 GiB used, 35%, 41 °C'."""
-    if not status.available:
-        return f"no GPU: {status.reason or 'unknown reason'}"
-    return "; ".join(_summarize_gpu(gpu) for gpu in status.gpus)
-
-
-def _summarize_gpu(gpu: Gpu) -> str:
-    parts = []
-    mem = gpu.memory
-    if mem.used_bytes is not None and mem.total_bytes is not None:
-        parts.append(f"{mem.used_bytes / GIB:.1f}/{mem.total_bytes / GIB:.1f} GiB used")
-    if gpu.utilization.gpu_percent is not None:
-        parts.append(f"{gpu.utilization.gpu_percent}%")
-    if gpu.temperature_c is not None:
-        parts.append(f"{gpu.temperature_c} °C")
-    return f"GPU {gpu.index} {gpu.name or 'unknown'}: {', '.join(parts) or 'no readings'}"

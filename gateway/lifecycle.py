@@ -12,6 +12,9 @@ On a GPU it also: places models (the scheduler's ``Start`` carries the GPUs, sen
 start), polls NVML after a stop until the memory is back (``Released``), tells a start
 that ran out of GPU memory apart (``StartFailed(oom=True)``), and learns each GPU's CUDA
 overhead after a start (gateway/calibration.py).
+
+What the scheduler is fed (pools, policies, the Sync event) and the view it gives /status are
+pure functions in gateway/scheduler_inputs.py; here are only the effects, on one injected clock.
 """
 
 from __future__ import annotations
@@ -22,52 +25,44 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import httpx
+from pydantic import ValidationError
 
-from . import errors
-from .calibration import (Estimate, OverheadStore, demand_for, estimate_of, learn_from_device, learn_from_process)
-from .gpu import GpuStatus, NvmlReader
+from common.errors import ApiError
+from contract.errors import error_detail
+from contract.gpu import GpuStatus
+from contract.listing import HostInfo, Listing, MemoryEstimate, ModelStatus
+from contract.status import SchedulerView
+
+from .calibration import OverheadStore, learn_from_device, learn_from_process
+from .gpu import NvmlReader
 from .metrics import GatewayMetrics
 from .model_metrics import crashed, eviction_reason
-from .placement import Placement, index_of
+from .placement import Placement
 from .progress import Progress, progress
 from .release import memory_returned
-from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start, StartFailed,
-                        State, Stop, Stopped, Started, Sync, Tick, next_tick, step)
+from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Reject, Released, Start, StartFailed,
+                        State, Stop, Stopped, Started, Tick, next_tick, step)
+from .scheduler_inputs import Defaults, scheduler_view, sync_event
 
 log = logging.getLogger("llamadock.lifecycle")
 
-PHASES = {"ready": Phase.READY, "starting": Phase.STARTING, "stopped": Phase.STOPPED, "failed": Phase.FAILED}
-BUDGET_POOL = "budget"
 LEARN_WITHIN_S = 30.0  # a start not seen in NVML by then teaches nothing
 GPU_EVERY_S = 2.0  # NVML is read this often while a GPU is seen (others' use, what each model holds)
 NO_GPU_EVERY_S = 30.0  # and this often while none is (a driver that comes up later is still found)
+RELEASE_POLL_S = 0.25  # while a stopped model's GPU memory is not yet seen free
 TICK_MIN_GAP_S = 0.05
 TICK_FAILED_S = 1.0  # after a tick raised: a pause, so a persistent fault does not spin
-
-
-@dataclass(frozen=True)
-class Defaults:
-    ttl_s: float = 0.0
-    queue: int = 32
-    queue_timeout_s: float = 120.0
-    memory_budget: int | None = None  # bytes; used when there is no GPU to measure
-    vram_reserve: int = 512 * 2**20  # left free on each GPU for the driver and others
-    state_dir: Path | None = None  # where the learned GPU overheads are kept; None: in memory only
-    release_timeout_s: float = 10.0  # longest wait for a stopped model's GPU memory to show as free
-    learn_after_s: float = 1.0  # a started server's NVML reading is taken this long after it is ready
-    min_residency_s: float = 0.0  # a started model is not swapped out for a rival before this long
-    max_wait_s: float | None = None  # a model waiting this long for memory goes next; None: no bound
+NO_LISTING = Listing(version=-1, host=HostInfo(kind="unknown"))
 
 
 @dataclass
 class _Learning:
     """A start whose NVML reading will teach the GPU's overhead."""
     placement: Placement
-    estimate: Estimate
+    estimate: MemoryEstimate
     used_before: dict[str, int | None]  # device-wide, per pool, just before the start (WSL2)
     changes: dict[str, int]  # per pool: other starts and stops seen when it began
     ready_at: float | None = None
@@ -80,71 +75,13 @@ class _Releasing:
     held: dict[str, int] = field(default_factory=dict)
 
 
-def pools_from_gpu(gpu: GpuStatus | None, defaults: Defaults, ours: dict[str, int]) -> tuple[dict, dict]:
-    """(capacity, external) per pool. ``ours``: bytes our models use per pool (to tell other users apart)."""
-    if gpu is not None and gpu.available and gpu.gpus:
-        capacity, external = {}, {}
-        for dev in gpu.gpus:
-            pool = f"gpu{dev.index}"
-            total, used = dev.memory.total_bytes, dev.memory.used_bytes
-            if total is None:
-                continue
-            capacity[pool] = max(0, total - defaults.vram_reserve)
-            external[pool] = max(0, (used or 0) - ours.get(pool, 0))
-        if capacity:
-            return capacity, external
-    if defaults.memory_budget:
-        return {BUDGET_POOL: defaults.memory_budget}, {}
-    return {}, {}
-
-
-def need_by_pool(total: int | None, pools: list[str], spec: dict) -> dict[str, int]:
-    """A model's need spread over the pools it uses (llama.cpp splits layers across GPUs)."""
-    if not total or not pools:
-        return {}
-    if pools == [BUDGET_POOL]:
-        return {BUDGET_POOL: total}
-    gpus = spec.get("gpus", "all")
-    mine = pools if gpus == "all" else [p for p in pools if int(p[3:]) in set(gpus)] or pools[:1]
-    return {pool: total // len(mine) for pool in mine}
-
-
-def gpu_pools_allowed(pools: list[str], spec: dict) -> list[str]:
-    """The GPU pools a model may use (its spec's ``gpus``)."""
-    gpus = spec.get("gpus", "all")
-    return pools if gpus == "all" else [p for p in pools if index_of(p) in set(gpus)] or \
-        [f"gpu{i}" for i in gpus]  # none of them here: placement says so
-
-
-def policy_from_listing(model: dict, defaults: Defaults, pools: list[str], measured: Mapping[str, int] | None,
-                        overhead: Mapping[str, int] | None = None) -> Policy:
-    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool.
-    On GPUs the model gets a Demand and is placed when it starts; ``need`` then only tells what it holds."""
-    spec = model.get("spec") or {}
-    ttl = spec.get("ttl")
-    on_gpus = bool(pools) and pools != [BUDGET_POOL]
-    demand = demand_for(model.get("need_bytes"), estimate_of(model), gpu_pools_allowed(pools, spec),
-                        overhead or {}) if on_gpus else None
-    return Policy(
-        limit=spec.get("max_concurrent") or spec.get("parallel") or 1,
-        queue=defaults.queue if spec.get("max_queue") is None else spec["max_queue"],
-        ttl_s=defaults.ttl_s if ttl is None else float(ttl),
-        pinned=bool(spec.get("pinned")),
-        swap_group=spec.get("swap_group"),
-        need=dict(measured) if measured else need_by_pool(model.get("need_bytes"), pools, spec),
-        demand=demand,
-        min_residency_s=defaults.min_residency_s if spec.get("min_residency") is None else float(spec["min_residency"]),
-        max_wait_s=defaults.max_wait_s,
-    )
-
-
 class Ticket:
     """One request's place with the scheduler: wait for it, then release it when done."""
 
     def __init__(self, lifecycle: "Lifecycle", rid: int, model: str) -> None:
         self.lifecycle, self.rid, self.model = lifecycle, rid, model
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.since = time.monotonic()
+        self.since = lifecycle.clock()
         self.admitted_at: float | None = None
         self._released = False
 
@@ -174,7 +111,7 @@ class Ticket:
 
 class Lifecycle:
     def __init__(self, client: httpx.AsyncClient, orchestrator_url: str, defaults: Defaults, gpu: NvmlReader,
-                 metrics: GatewayMetrics, on_status: Callable[[dict], None] | None = None,
+                 metrics: GatewayMetrics, on_status: Callable[[ModelStatus], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.url = orchestrator_url.rstrip("/")
@@ -187,7 +124,7 @@ class Lifecycle:
         self.overheads = OverheadStore(defaults.state_dir / "gpu-overhead.json" if defaults.state_dir else None)
         self._tickets: dict[int, Ticket] = {}
         self._rids = itertools.count(1)
-        self._listing: dict = {"models": []}
+        self.listing = NO_LISTING  # the orchestrator's last, as the registry heard it
         self._measured: dict[str, dict[str, int]] = {}  # model -> pool -> bytes NVML saw it use
         self._learning: dict[str, _Learning] = {}
         self._changes: dict[str, int] = {}  # pool -> starts and stops so far (a WSL2 reading is clean if unchanged)
@@ -215,48 +152,18 @@ class Lifecycle:
             raise ticket.future.exception()
         return ticket
 
-    def on_listing(self, listing: dict) -> None:
-        phases = {m.name: m.phase.value for m in self.state.models.values()}
-        for name in crashed(phases, listing.get("models", [])):
+    def on_listing(self, listing: Listing) -> None:
+        phases = {m.name: m.phase for m in self.state.models.values()}
+        for name in crashed(phases, listing.models):
             self.metrics.evictions.labels(name, "crash").inc()
-        self._listing = listing
+        self.listing = listing
         self._sync(phases_from_listing=True)
 
-    def describe(self) -> dict:
+    def describe(self) -> SchedulerView:
         """The scheduler's view, for /status: what holds memory where, and what waits."""
-        state = self.state
-        pools = {}
-        for pool, capacity in state.capacity.items():
-            ours = sum(m.held.get(pool, 0) for m in state.models.values()
-                       if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING, Phase.RELEASING))
-            others = state.external.get(pool, 0)
-            pools[pool] = {"capacity_bytes": capacity, "models_bytes": ours, "others_bytes": others,
-                           "free_bytes": max(0, capacity - ours - others)}
-        listing = {m["name"]: m for m in self._listing.get("models", [])}
         uuids = self._uuids()
-        for pool in pools:
-            if pool in uuids:
-                pools[pool].update(uuid=uuids[pool], overhead_learned_bytes=self.overheads.overhead(uuids[pool]))
-        models = {}
-        now = self.clock()
-        for m in state.models.values():
-            spec = (listing.get(m.name) or {}).get("spec") or {}
-            models[m.name] = {
-                "phase": m.phase.value, "in_flight": m.in_flight, "queued": len(m.queue), "limit": m.policy.limit,
-                "need_bytes": dict(m.held), "pinned": m.policy.pinned, "ttl_s": m.policy.ttl_s,
-                "swap_group": m.policy.swap_group, "min_residency_s": m.policy.min_residency_s,
-                "yielding_to": m.yielding_to,
-                # How good the estimate was: what it said, the overhead learned where it runs, what NVML sees.
-                "placement": None if m.placement is None else {**m.placement.body(), "text": m.placement.describe()},
-                "estimate": (listing.get(m.name) or {}).get("estimate"),
-                "overhead_learned_bytes": {p: self.overheads.overhead(uuids.get(p)) for p in m.held
-                                           if p in uuids} or None,
-                "actual_bytes": self._measured.get(m.name),
-                # For `llamadock ps`: the ttl unload counts from the last use; context and slots.
-                "idle_s": round(now - m.last_used, 1) if m.phase is Phase.READY and not m.busy else None,
-                "ctx_size": spec.get("ctx_size"), "parallel": spec.get("parallel"),
-            }
-        return {"pools": pools, "models": models}
+        learned = {pool: self.overheads.overhead(uuid) for pool, uuid in uuids.items()}
+        return scheduler_view(self.state, self.listing, self.clock(), uuids, learned, self._measured)
 
     def dispatch(self, event) -> None:
         self.state, actions = step(self.state, event)
@@ -280,7 +187,7 @@ class Lifecycle:
                 ticket.future.set_result(None)
             else:
                 self.metrics.rejected.labels(action.model, str(action.status)).inc()
-                ticket.future.set_exception(errors.GatewayError(
+                ticket.future.set_exception(ApiError(
                     action.status, action.message,
                     type={429: "rate_limit_error", 404: "invalid_request_error"}.get(action.status, "server_error"),
                     code={429: "rate_limit_exceeded", 503: "model_unavailable", 404: "model_not_found"}[action.status],
@@ -331,29 +238,35 @@ class Lifecycle:
             self.dispatch(StartFailed(name, f"the orchestrator did not answer ({exc})", self.clock()))
             return
         if response.status_code != 200:
-            try:
-                error = response.json()["error"]
-                reason, code = error["message"], error.get("code")
-            except (ValueError, KeyError, TypeError):
-                reason, code = f"HTTP {response.status_code}", None
+            error = error_detail(response.content)
+            reason, code = (error.message, error.code) if error else (f"HTTP {response.status_code}", None)
             self._learning.pop(name, None)
             self.dispatch(StartFailed(name, reason, self.clock(), oom=code == "model_out_of_memory"))
             return
         self.metrics.model_starts.labels(name).observe(self.clock() - started)
-        if self.on_status:
-            self.on_status(response.json())  # the route (URL, state) is known before the next listing
+        self._heard_status(name, response.content)  # the route (URL, state) is known before the next listing
         if name in self._learning:
             self._learning[name].ready_at = self.clock()
         self.dispatch(Started(name, self.clock()))
 
+    def _heard_status(self, name: str, content: bytes) -> None:
+        """Hand a start's or stop's answer to the registry; one that does not parse (an orchestrator of
+        another version) only waits for the next listing: the start or stop itself did happen."""
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(ModelStatus.model_validate_json(content))
+        except ValidationError as exc:
+            log.warning("the orchestrator's answer for %s does not read as a model status: %s", name, exc)
+
     async def _stop(self, name: str, held: dict[str, int]) -> None:
-        pids = tuple(next((m.get("pids") or () for m in self._listing.get("models", []) if m["name"] == name), ()))
+        pids = tuple(listed.pids) if (listed := self.listing.find(name)) else ()
         used = {f"gpu{d.index}": d.memory.used_bytes for d in (self._gpu.gpus if self._gpu else [])
                 if d.memory.used_bytes is not None}
         try:
             response = await self._post_idempotent(f"{self.url}/models/{name}/stop")
-            if response.status_code == 200 and self.on_status:
-                self.on_status(response.json())
+            if response.status_code == 200:
+                self._heard_status(name, response.content)
         except httpx.HTTPError as exc:
             log.warning("stopping %s failed: %s", name, exc)  # the next listing tells what is true
         self.dispatch(Stopped(name, self.clock()))
@@ -368,7 +281,7 @@ class Lifecycle:
             if status.available and memory_returned(status, releasing.pids, releasing.used_before, releasing.held):
                 self.dispatch(Released(name, self.clock()))
                 return
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(RELEASE_POLL_S)
 
     # ---- learning the CUDA overhead -------------------------------------------------------------
 
@@ -384,8 +297,7 @@ class Lifecycle:
             self._changes[pool] = self._changes.get(pool, 0) + 1
 
     def _begin_learning(self, name: str, placement: Placement | None) -> None:
-        listing = next((m for m in self._listing.get("models", []) if m["name"] == name), {})
-        estimate = estimate_of(listing)
+        estimate = listed.estimate if (listed := self.listing.find(name)) else None
         if placement is None or estimate is None or self._gpu is None:
             return
         # A GPU where memory is still being returned would blur a device-wide (WSL2) reading.
@@ -425,36 +337,12 @@ class Lifecycle:
                     self.overheads.learn(dev.uuid, learned)
 
     def _sync(self, phases_from_listing: bool) -> None:
-        """Policies and pools from the last listing and NVML. Phases from the listing only when it
-        is new: replaying an older one would undo what happened since (a stop we just did)."""
-        ours: dict[str, int] = {}
-        if self._gpu is not None:
-            for dev in self._gpu.gpus:
-                pool = f"gpu{dev.index}"
-                if dev.processes is None:  # WSL2: no per-process memory; count ours as the scheduler does
-                    ours[pool] = sum(m.held.get(pool, 0) for m in self.state.models.values()
-                                     if m.phase in (Phase.STARTING, Phase.READY, Phase.STOPPING, Phase.RELEASING))
-                for model, used in (dev.models or {}).items():
-                    ours[pool] = ours.get(pool, 0) + used
-        capacity, external = pools_from_gpu(self._gpu, self.defaults, ours)
-        pools = list(capacity)
-        overheads = self._overheads()
-        models = {}
-        for model in self._listing.get("models", []):
-            if not model.get("declared"):
-                continue
-            policy = policy_from_listing(model, self.defaults, pools, self._measured.get(model["name"]), overheads)
-            known = self.state.models.get(model["name"])
-            if phases_from_listing or known is None:
-                models[model["name"]] = (policy, PHASES.get(model.get("state"), Phase.FAILED), model.get("reason"))
-            else:
-                models[model["name"]] = (policy, known.phase, known.reason)
-        gpu_pools = frozenset(pools) if self._gpu is not None and pools != [BUDGET_POOL] else frozenset()
-        self.dispatch(Sync(models, capacity, external, self.clock(), gpu_pools))
+        self.dispatch(sync_event(self.listing, self._gpu, self.state, self.defaults, self._measured,
+                                 self._overheads(), self.clock(), phases_from_listing))
 
     def _read_gpu(self) -> None:
         """NVML: free memory per GPU, and what each running model really uses (once it runs)."""
-        pids = {m["name"]: tuple(m.get("pids") or ()) for m in self._listing.get("models", []) if m.get("pids")}
+        pids = {m.name: tuple(m.pids) for m in self.listing.models if m.pids}
         status = self.gpu.read(pids)
         self.reading = (status, self.clock())  # published: /gpu and /status use it rather than read again
         self._gpu = status if status.available else None

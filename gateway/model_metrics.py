@@ -22,6 +22,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from contract.listing import ModelState, ModelStatus
+
 MODEL_LABEL = "model"
 SCRAPE_TIMEOUT_S = 0.5  # per model; they are fetched at once, so this bounds the whole scrape's wait
 
@@ -44,12 +46,12 @@ def eviction_reason(stop_reason: str) -> str:
     return "other"
 
 
-def crashed(before: Mapping[str, str], listing: Iterable[Mapping]) -> list[str]:
+def crashed(before: Mapping[str, str], models: Iterable[ModelStatus]) -> list[str]:
     """Models that were ready (``before``: name -> scheduler phase) and that the orchestrator's
     listing now shows stopped or failed: they went away on their own. One we stopped is
     ``stopping`` or further by then, never ``ready``."""
-    return [m["name"] for m in listing
-            if before.get(m["name"]) == "ready" and m.get("state") in ("stopped", "failed")]
+    return [m.name for m in models
+            if before.get(m.name) == "ready" and m.state in (ModelState.STOPPED, ModelState.FAILED)]
 
 
 def parse(text: str) -> list[Metric]:

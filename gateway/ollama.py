@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from contract.spec import ModelSpec
+
 # Ollama option -> OpenAI / llama-server body field. Others (num_ctx, num_gpu, …) are the
 # model's settings here, fixed in the catalog: ignored, as Ollama ignores unknown options.
 OPTIONS = {
@@ -315,19 +317,19 @@ def upstream_error(status: int, body: bytes) -> str:
     return body[:500].decode("utf-8", "replace") or f"HTTP {status}"
 
 
-def details(spec: dict, estimate: dict | None) -> dict:
-    """Ollama's ``details`` from what the catalog knows of a model."""
-    source = str(spec.get("model") or spec.get("hf") or "")
+def details(source: str, architecture: str | None = None) -> dict:
+    """Ollama's ``details`` from what the catalog knows of a model: its GGUF file or Hugging Face
+    repo (the quantization is in the name), and its architecture when known."""
     quant = re.search(r"(?i)(I?Q\d[\w]*|F16|BF16|F32)(?=\.gguf$|$)", source.rsplit(":", 1)[-1] if ":" in source
                       else source)
-    out = {"parent_model": "", "format": "gguf", "family": (estimate or {}).get("architecture") or "",
+    out = {"parent_model": "", "format": "gguf", "family": architecture or "",
            "families": None, "parameter_size": "", "quantization_level": quant.group(1).upper() if quant else ""}
     if out["family"]:
         out["families"] = [out["family"]]
     return out
 
 
-def capabilities(spec: dict) -> list[str]:
-    args = [str(a) for a in spec.get("args") or []]
+def capabilities(spec: ModelSpec | None) -> list[str]:
+    args = spec.args if spec else ()
     caps = ["embedding"] if "--embeddings" in args or "--embedding" in args else []
-    return caps + ["completion"] + (["vision"] if spec.get("mmproj") else [])
+    return caps + ["completion"] + (["vision"] if spec and spec.mmproj else [])

@@ -15,32 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from typing import Callable
 
 import httpx
+from pydantic import ValidationError
+
+from contract.listing import Listing, ModelStatus
 
 from .registry import StaticRegistry
-from .routing import Catalog, ModelRoute, ModelState
+from .routing import Catalog, ModelRoute
 
 log = logging.getLogger("llamadock.registry")
 
-STATES = {s.value: s for s in ModelState}
 
-
-def routes_from_listing(listing: dict, now: int) -> list[ModelRoute]:
-    """The orchestrator's ``/models`` answer as routes (pure)."""
-    routes = []
-    for model in listing.get("models", []):
-        container = model.get("container") or {}
-        routes.append(ModelRoute(
-            name=model["name"], url=model.get("url"), aliases=tuple(model.get("aliases") or ()),
-            state=STATES.get(model.get("state"), ModelState.FAILED), reason=model.get("reason"),
-            pids=tuple(model.get("pids") or ()), created=now,
-            extra={"declared": model.get("declared"), "container": container.get("name"),
-                   "uptime_s": model.get("uptime_s")},
-        ))
-    return routes
+def route_of(model: ModelStatus, created: int) -> ModelRoute:
+    """One model of the orchestrator's listing as a route (pure)."""
+    return ModelRoute(name=model.name, url=model.url, aliases=tuple(model.aliases), state=model.state,
+                      reason=model.reason, pids=tuple(model.pids), created=created)
 
 
 class OrchestratorRegistry:
@@ -61,7 +52,7 @@ class OrchestratorRegistry:
         # The newest listing version a start's or stop's own answer is known to be as new as: an
         # older listing still in flight then must not undo it (nor reach the scheduler).
         self._floor = -1
-        self.on_listing: Callable[[dict], None] | None = None  # the scheduler hears every listing
+        self.on_listing: Callable[[Listing], None] | None = None  # the scheduler hears every listing
 
     @property
     def current(self) -> bool:
@@ -98,11 +89,11 @@ class OrchestratorRegistry:
             await self.static.stop()
         await self._client.aclose()
 
-    def apply_status(self, model: dict) -> None:
+    def apply_status(self, model: ModelStatus) -> None:
         """One model's fresh status (from a start or stop the gateway asked for), ahead of the next listing."""
-        self._floor = max(self._floor, int(model.get("listing_version") or -1))
-        (route,) = routes_from_listing({"models": [model]}, int(time.time()))
-        route = replace(route, created=self._created.setdefault(route.name, route.created))
+        if model.listing_version is not None:
+            self._floor = max(self._floor, model.listing_version)
+        route = route_of(model, self._created.setdefault(model.name, int(time.time())))
         self._routes = [route if r.name == route.name else r for r in self._routes]
         self._catalog = Catalog.of(self._routes)
 
@@ -122,7 +113,7 @@ class OrchestratorRegistry:
             try:
                 await self._poll(after=self.version)
                 backoff = 0.2
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ValidationError) as exc:
                 if self.error is None:
                     log.warning("lost the orchestrator (%s); keeping the last model view", exc)
                 self.error = f"orchestrator unreachable: {exc}"
@@ -133,22 +124,18 @@ class OrchestratorRegistry:
         params = {} if after is None else {"after": after, "timeout": self.poll_timeout_s}
         response = await self._client.get(f"{self.url}/models", params=params)
         response.raise_for_status()
-        listing = response.json()
-        version = int(listing.get("version", 0))
-        if version < self._floor:
-            self.version = version  # older than a status already applied: skip it
+        listing = Listing.model_validate_json(response.content)  # parsed once: everyone reads its fields
+        if listing.version < self._floor:
+            self.version = listing.version  # older than a status already applied: skip it
             return
         now = int(time.time())
-        routes = routes_from_listing(listing, now)
         # `created` is when the gateway first saw the model, stable across polls.
-        for route in routes:
-            self._created.setdefault(route.name, now)
-        self._routes = [replace(r, created=self._created[r.name]) for r in routes]
+        self._routes = [route_of(m, self._created.setdefault(m.name, now)) for m in listing.models]
         self._catalog = Catalog.of(self._routes)
-        self.version = version
+        self.version = listing.version
         self.synced = True
         if self.on_listing is not None:
             self.on_listing(listing)
         if self.error is not None:
-            log.info("orchestrator view: %d model(s), version %d", len(routes), self.version)
+            log.info("orchestrator view: %d model(s), version %d", len(self._routes), self.version)
         self.error = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-GiB, MiB = 2**30, 2**20
+from common.sizes import MiB, format_size
 
 
 def pool_of(index: int) -> str:
@@ -102,13 +102,9 @@ def explain(demand: Demand, room: Mapping[str, int]) -> str:
     usable = [p for p in demand.pools if p in room]
     if not usable:
         return f"it may only use {', '.join(demand.pools) or 'no GPU'}, which this machine does not have"
-    one = ", ".join(f"{p} {_size(room[p])}" for p in usable)
+    one = ", ".join(f"{p} {format_size(room[p])}" for p in usable)
     per_gpu = max(demand.per_gpu.get(p, 0) for p in usable)
-    text = f"it needs {_size(demand.on_one(usable[0]))} on one GPU"
+    text = f"it needs {format_size(demand.on_one(usable[0]))} on one GPU"
     if len(usable) > 1:
-        text += f", or {_size(demand.layered)} split across GPUs plus {_size(per_gpu)} on each"
+        text += f", or {format_size(demand.layered)} split across GPUs plus {format_size(per_gpu)} on each"
     return f"{text}; at most {one} can be free for it"
-
-
-def _size(n: int) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / MiB:.0f} MiB"

@@ -26,7 +26,9 @@ import httpx
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from .routing import Catalog, ModelRoute, ModelState
+from contract.listing import ModelState
+
+from .routing import Catalog, ModelRoute
 
 log = logging.getLogger("llamadock.registry")
 

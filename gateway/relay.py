@@ -20,6 +20,8 @@ from typing import Callable
 
 from starlette.responses import Response
 
+from common.errors import ApiError
+
 from . import errors, progress, upstream
 from .metrics import GatewayMetrics
 from .routing import ModelRoute
@@ -163,7 +165,7 @@ class Relay(Response):
                 except TimeoutError:
                     pass
             ticket.future.result()  # raises the refusal, if it was one
-        except errors.GatewayError as refused:
+        except ApiError as refused:
             self.metrics.error(req.route.name, "scheduler_refused")
             if not headers_sent:
                 self.status = refused.status
@@ -235,9 +237,9 @@ class Relay(Response):
             # The client already has 200 and SSE headers (it waited for the model to start).
             if response.status != 200 or not sse:
                 body = await response.read()
-                error = errors.GatewayError(response.status, f"Model '{req.route.name}' answered HTTP "
-                                            f"{response.status}: {body[:500].decode('utf-8', 'replace')}",
-                                            type="server_error", code="upstream_error")
+                error = ApiError(response.status, f"Model '{req.route.name}' answered HTTP "
+                                 f"{response.status}: {body[:500].decode('utf-8', 'replace')}",
+                                 type="server_error", code="upstream_error")
                 await send({"type": "http.response.body", "body": error.sse_event(req.anthropic),
                             "more_body": False})
                 return
@@ -303,7 +305,7 @@ class Relay(Response):
 
         await response.pipe_to(sink, flow.drain)
 
-    async def _fail(self, send, error: errors.GatewayError, kind: str) -> None:
+    async def _fail(self, send, error: ApiError, kind: str) -> None:
         self.metrics.error(self.request.route.name, kind)
         if self._headers_sent:  # the client waited on an SSE stream already: end it with the error
             await send({"type": "http.response.body", "body": error.sse_event(self.request.anthropic),

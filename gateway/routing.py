@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Mapping
 
-
-class ModelState(StrEnum):
-    READY = "ready"
-    STARTING = "starting"
-    STOPPED = "stopped"
-    FAILED = "failed"
+from contract.listing import ModelState
 
 
 @dataclass(frozen=True)
@@ -31,7 +25,6 @@ class ModelRoute:
     reason: str | None = None  # why it is not ready, in words
     pids: tuple[int, ...] = ()  # host PIDs of its server, for VRAM attribution
     created: int = 0  # unix time the model became known (OpenAI's `created`)
-    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

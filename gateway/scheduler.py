@@ -55,9 +55,10 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Callable, Mapping, Union
 
+from common.sizes import GiB, format_size
+
 from .placement import Demand, Placement, explain, place
 
-GiB = 2**30
 
 
 class Phase(StrEnum):
@@ -678,18 +679,18 @@ def _never_fits(state: State, model: Model, ever: Mapping[str, int]) -> str:
     pool, need = next((p, n) for p, n in model.policy.need.items() if p in ever and n > ever[p])
     capacity = state.capacity[pool]
     fixed = capacity - ever[pool]
-    return (f"it needs {_gib(need)} in {pool}, which holds {_gib(capacity)}"
-            f"{' with ' + _gib(fixed) + ' used by pinned models and other processes' if fixed else ''}"
-            f": {_gib(need - ever[pool])} missing. Loaded: {_loaded(state, [pool])}.")
+    return (f"it needs {format_size(need)} in {pool}, which holds {format_size(capacity)}"
+            f"{' with ' + format_size(fixed) + ' used by pinned models and other processes' if fixed else ''}"
+            f": {format_size(need - ever[pool])} missing. Loaded: {_loaded(state, [pool])}.")
 
 
 def _out_of_memory(state: State, model: Model, reason: str) -> str:
     """Why a start that ran out of memory twice gave up: its need, the free memory, what is loaded."""
     room = _room(state, model, lambda m: True)
     pools = sorted(_pools_of(model) & set(room)) or sorted(room)
-    need = (f"{_gib(model.policy.demand.on_one(pools[0]))} on one GPU" if model.policy.demand is not None and pools
-            else ", ".join(f"{_gib(n)} in {p}" for p, n in model.policy.need.items()) or "an unknown amount")
-    free = ", ".join(f"{p} {_gib(max(0, room[p]))}" for p in pools) or "unknown"
+    need = (f"{format_size(model.policy.demand.on_one(pools[0]))} on one GPU" if model.policy.demand is not None and pools
+            else ", ".join(f"{format_size(n)} in {p}" for p, n in model.policy.need.items()) or "an unknown amount")
+    free = ", ".join(f"{p} {format_size(max(0, room[p]))}" for p in pools) or "unknown"
     return (f"it ran out of GPU memory while loading, also after making room ({reason}). "
             f"It needs {need}; free: {free}. Loaded: {_loaded(state, pools)}.")
 
@@ -715,7 +716,7 @@ def _waiting_for(state: State, model: Model) -> str:
     short = {p: n - room[p] for p, n in wanted.need.items() if p in room and n > room[p]}
     if short:
         pool, missing = next(iter(short.items()))
-        return f"{_gib(missing)} more needed in {pool}; busy models hold it. Loaded: {_loaded(state, [pool])}"
+        return f"{format_size(missing)} more needed in {pool}; busy models hold it. Loaded: {_loaded(state, [pool])}"
     return model.phase.value
 
 
@@ -723,12 +724,8 @@ def _loaded(state: State, pools: list[str]) -> str:
     held = [m for m in state.models.values() if m.phase in HOLDS_MEMORY and any(m.held.get(p) for p in pools)]
     if not held:
         return "nothing"
-    return ", ".join(f"{m.name} {_gib(sum(m.held.get(p, 0) for p in pools))}"
+    return ", ".join(f"{m.name} {format_size(sum(m.held.get(p, 0) for p in pools))}"
                      f"{' (pinned)' if m.policy.pinned else ''}{' (busy)' if m.busy else ''}" for m in held)
-
-
-def _gib(n: int) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / 2**20:.0f} MiB"
 
 
 # ---- when the clock matters ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Response models and request examples for the OpenAPI docs (/docs, /redoc)."""
+"""Response models and request examples for the OpenAPI docs (/docs, /redoc); the views the CLI
+reads too are in contract/status.py."""
 
 from __future__ import annotations
 
@@ -6,36 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .gpu import GpuStatus
-
-
-class ModelObject(BaseModel):
-    id: str = Field(description="The model's name; send it (or an alias) as `model`.")
-    object: Literal["model"] = "model"
-    created: int = Field(0, description="Unix time the gateway learned of the model.")
-    owned_by: str = "llamadock"
-    aliases: list[str] = Field(default_factory=list, description="Other names that route to this model.")
-    state: Literal["ready", "starting", "stopped", "failed"] = Field(description="Whether it can answer now.")
-    reason: str | None = Field(None, description="Why it is not ready, in words.")
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
-
 
 class Health(BaseModel):
     status: Literal["ok", "starting"] = "ok"
     reason: str | None = Field(None, description="Why it is still starting (the model list not known yet).")
-
-
-class Status(BaseModel):
-    models: list[ModelObject]
-    gpu: GpuStatus
-    upstreams_file_error: str | None = Field(None, description="Why the last edit of the static registry file was ignored.")
-    scheduler: dict | None = Field(None, description="Memory pools (capacity, used by our models, by others) and per "
-                                   "model: phase, requests running and waiting, memory need. Null without an orchestrator.")
-    orchestrator_error: str | None = Field(None, description="Why the live model view may be stale (orchestrator away).")
 
 
 _CHAT = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Say hello in five words."}]}

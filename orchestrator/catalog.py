@@ -20,12 +20,9 @@ Users edit the file by hand and the orchestrator edits it at runtime, so:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +35,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from .spec import ModelSpec
+from common.files import atomic_write
+from contract.spec import ModelSpec
 
 DEFAULT_PATH = "config/models.yaml"
 MODELS_KEY = "models"
@@ -158,31 +156,11 @@ def render_without_model(text: str, name: str) -> str:
 def save_catalog_text(path: Path, text: str) -> None:
     """Replace the file at ``path`` with ``text`` atomically: readers see the old file or the new, never half of one.
 
-    Keeps the permission bits (and owner, where we may) of the file it replaces; a new file gets 0o644.
+    A symlinked catalog has what it points to replaced; the file keeps its permission bits (and
+    owner, where we may); a new file gets 0o644. An OSError propagates: callers answer it as
+    ``errors.catalog_not_saved``.
     """
-    target = Path(os.path.realpath(path))  # a symlinked catalog: replace what it points to, not the link
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old = target.stat()
-    except FileNotFoundError:
-        old = None
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, stat.S_IMODE(old.st_mode) if old else 0o644)
-        if old:
-            # Run as root in a container, we would otherwise leave the user a file they cannot edit.
-            with contextlib.suppress(PermissionError):
-                os.chown(temp, old.st_uid, old.st_gid)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(target.parent)
+    atomic_write(path, text)
 
 
 def update_catalog(path: Path, change: Callable[[str], str]) -> dict[str, ModelSpec]:
@@ -438,13 +416,3 @@ def _read(path: Path) -> str:
         return ""
     except UnicodeDecodeError as error:
         raise CatalogError(str(path), None, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; not every platform lets a directory be opened for this."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

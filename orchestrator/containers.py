@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .host import HostFacts
-from .spec import ModelSpec
+from contract.spec import ModelSpec
 
 LABEL_PROJECT = "io.llamadock.project"
 LABEL_MODEL = "io.llamadock.model"

@@ -89,7 +89,8 @@ from typing import Literal
 
 import gguf
 
-from orchestrator.spec import ModelSpec
+from contract.listing import MemoryEstimate
+from contract.spec import ModelSpec
 
 GiB = 2**30
 MiB = 2**20
@@ -144,47 +145,6 @@ class GgufFacts:
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_expert: int = 0
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Bytes a model needs, by part (see the module docstring).
-
-    On a GPU: ``weights_bytes + kv_cache_bytes + mmproj_bytes`` can be split
-    across GPUs by layer; ``compute_bytes + overhead_bytes`` is paid on each GPU
-    used; ``total_bytes`` is the sum for one GPU; ``host_bytes`` is the RAM
-    needed besides.  On a CPU host everything is RAM: ``total_bytes`` is the
-    need, ``overhead_bytes`` and ``host_bytes`` are 0.
-    """
-
-    weights_bytes: int
-    kv_cache_bytes: int
-    compute_bytes: int
-    mmproj_bytes: int
-    overhead_bytes: int
-    margin_bytes: int
-    total_bytes: int
-    host_bytes: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in (
-            "weights_bytes", "kv_cache_bytes", "compute_bytes", "mmproj_bytes", "overhead_bytes",
-            "margin_bytes", "total_bytes", "host_bytes")}
-
-    def describe(self) -> str:
-        parts = [f"weights {_size(self.weights_bytes)}", f"KV cache {_size(self.kv_cache_bytes)}",
-                 f"compute {_size(self.compute_bytes)}"]
-        if self.mmproj_bytes:
-            parts.append(f"mmproj {_size(self.mmproj_bytes)}")
-        if self.overhead_bytes:
-            parts.append(f"CUDA overhead {_size(self.overhead_bytes)}")
-        parts.append(f"margin {_size(self.margin_bytes)}")
-        text = f"{_size(self.total_bytes)} ({' + '.join(parts)})"
-        return text + (f"; {_size(self.host_bytes)} in RAM" if self.host_bytes else "")
-
-
-def _size(n: int) -> str:
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
 
 
 def split_parts(path: Path) -> list[Path]:
@@ -436,7 +396,7 @@ def estimate_need(
     flash_attn: str = "auto",
     overhead_bytes: int = CUDA_OVERHEAD,
     margin: float = DEFAULT_MARGIN,
-) -> Estimate:
+) -> MemoryEstimate:
     """The memory the model needs on one GPU (``device="gpu"``) or in RAM (``"cpu"``); pure arithmetic.
 
     ``overhead_bytes`` is the per-process CUDA overhead (a learned figure when
@@ -479,11 +439,11 @@ def estimate_need(
         cpu_blocks = sum(b for i, b in enumerate(blocks) if i not in gpu_set)
         host = token_embd + cpu_blocks + (0 if output_on_device else output_in_ram + other) \
             + round((n_blocks - kv_layers) * kv_per_layer)
-    return Estimate(weights_bytes=weights, kv_cache_bytes=kv, compute_bytes=compute, mmproj_bytes=mmproj_bytes,
+    return MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, compute_bytes=compute, mmproj_bytes=mmproj_bytes,
                     overhead_bytes=overhead, margin_bytes=margin_bytes, total_bytes=total, host_bytes=host)
 
 
-def estimate_spec(spec: ModelSpec, models_dir: Path, **overrides) -> Estimate | None:
+def estimate_spec(spec: ModelSpec, models_dir: Path, **overrides) -> MemoryEstimate | None:
     """``estimate_need`` for a spec, from its files under ``models_dir``; None when that cannot be known.
 
     None for an ``hf`` source (not downloaded yet) and for a missing or unreadable

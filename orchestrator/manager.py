@@ -6,7 +6,7 @@ One asyncio lock per model name makes each operation atomic for that name: ten
 concurrent adds of one model give one container, and reconcile never removes a
 container that an add is still starting.
 
-The view handed to the gateway is a snapshot rebuilt from Docker (labels, state)
+The view handed to the gateway is a listing (contract/listing.py) rebuilt from Docker (labels, state)
 and the catalog whenever something changes; ``version`` counts the changes so a
 client can long-poll for the next one.
 """
@@ -14,12 +14,9 @@ client can long-poll for the next one.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import AsyncIterator
 
 import docker
@@ -28,16 +25,18 @@ import httpx
 
 from . import catalog as catalog_file
 from .estimate import estimate_spec
-from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, container_name,
-                         create_kwargs, spec_hash)
-from .errors import OpError, catalog_not_saved, not_found
+from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, create_kwargs,
+                         spec_hash)
+from .errors import catalog_not_saved, not_found
 from .host import HostFacts
 from .oom import out_of_gpu_memory
 from .plan import Decision, Reuse, Wanted, needs_placement, plan
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
-from .spec import ModelSpec
-from .status import READY, STARTING, ContainerView, container_view, model_state, model_url, uptime_s
+from common.errors import ApiError
+from contract.listing import ContainerInfo, HostInfo, Listing, ModelState, ModelStatus, ReconcileReport
+from contract.spec import ModelSpec
+from .status import STARTING, ContainerView, container_view, model_state, model_url, uptime_s
 
 log = logging.getLogger("llamadock.orchestrator")
 
@@ -47,40 +46,9 @@ IDLE_CHECK_S = 5.0  # otherwise the catalog and models/ are looked at (stat) thi
 FULL_REFRESH_S = 60.0  # and Docker is asked this often even without an event
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    name: str
-    declared: bool
-    spec: dict | None
-    aliases: list[str]
-    state: str
-    reason: str | None
-    url: str | None
-    container: dict | None
-    pids: list[int]
-    uptime_s: float | None
-    need_bytes: int | None = None  # memory it needs: the spec's `memory`, else estimated from the GGUF
-    need_detail: str | None = None
-    estimate: dict | None = None  # orchestrator.estimate.Estimate.as_dict(); None when unknown or set in the spec
-
-    def as_dict(self) -> dict:
-        return self.__dict__.copy()
-
-
 def _timeless(models: list[ModelStatus]) -> list[ModelStatus]:
     """The statuses without what changes by itself (uptime): what a change is judged on."""
-    return [dataclasses.replace(m, uptime_s=None) for m in models]
-
-
-@dataclass
-class Snapshot:
-    version: int = 0
-    models: list[ModelStatus] = field(default_factory=list)
-    available: list[str] = field(default_factory=list)
-    catalog_error: str | None = None
-
-    def find(self, name: str) -> ModelStatus | None:
-        return next((m for m in self.models if m.name == name), None)
+    return [m.model_copy(update={"uptime_s": None}) for m in models]
 
 
 class ModelManager:
@@ -92,7 +60,7 @@ class ModelManager:
         self.host = host
         # Versions start at the boot time in ms, so they keep growing across restarts
         # and a gateway long-polling with an old version is answered at once.
-        self.snapshot = Snapshot(version=time.time_ns() // 1_000_000)
+        self.listing = Listing(version=time.time_ns() // 1_000_000, host=HostInfo(kind=host.kind, warnings=list(host.warnings)))
         self._locks: dict[str, asyncio.Lock] = {}
         self._catalog_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -144,8 +112,8 @@ class ModelManager:
     def _container_of(self, name: str) -> ContainerView | None:
         return next((v for v in self._containers() if v.model == name), None)
 
-    async def refresh(self) -> Snapshot:
-        """Rebuild the snapshot from Docker and the catalog; bump the version if anything changed."""
+    async def refresh(self) -> Listing:
+        """Rebuild the listing from Docker and the catalog; bump the version if anything changed."""
         self._bind_loop()
         stops_before = self._stops
         views = await asyncio.to_thread(self._containers)
@@ -160,19 +128,21 @@ class ModelManager:
             # gateway would take that for a start it did not ask for and start the model again.
             stopping |= late
             models = self._statuses(specs, views, stopping)
-        if catalog_error is None or not self.snapshot.models:
-            fresh = Snapshot(self.snapshot.version, models, available, catalog_error)
+        if catalog_error is None or not self.listing.models:
+            fresh = self.listing.model_copy(update={"models": models, "available": available,
+                                                    "catalog_error": catalog_error})
         else:  # a broken catalog edit: keep describing the models we know, and say what is wrong
-            fresh = Snapshot(self.snapshot.version, self._statuses({}, views, stopping), available, catalog_error)
+            fresh = self.listing.model_copy(update={"models": self._statuses({}, views, stopping),
+                                                    "available": available, "catalog_error": catalog_error})
         if (_timeless(fresh.models), fresh.available, fresh.catalog_error) != (
-                _timeless(self.snapshot.models), self.snapshot.available, self.snapshot.catalog_error):
-            fresh.version = self.snapshot.version + 1
-            self.snapshot = fresh
+                _timeless(self.listing.models), self.listing.available, self.listing.catalog_error):
+            fresh.version = self.listing.version + 1
+            self.listing = fresh
             async with self._changed:
                 self._changed.notify_all()
         else:  # only the uptimes moved on: fresh figures for whoever asks, no change to wake the gateway for
-            self.snapshot = dataclasses.replace(fresh, version=self.snapshot.version)
-        return self.snapshot
+            self.listing = fresh
+        return self.listing
 
     def _stopped_since(self, stops: int) -> frozenset[str]:
         """Models whose stop began after the first ``stops`` stops."""
@@ -213,21 +183,21 @@ class ModelManager:
         out = []
         for name in sorted(set(specs) | set(by_model)):
             view = by_model.get(name)
-            spec = specs[name].model_dump(mode="json") if name in specs else (view.spec if view else None)
+            spec = specs.get(name) or (view.spec if view else None)
             state, reason = model_state(view, view is not None and view.id in self._ready_ids, name in stopping)
             if view is None and name in self._failures:
-                state, reason = "failed", self._failures[name]
+                state, reason = ModelState.FAILED, self._failures[name]
             if name not in specs and view is not None:
                 reason = (reason + "; " if reason else "") + "not declared in the catalog (reconcile removes it)"
             out.append(ModelStatus(
                 name=name, declared=name in specs, spec=spec,
-                aliases=list((spec or {}).get("aliases") or []),
+                aliases=list(spec.aliases) if spec else [],
                 state=state, reason=reason,
                 url=model_url(view, self.settings.model_url_by) if view else None,
-                container=None if view is None else {
-                    "id": view.id[:12], "name": view.name, "status": view.status, "health": view.health,
-                    "image": view.image, "started_at": view.started_at, "exit_code": view.exit_code,
-                    "restart_count": view.restart_count},
+                container=None if view is None else ContainerInfo(
+                    id=view.id[:12], name=view.name, status=view.status, health=view.health,
+                    image=view.image, started_at=view.started_at, exit_code=view.exit_code,
+                    restart_count=view.restart_count),
                 pids=[view.pid] if view and view.pid else [],
                 uptime_s=None if (u := uptime_s(view, now)) is None else round(u, 1),
                 **self._need(specs.get(name)),
@@ -250,7 +220,7 @@ class ModelManager:
             found = estimate_spec(spec, self.settings.models_dir, device="gpu" if self.host.gpu else "cpu")
             self._estimates[key] = {} if found is None else {
                 "need_bytes": found.total_bytes, "need_detail": "estimated: " + found.describe(),
-                "estimate": found.as_dict()}
+                "estimate": found}
         return self._estimates[key]
 
     async def _probe_starting(self, views: list[ContainerView]) -> None:
@@ -269,14 +239,14 @@ class ModelManager:
         except httpx.HTTPError:
             return False
 
-    async def wait_change(self, after: int, timeout: float) -> Snapshot:
-        """The snapshot once its version is past ``after`` (or after ``timeout``): a long poll."""
+    async def wait_change(self, after: int, timeout: float) -> Listing:
+        """The listing once its version is past ``after`` (or after ``timeout``): a long poll."""
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.snapshot.version > after), timeout)
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.listing.version > after), timeout)
             except TimeoutError:
                 pass
-        return self.snapshot
+        return self.listing
 
     def forget_ready(self, container_id: str) -> None:
         """The container stopped or is about to: not ready until probed again. Any thread."""
@@ -295,7 +265,7 @@ class ModelManager:
         self._bind_loop()
         last_full = time.monotonic()
         while True:
-            starting = any(m.state == STARTING for m in self.snapshot.models)
+            starting = any(m.state == STARTING for m in self.listing.models)
             try:
                 await asyncio.wait_for(self._kick.wait(), STARTING_REFRESH_S if starting else IDLE_CHECK_S)
                 kicked = True
@@ -321,7 +291,7 @@ class ModelManager:
             specs = await self._load_catalog_or_409()
             current = specs.get(spec.name)
             if current is not None and current != spec and not replace:
-                raise OpError(409, f"A model named '{spec.name}' already exists with a different spec. "
+                raise ApiError(409, f"A model named '{spec.name}' already exists with a different spec. "
                               "Remove it first, or add with replace=true.", "model_exists", "name")
             self._check_names_free(spec, specs)
             kwargs = create_kwargs(spec, self.host, self.stack)
@@ -345,7 +315,7 @@ class ModelManager:
             specs = await self._load_catalog_or_409()
             view = await asyncio.to_thread(self._container_of, name)
             if view is None and name not in specs:
-                raise not_found(name, [m.name for m in self.snapshot.models])
+                raise not_found(name, [m.name for m in self.listing.models])
             await asyncio.to_thread(self._remove_container, name)
             if name in specs:
                 await self._update_catalog(lambda text: catalog_file.render_without_model(text, name))
@@ -357,7 +327,7 @@ class ModelManager:
             specs = await self._load_catalog_or_409()
             view = await asyncio.to_thread(self._container_of, name)
             if view is None and name not in specs:
-                raise not_found(name, [m.name for m in self.snapshot.models])
+                raise not_found(name, [m.name for m in self.listing.models])
             # The spec is not judged: a restart bounces the server there as it is, declared or not.
             if plan(Wanted(spec_hash=None, restart=True), view) is Decision.CREATE:
                 await self._start(specs[name], create_kwargs(specs[name], self.host, self.stack), None)
@@ -365,7 +335,7 @@ class ModelManager:
                 self.forget_ready(view.id)
                 container = await asyncio.to_thread(self.client.containers.get, view.id)
                 await asyncio.to_thread(container.restart, timeout=int(self.settings.stop_grace_s))
-                spec = specs.get(name) or ModelSpec.model_validate(view.spec)
+                spec = specs.get(name) or view.spec
                 await self._wait_ready(spec, view.id, new=False)
         return await self._status(name)
 
@@ -380,7 +350,7 @@ class ModelManager:
                 raise not_found(name, list(specs))
             spec = specs[name]
             if placement is not None and spec.gpus != "all" and not set(placement.gpus) <= set(spec.gpus):
-                raise OpError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
+                raise ApiError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
                               "invalid_placement", "gpus")
             kwargs = create_kwargs(spec, self.host, self.stack, placement)
             # A stopped container is started again only on the GPUs asked for (its placement label).
@@ -400,9 +370,9 @@ class ModelManager:
                     await self._wait_ready(spec, view.id, new=False)
                 else:  # CREATE, or RECREATE (outdated, or stopped on other GPUs)
                     await self._start(spec, kwargs, view)
-            except OpError as exc:
+            except ApiError as exc:
                 if exc.code == "model_failed_to_start" and out_of_gpu_memory(exc.log_tail):
-                    raise OpError(503, f"Model '{name}' ran out of GPU memory while loading: {exc.message}",
+                    raise ApiError(503, f"Model '{name}' ran out of GPU memory while loading: {exc.message}",
                                   "model_out_of_memory", log_tail=exc.log_tail) from None
                 raise
             self._failures.pop(name, None)
@@ -418,7 +388,7 @@ class ModelManager:
             if view is None:
                 specs = await self._load_catalog_or_409()
                 if name not in specs:
-                    raise not_found(name, [m.name for m in self.snapshot.models])
+                    raise not_found(name, [m.name for m in self.listing.models])
             elif view.status in ("running", "restarting", "paused"):
                 self.forget_ready(view.id)
                 self._stopping.add(name)
@@ -435,13 +405,13 @@ class ModelManager:
     async def status(self, name: str) -> ModelStatus:
         status = (await self.refresh()).find(name)
         if status is None:
-            raise not_found(name, [m.name for m in self.snapshot.models])
+            raise not_found(name, [m.name for m in self.listing.models])
         return status
 
     async def logs(self, name: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
         view = await asyncio.to_thread(self._container_of, name)
         if view is None:
-            raise not_found(name, [m.name for m in self.snapshot.models if m.container])
+            raise not_found(name, [m.name for m in self.listing.models if m.container])
         container = await asyncio.to_thread(self.client.containers.get, view.id)
         stream = await asyncio.to_thread(container.logs, stream=True, follow=follow, tail=tail)
 
@@ -453,13 +423,13 @@ class ModelManager:
                 stream.close()  # unblocks the reader thread when the client leaves mid-follow
         return chunks()
 
-    async def reconcile(self) -> dict:
+    async def reconcile(self) -> ReconcileReport:
         """Make Docker match the catalog: start what is preloaded or pinned (the rest start
         on demand), recreate running models whose spec changed, remove our containers
         nothing declares. A broken catalog changes nothing."""
         specs = await self._load_catalog_or_409()
         views = {v.model: v for v in await asyncio.to_thread(self._containers)}
-        report: dict[str, list | dict] = {"started": [], "recreated": [], "removed": [], "unchanged": [], "failed": {}}
+        report = ReconcileReport()
 
         async def one(name: str) -> None:
             async with self._lock(name):
@@ -472,22 +442,22 @@ class ModelManager:
                 if decision is Decision.REMOVE:
                     await asyncio.to_thread(self._remove_container, name)
                     # Declared: an outdated stopped container went, the next start recreates it.
-                    report["removed" if spec is None else "unchanged"].append(name)
+                    (report.removed if spec is None else report.unchanged).append(name)
                 elif decision is Decision.START:
                     container = await asyncio.to_thread(self.client.containers.get, view.id)
                     await asyncio.to_thread(container.start)
-                    report["started"].append(name)
+                    report.started.append(name)
                 elif decision in (Decision.CREATE, Decision.RECREATE):
                     try:
                         self._check_names_free(spec, specs)
                         await self._start(spec, kwargs, view, wait=False)
                         self._failures.pop(name, None)
-                        report["started" if decision is Decision.CREATE else "recreated"].append(name)
-                    except OpError as exc:
+                        (report.started if decision is Decision.CREATE else report.recreated).append(name)
+                    except ApiError as exc:
                         self._failures[name] = exc.message
-                        report["failed"][name] = exc.message
+                        report.failed[name] = exc.message
                 elif spec is not None:  # KEEP or NOTHING
-                    report["unchanged"].append(name)
+                    report.unchanged.append(name)
 
         await asyncio.gather(*(one(name) for name in sorted(set(specs) | set(views))))
         await self.refresh()
@@ -499,7 +469,7 @@ class ModelManager:
         try:
             return await asyncio.to_thread(self._catalog)
         except catalog_file.CatalogError as exc:
-            raise OpError(409, f"The catalog cannot be read, so nothing was changed: {exc}. Fix the file first.",
+            raise ApiError(409, f"The catalog cannot be read, so nothing was changed: {exc}. Fix the file first.",
                           "catalog_invalid") from None
 
     async def _update_catalog(self, change) -> None:
@@ -518,7 +488,7 @@ class ModelManager:
                     taken[n.casefold()] = other.name
         for n in (spec.name, *spec.aliases):
             if n.casefold() in taken:
-                raise OpError(409, f"'{n}' is already a name or alias of model '{taken[n.casefold()]}'.",
+                raise ApiError(409, f"'{n}' is already a name or alias of model '{taken[n.casefold()]}'.",
                               "name_taken", "aliases" if n != spec.name else "name")
 
     async def _start(self, spec: ModelSpec, kwargs: dict, old: ContainerView | None, wait: bool = True) -> None:
@@ -526,7 +496,7 @@ class ModelManager:
         try:
             await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
         except SourceError as exc:
-            raise OpError(400, str(exc), "invalid_model_source", exc.param) from None
+            raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
         await asyncio.to_thread(self._ensure_image, kwargs["image"])
         if old is not None:
             await asyncio.to_thread(self._remove_container, spec.name)
@@ -534,15 +504,15 @@ class ModelManager:
             container = await asyncio.to_thread(self.client.containers.create, **kwargs)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # the name is held by a container we did not label: not ours to remove
-                raise OpError(409, f"A container named {kwargs['name']} exists and is not managed by llamadock.",
+                raise ApiError(409, f"A container named {kwargs['name']} exists and is not managed by llamadock.",
                               "container_name_taken", "name") from None
-            raise OpError(500, f"Docker could not create the container: {exc.explanation or exc}.",
+            raise ApiError(500, f"Docker could not create the container: {exc.explanation or exc}.",
                           "docker_error") from None
         try:
             await asyncio.to_thread(container.start)
         except docker.errors.APIError as exc:
             await asyncio.to_thread(self._remove_container, spec.name)
-            raise OpError(500, f"Docker could not start the container: {_gpu_hint(exc)}.", "docker_error") from None
+            raise ApiError(500, f"Docker could not start the container: {_gpu_hint(exc)}.", "docker_error") from None
         log.info("model %s: container %s started", spec.name, container.short_id)
         self.kick()
         if wait:
@@ -566,7 +536,7 @@ class ModelManager:
                 view = container_view(container.attrs, self.stack.network)
                 if view.status in ("exited", "dead") or (new and view.restart_count > restarts_before):
                     tail = await asyncio.to_thread(_log_tail, container)
-                    raise OpError(422, f"Model '{spec.name}' exited while loading (exit code {view.exit_code}); "
+                    raise ApiError(422, f"Model '{spec.name}' exited while loading (exit code {view.exit_code}); "
                                   f"its last log line: {tail[-1] if tail else '(none)'}", "model_failed_to_start",
                                   log_tail=tail)
             if view.ip and await self._healthy(view.ip):
@@ -575,7 +545,7 @@ class ModelManager:
                 return
             if now > deadline:
                 tail = await asyncio.to_thread(_log_tail, container)
-                raise OpError(504, f"Model '{spec.name}' did not become ready within {limit:.0f} s.",
+                raise ApiError(504, f"Model '{spec.name}' did not become ready within {limit:.0f} s.",
                               "model_start_timeout", log_tail=tail)
             await asyncio.sleep(0.02)  # a local GET: cheap, and readiness is seen within 20 ms
 
@@ -589,7 +559,7 @@ class ModelManager:
         try:
             self.client.images.pull(image)
         except docker.errors.APIError as exc:
-            raise OpError(400, f"The image {image} is not on this machine and could not be pulled "
+            raise ApiError(400, f"The image {image} is not on this machine and could not be pulled "
                           f"({exc.explanation or exc}). Build one with `make llama-image` "
                           "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
 
@@ -610,7 +580,7 @@ class ModelManager:
 
     async def _status(self, name: str) -> ModelStatus:
         return (await self.refresh()).find(name) or ModelStatus(
-            name, False, None, [], "stopped", "gone", None, None, [], None)
+            name=name, declared=False, state=ModelState.STOPPED, reason="gone")
 
 
 def _log_tail(container) -> list[str]:

@@ -57,9 +57,9 @@ def build(settings: OrchestratorSettings | None = None, client: docker.DockerCli
         watcher.start()
         await manager.refresh()
         if copier is not None:
-            for model in manager.snapshot.models:
-                if model.container and model.container["status"] == "running":
-                    copier.follow(model.container["id"], since_now=True)
+            for model in manager.listing.models:
+                if model.container and model.container.status == "running":
+                    copier.follow(model.container.id, since_now=True)
         tasks = [asyncio.create_task(manager.refresh_loop(), name="refresh")]
         if settings.reconcile_on_start:
             tasks.append(asyncio.create_task(_reconcile_at_start(manager), name="reconcile"))

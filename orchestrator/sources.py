@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .spec import ModelSpec
+from contract.spec import ModelSpec
 
 GGUF_MAGIC = b"GGUF"
 

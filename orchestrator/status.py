@@ -1,7 +1,7 @@
 """A model's state, read from its container: pure functions over ``docker inspect`` data.
 
-The states are the gateway's (ready, starting, stopped, failed), each with a reason
-in words, so a user asking "why is my model not answering" gets an answer.
+The states are the contract's ``ModelState`` (ready, starting, stopped, failed), each with a
+reason in words, so a user asking "why is my model not answering" gets an answer.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import ValidationError
+
+from contract.listing import ModelState
+from contract.spec import ModelSpec
+
 from .containers import LABEL_HASH, LABEL_MODEL, LABEL_SPEC, SERVER_PORT
 
-READY, STARTING, STOPPED, FAILED = "ready", "starting", "stopped", "failed"
+READY, STARTING, STOPPED, FAILED = ModelState.READY, ModelState.STARTING, ModelState.STOPPED, ModelState.FAILED
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ class ContainerView:
     name: str
     model: str
     spec_hash: str
-    spec: dict | None  # the spec it was created from (label), for models no longer declared
+    spec: ModelSpec | None  # the spec it was created from (label), for models no longer declared
     image: str
     status: str  # created, running, restarting, paused, exited, dead, removing
     health: str | None  # starting, healthy, unhealthy; None without a healthcheck
@@ -40,16 +45,16 @@ def container_view(attrs: dict, network: str) -> ContainerView:
     networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
     endpoint = networks.get(network) or next(iter(networks.values()), {}) or {}
     try:
-        spec = json.loads(labels.get(LABEL_SPEC, "null"))
-    except json.JSONDecodeError:
-        spec = None
+        spec = ModelSpec.model_validate(json.loads(labels.get(LABEL_SPEC, "null")))
+    except (json.JSONDecodeError, ValidationError):
+        spec = None  # none, or written by a version whose spec no longer reads: shown without one
     started = state.get("StartedAt")
     return ContainerView(
         id=attrs.get("Id", ""),
         name=attrs.get("Name", "").lstrip("/"),
         model=labels.get(LABEL_MODEL, ""),
         spec_hash=labels.get(LABEL_HASH, ""),
-        spec=spec if isinstance(spec, dict) else None,
+        spec=spec,
         image=attrs.get("Config", {}).get("Image", ""),
         status=state.get("Status", "unknown"),
         health=(state.get("Health") or {}).get("Status"),
@@ -63,7 +68,7 @@ def container_view(attrs: dict, network: str) -> ContainerView:
 
 
 def model_state(view: ContainerView | None, probed_ready: bool = False,
-                stopping: bool = False) -> tuple[str, str | None]:
+                stopping: bool = False) -> tuple[ModelState, str | None]:
     """(state, reason) of a model from its container; ``probed_ready``: our own /health probe said 200
     since the container last started (faster than Docker's healthcheck interval); ``stopping``: a stop
     we were asked for is under way."""

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +24,7 @@ from support.gateway import GatewayProcess, write_upstreams
 from support.llama import LlamaServer
 from support.net import free_port
 from support.terminal import WAIT_S, Terminal
+from support.waiting import wait_until
 
 if not shutil.which("tmux"):
     if os.environ.get("LLAMADOCK_REQUIRE_DOCKER"):
@@ -95,10 +95,7 @@ def gateway(upstreams_file) -> Iterator[GatewayProcess]:
             states = {m["id"]: m["state"] for m in httpx.get(f"{gw.url}/v1/models", timeout=5).json()["data"]}
             return all(states.get(name) == "ready" for name in ("tiny-a", "tiny-b", "tiny-long")) \
                 and states.get("ghost") != "starting"
-        deadline = time.monotonic() + WAIT_S
-        while not all_probed():
-            assert time.monotonic() < deadline, f"the gateway never saw the models ready:\n{gw.log_text()}"
-            time.sleep(0.05)
+        wait_until(all_probed, WAIT_S, "the gateway to see the models ready", detail=gw.log_text)
         yield gw
 
 
@@ -246,10 +243,7 @@ def test_a_model_dying_mid_answer_is_one_red_sentence(start_chat, spawn_llama, u
         def listed_ready() -> bool:
             data = httpx.get(f"{gateway.url}/v1/models", timeout=5).json()["data"]
             return any(m["id"] == "tiny-doomed" and m["state"] == "ready" for m in data)
-        deadline = time.monotonic() + WAIT_S
-        while not listed_ready():
-            assert time.monotonic() < deadline, "the gateway did not pick up the new model"
-            time.sleep(0.05)
+        wait_until(listed_ready, WAIT_S, "the gateway to pick up the new model")
 
         chat = start_chat("--model", "tiny-doomed", model="tiny-doomed")
         chat.wait_for_prompt()

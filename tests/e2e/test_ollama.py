@@ -13,7 +13,8 @@ import httpx
 import ollama
 import pytest
 
-from support.stack import REPO, Stack, require_docker, running_stack, wait_for
+from support.stack import REPO, Stack, require_docker, running_stack
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -111,7 +112,7 @@ def test_empty_generate_loads_and_keep_alive_zero_unloads(client, stack):
     assert loaded.done_reason == "load" and state(stack, "spare") == "ready"
     unloaded = client.generate(model="spare", prompt="", keep_alive=0)
     assert unloaded.done_reason == "unload"
-    wait_for(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded")
+    wait_until(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded")
     assert state(stack, "spare") == "stopped"
 
 
@@ -120,7 +121,7 @@ def test_keep_alive_duration_unloads_after_it(client, stack):
     assert scheduled(stack, "spare")["ttl_s"] == 2
     # The scheduler's own phase: the listing says "stopped" as soon as the stop begins, and the
     # override ends when the stop is done.
-    wait_for(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded 2 s after its request")
+    wait_until(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded 2 s after its request")
     assert state(stack, "spare") == "stopped"
     assert scheduled(stack, "spare")["ttl_s"] == 0  # the override was for that run only
 
@@ -134,7 +135,7 @@ def test_keep_alive_on_v1_pins_and_zero_unloads_after_the_request(stack):
     assert chat(0).status_code == 200
     # The scheduler's phase: the listing says stopped as the stop begins, and a request arriving
     # before it ends would join the run that the keep_alive 0 is for.
-    wait_for(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded after its request")
+    wait_until(lambda: scheduled(stack, "spare")["phase"] == "stopped", 30, "spare unloaded after its request")
     assert state(stack, "spare") == "stopped"
     refused = chat("whenever")
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "keep_alive"
@@ -162,7 +163,7 @@ def test_unloading_a_busy_model_is_refused(stack):
     assert busy.status_code == 409 and "busy" in busy.json()["error"]["message"]
     assert "talk" in everything["busy"] and "talk" not in everything["unloaded"], (everything, busy.json())
     assert state(stack, "talk") == "ready"
-    wait_for(lambda: scheduled(stack, "talk")["in_flight"] == 0, 30, "the cut-off stream released")
+    wait_until(lambda: scheduled(stack, "talk")["in_flight"] == 0, 30, "the cut-off stream released")
 
 
 def test_cli_load_and_unload(stack):

@@ -16,7 +16,8 @@ import anthropic
 import httpx
 import pytest
 
-from support.stack import Stack, require_docker, running_stack, wait_for
+from support.stack import Stack, require_docker, running_stack
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -49,7 +50,7 @@ def test_upstream_passthrough_with_any_body_releases_its_slot(stack, body):
         response = httpx.post(stack.url + "/upstream/tiny/x", content=body,
                               headers={"content-type": "application/json"}, timeout=30)
         assert response.status_code < 500, response.text  # llama-server's own answer to /x, passed through
-    wait_for(lambda: scheduled(stack)["in_flight"] == 0, 10, "tiny's in_flight back to 0")
+    wait_until(lambda: scheduled(stack)["in_flight"] == 0, 10, "tiny's in_flight back to 0")
     answer = chat(stack)
     assert answer.status_code == 200, answer.text
     assert scheduled(stack)["in_flight"] == 0
@@ -168,11 +169,11 @@ class Hammer:
 def test_restart_under_load_never_answers_404(stack, services):
     assert chat(stack).status_code == 200
     with Hammer(stack) as hammer:
-        wait_for(lambda: hammer.ok_since(0) >= 4, 30, "requests flowing before the restart")
+        wait_until(lambda: hammer.ok_since(0) >= 4, 30, "requests flowing before the restart")
         started = time.monotonic()
         stack.compose("restart", *services)
         mark = len(hammer.seen)
-        wait_for(lambda: hammer.ok_since(mark) >= 10, 90, "requests answered again after the restart")
+        wait_until(lambda: hammer.ok_since(mark) >= 10, 90, "requests answered again after the restart")
         recovered_s = time.monotonic() - started
     statuses = Counter(status for _, status, _ in hammer.seen)
     print(f"restart {services or 'all'}: {dict(statuses)}; routable again {recovered_s:.1f} s after the restart began")

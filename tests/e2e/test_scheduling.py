@@ -17,7 +17,8 @@ import httpx
 import openai
 import pytest
 
-from support.stack import Stack, require_docker, running_stack, wait_for
+from support.stack import Stack, require_docker, running_stack
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -73,7 +74,7 @@ def metric(stack: Stack, name: str, model: str) -> float:
 
 
 def test_only_preloaded_models_start_with_the_stack(stack):
-    wait_for(lambda: states(stack).get("pinned") == "ready", 60, "the preloaded model")
+    wait_until(lambda: states(stack).get("pinned") == "ready", 60, "the preloaded model")
     assert running(stack) == {"pinned"}
     assert states(stack)["a"] == "stopped"
 
@@ -119,7 +120,7 @@ def test_a_streaming_client_behind_a_busy_slot_is_told_its_place(stack):
 
 
 def test_the_openai_client_sees_progress_as_reasoning_before_the_answer(stack):
-    wait_for(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
+    wait_until(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
     client = openai.OpenAI(base_url=stack.url + "/v1", api_key="none", max_retries=0,
                            default_headers={"X-Llamadock-Progress": "reasoning"})
     reasoning, content, order = [], [], []
@@ -139,7 +140,7 @@ def test_the_openai_client_sees_progress_as_reasoning_before_the_answer(stack):
 
 
 def test_without_opting_in_no_reasoning_is_added(stack):
-    wait_for(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
+    wait_until(lambda: phase(stack, "brief") == "stopped", 30, "brief unloaded after its 2 s ttl")
     with httpx.stream("POST", stack.url + "/v1/chat/completions", timeout=120, json={
             "model": "brief", "stream": True, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}) as r:
         body = r.read().decode("utf-8", "replace")
@@ -150,7 +151,7 @@ def test_lru_idle_model_is_evicted_for_a_third_and_pinned_survives(stack):
     assert chat(stack, "b").status_code == 200  # b used after a: a is the least recently used
     assert running(stack) >= {"pinned", "a", "b"}
     assert chat(stack, "c").status_code == 200
-    wait_for(lambda: "a" not in running(stack), 30, "a to be stopped")
+    wait_until(lambda: "a" not in running(stack), 30, "a to be stopped")
     assert running(stack) >= {"pinned", "b", "c"} and "a" not in running(stack)
     assert states(stack)["a"] == "stopped"
 
@@ -159,13 +160,13 @@ def test_503_when_it_can_never_fit(stack):
     refused = chat(stack, "huge")
     assert refused.status_code == 503
     message = refused.json()["error"]["message"]
-    assert "1.00 GiB" in message and "pinned" in message  # what it needs, and what is loaded
+    assert "1.0 GiB" in message and "pinned" in message  # what it needs, and what is loaded
     assert "huge" not in running(stack)
 
 
 def test_idle_model_is_unloaded_after_its_ttl_and_comes_back(stack):
     assert chat(stack, "brief").status_code == 200
-    wait_for(lambda: states(stack)["brief"] == "stopped", 30, "brief unloaded after its 2 s ttl")
+    wait_until(lambda: states(stack)["brief"] == "stopped", 30, "brief unloaded after its 2 s ttl")
     assert chat(stack, "brief").status_code == 200  # started again on demand
 
 

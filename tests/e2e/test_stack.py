@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import shutil
-import subprocess
-import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.stack import REPO, Stack, local_llama_image, require_docker, wait_for
+from support.stack import REPO, Stack, local_llama_image, require_docker
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -154,7 +151,7 @@ def test_model_output_shows_in_compose_logs(stack, client):
 
     before = timings()
     client.completions.create(model="tiny", prompt="log me", max_tokens=4)
-    wait_for(lambda: timings() > before, 30, "this request's timing line from the model in docker compose logs")
+    wait_until(lambda: timings() > before, 30, "this request's timing line from the model in docker compose logs")
 
 
 def test_admin_logs_endpoint(stack):
@@ -179,7 +176,7 @@ def test_metrics_serve_the_models_own_llama_server_series_with_a_model_label(sta
 def test_state_survives_restarting_orchestrator_and_gateway(stack, client):
     (before,) = [c["Id"] for c in stack.model_containers()]
     stack.compose("restart", "orchestrator", "gateway")
-    wait_for(lambda: models_by_name(stack).get("tiny", {}).get("state") == "ready", 60, "tiny routable again")
+    wait_until(lambda: models_by_name(stack).get("tiny", {}).get("state") == "ready", 60, "tiny routable again")
     answer = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
     assert answer.choices[0].message.content is not None
     assert [c["Id"] for c in stack.model_containers()] == [before]  # adopted, not recreated
@@ -188,7 +185,7 @@ def test_state_survives_restarting_orchestrator_and_gateway(stack, client):
 def test_killed_model_is_reported_then_started_again_on_demand(stack, client):
     (container,) = stack.model_containers()
     stack.run("docker", "kill", container["Id"])
-    state = wait_for(lambda: (m := models_by_name(stack)["tiny"])["state"] != "ready" and m, 30,
+    state = wait_until(lambda: (m := models_by_name(stack)["tiny"])["state"] != "ready" and m, 30,
                      "the gateway to see the model down")
     assert state["state"] == "failed" and "137" in state["reason"]
     # The next request starts it again (the scheduler's on-demand start) and is served.
@@ -196,7 +193,7 @@ def test_killed_model_is_reported_then_started_again_on_demand(stack, client):
     assert models_by_name(stack)["tiny"]["state"] == "ready"
     restarted = stack.admin.post("/admin/models/tiny/restart")
     assert restarted.status_code == 200 and restarted.json()["state"] == "ready"
-    wait_for(lambda: models_by_name(stack)["tiny"]["state"] == "ready", 30, "the gateway to see it ready")
+    wait_until(lambda: models_by_name(stack)["tiny"]["state"] == "ready", 30, "the gateway to see it ready")
     assert client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4).choices
 
 
@@ -209,7 +206,7 @@ def test_remove_model(stack, client):
     assert "Removed tiny" in removed.stdout
     assert stack.model_containers() == []
     assert "tiny:" not in catalog_text(stack)
-    wait_for(lambda: "tiny" not in models_by_name(stack), 10, "the gateway to forget tiny")
+    wait_until(lambda: "tiny" not in models_by_name(stack), 10, "the gateway to forget tiny")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4)
     assert stack.admin.delete("/admin/models/tiny").status_code == 404

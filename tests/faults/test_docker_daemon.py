@@ -15,7 +15,8 @@ import pytest
 
 from support.daemon import engine_up, exclusive_docker_lock, start_engine, stop_engine
 from support.faults import RequestStream, containers_of, summarize, unexpected
-from support.stack import Stack, local_llama_image, require_docker, wait_for
+from support.stack import Stack, local_llama_image, require_docker
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = [pytest.mark.docker, pytest.mark.docker_daemon]
@@ -55,7 +56,7 @@ def test_daemon_restart_with_a_model_running(stack, fault_report):
     stream = RequestStream(lambda c: chat(c, stack), pause=0.2)
     stream.start()
     try:
-        wait_for(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
+        wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
         began = time.monotonic()
         try:
             stop_engine()
@@ -63,9 +64,9 @@ def test_daemon_restart_with_a_model_running(stack, fault_report):
         finally:
             start_engine()  # the way the machine's setup starts it, whether or not the stop went well
         engine_back = time.monotonic()
-        back = wait_for(lambda: stream.first_success_after(engine_back), RECOVERY_LIMIT_S,
+        back = wait_until(lambda: stream.first_success_after(engine_back), RECOVERY_LIMIT_S,
                         "the model to be served again after the daemon restart")
-        wait_for(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
+        wait_until(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
     finally:
         outcomes = stream.stop()
         if not engine_up():

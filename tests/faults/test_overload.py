@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from support.faults import container_pid, rss_bytes
-from support.stack import require_docker, running_stack, wait_for
+from support.stack import require_docker, running_stack
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -84,7 +85,7 @@ def test_a_thousand_concurrent_streams_are_all_answered(stack, fault_report):
     def idle() -> bool:
         model = httpx.get(stack.url + "/status", timeout=10).json()["scheduler"]["models"]["tiny"]
         return model["in_flight"] == 0 and model["queued"] == 0
-    wait_for(idle, 10, "the model's slot and queue to be empty")
+    wait_until(idle, 10, "the model's slot and queue to be empty")
     assert httpx.post(stack.url + "/v1/chat/completions", timeout=60, json={
         "model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
     rss_after = rss_bytes(pid)

@@ -17,7 +17,8 @@ import yaml
 
 from support.faults import (RequestStream, containers_of, restart_count, sigkill, sse_events, stream_text,
                             summarize, unexpected)
-from support.stack import Stack, local_llama_image, require_docker, wait_for
+from support.stack import Stack, local_llama_image, require_docker
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
@@ -97,10 +98,10 @@ def test_gateway_sigkill_under_a_request_stream(stack, fault_report):
     stream = RequestStream(lambda c: chat(c, stack))
     stream.start()
     try:
-        wait_for(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
+        wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
         killed = sigkill(gateway)
-        back = wait_for(lambda: recovery(stream.outcomes, killed)[1], RECOVERY_LIMIT_S, "the gateway to serve again")
-        wait_for(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
+        back = wait_until(lambda: recovery(stream.outcomes, killed)[1], RECOVERY_LIMIT_S, "the gateway to serve again")
+        wait_until(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
     finally:
         outcomes = stream.stop()
     down, back = recovery(outcomes, killed)
@@ -118,7 +119,7 @@ def test_gateway_sigkill_under_a_request_stream(stack, fault_report):
 def _orchestrator_back(stack: Stack, restarts: int) -> None:
     """Restarted by compose and answering admin calls through the gateway again."""
     name = f"{stack.project}-orchestrator-1"
-    wait_for(lambda: restart_count(name) > restarts and stack.admin.get("/admin/models", timeout=5).status_code == 200,
+    wait_until(lambda: restart_count(name) > restarts and stack.admin.get("/admin/models", timeout=5).status_code == 200,
              RECOVERY_LIMIT_S, "compose to restart the orchestrator")
 
 
@@ -173,13 +174,13 @@ def test_orchestrator_sigkill_during_an_add(stack, fault_report, cleanup, point)
 
     adding = threading.Thread(target=add)
     adding.start()
-    wait_for(lambda: ADD_POINTS[point](stack, name), 60, f"the add to reach '{point}'", every=0.01)
+    wait_until(lambda: ADD_POINTS[point](stack, name), 60, f"the add to reach '{point}'", every=0.01)
     killed = sigkill(orchestrator)
     adding.join(60)
     assert not adding.is_alive(), "the add request hung after the orchestrator died"
     _orchestrator_back(stack, restarts)
     back = time.monotonic()
-    wait_for(lambda: _settled(stack, name), 30, "the start-up reconcile to remove an undeclared container")
+    wait_until(lambda: _settled(stack, name), 30, "the start-up reconcile to remove an undeclared container")
 
     after, retried = declared(stack), []
     if name in after:  # complete: the old catalog plus the whole new entry
@@ -222,13 +223,13 @@ def test_orchestrator_sigkill_during_a_removal(stack, fault_report, cleanup, poi
 
     removing = threading.Thread(target=remove)
     removing.start()
-    wait_for(lambda: REMOVE_POINTS[point](stack, name), 60, f"the removal to reach '{point}'", every=0.01)
+    wait_until(lambda: REMOVE_POINTS[point](stack, name), 60, f"the removal to reach '{point}'", every=0.01)
     killed = sigkill(orchestrator)
     removing.join(60)
     assert not removing.is_alive(), "the removal request hung after the orchestrator died"
     _orchestrator_back(stack, restarts)
     back = time.monotonic()
-    wait_for(lambda: _settled(stack, name), 30, "the start-up reconcile to remove an undeclared container")
+    wait_until(lambda: _settled(stack, name), 30, "the start-up reconcile to remove an undeclared container")
 
     retried = []
     if name in declared(stack):  # the removal never happened: still declared, and served on demand
@@ -306,7 +307,7 @@ def test_model_sigkill_mid_stream_under_load(stack, fault_report):
     assert stream_text(events) == stream_text(sse_events(expected.text))
     # The next request is served (started again on demand, or by Docker's restart policy).
     started = time.monotonic()
-    retried = served(stack, "tiny")
+    served(stack, "tiny")
     routable_s = time.monotonic() - started
     assert routable_s < RECOVERY_LIMIT_S
     fault_report("SIGKILL model mid-stream (4 streams + 1 on another model)",
@@ -346,11 +347,11 @@ def test_compose_restart_under_a_steady_stream(stack, fault_report):
     stream = RequestStream(lambda c: chat(c, stack))
     stream.start()
     try:
-        wait_for(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
+        wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
         began = time.monotonic()
         stack.compose("restart")
         restarted = time.monotonic()
-        wait_for(lambda: stream.successes_since(restarted) >= 10, 60, "a steady stream after the restart")
+        wait_until(lambda: stream.successes_since(restarted) >= 10, 60, "a steady stream after the restart")
     finally:
         outcomes = stream.stop()
     during = [o for o in outcomes if o.sent >= began]

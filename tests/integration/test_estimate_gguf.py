@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.estimate import MiB, estimate_need, estimate_spec, read_gguf_facts
-from orchestrator.spec import ModelSpec
+from contract.spec import ModelSpec
 
 
 def test_facts_of_a_real_tiny_model(tiny_models):

@@ -15,20 +15,11 @@ import yaml
 
 from support.gateway import GatewayProcess, write_upstreams
 from support.net import free_port
+from support.waiting import wait_until
 
 CHAT = [{"role": "user", "content": "Hello there"}]
 # Deterministic sampling: the same prompt to the same model gives the same text.
 GREEDY = {"temperature": 0, "seed": 7}
-
-
-def wait_until(condition, timeout: float, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .stack import REPO
+from .waiting import wait_until
 
 LOCK_FILE = Path("/tmp/llamadock-docker.lock")
 PID_FILE = Path("/var/run/docker.pid")
@@ -34,11 +35,7 @@ def stop_engine(timeout: float = 120) -> None:
     """SIGTERM dockerd (it stops the containers, as on a host shutdown) and wait until it is gone."""
     pid = int(PID_FILE.read_text().strip())
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"dockerd (pid {pid}) did not exit within {timeout:.0f} s of SIGTERM")
-        time.sleep(0.1)
+    wait_until(lambda: not _alive(pid), timeout, f"dockerd (pid {pid}) to exit after SIGTERM", every=0.1)
 
 
 def _alive(pid: int) -> bool:

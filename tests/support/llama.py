@@ -8,21 +8,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
 import signal
 import subprocess
 import tempfile
-import time
 import weakref
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Sequence
 
 import httpx
 
 from .net import free_port
+from .waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-llama-server.sh"
@@ -72,17 +73,6 @@ def _tiny_gguf_module() -> ModuleType:
 def make_tiny_model(path: Path, *, name: str, seed: int, vocab: Path) -> Path:
     """scripts/make_tiny_gguf.py's ``write_tiny_model`` (the script is not a package)."""
     return _tiny_gguf_module().write_tiny_model(Path(path), name=name, seed=seed, vocab=Path(vocab))
-
-
-def _wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``pred`` every ``interval`` s until it is true (-> True) or ``timeout`` passes (-> False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def _reap(proc: subprocess.Popen) -> None:
@@ -221,7 +211,8 @@ class LlamaServer:
                     return False
                 return state["status"] == 200
 
-            ok = _wait_until(ready, timeout)
+            with contextlib.suppress(AssertionError):  # not healthy in time: reported below, with the log
+                wait_until(ready, timeout, "llama-server's /health", every=0.02)
 
         if proc.poll() is not None:
             rc = proc.returncode
@@ -229,7 +220,7 @@ class LlamaServer:
                 f"llama-server exited early (rc={rc}) on port {self.port}:\n"
                 f"$ {' '.join(self.command())}\n{self._log_tail()}"
             )
-        if not ok:
+        if state["status"] != 200:
             self.kill()
             raise LlamaServerError(
                 f"llama-server not healthy after {timeout}s (last /health: {state['status']}) "

@@ -8,11 +8,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import httpx
 
@@ -46,22 +45,6 @@ def local_llama_image() -> str:
     if out.returncode != 0:
         raise RuntimeError(f"make-llama-image.sh failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; fail saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-        except Exception as exc:  # a condition may fail while things start
-            last_error = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" +
-                         (f" (last error: {last_error})" if last_error else ""))
 
 
 class Stack:

@@ -11,8 +11,9 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
+
+from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 200, 50
@@ -77,13 +78,7 @@ class Terminal:
         return None
 
     def wait(self, condition, what: str, timeout: float = WAIT_S):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; the screen:\n{self.screen()}")
+        return wait_until(condition, timeout, what, detail=lambda: f"the screen:\n{self.screen()}")
 
     def wait_for_text(self, pattern: str | re.Pattern, what: str | None = None, timeout: float = WAIT_S) -> re.Match:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern

@@ -9,8 +9,9 @@ import os
 import pynvml
 import pytest
 
-from gateway.calibration import (SAMPLES_KEPT, Estimate, OverheadStore, demand_for, estimate_of, learn_from_device,
-                                 learn_from_process, modelled_on_gpu, overhead_from, remember)
+from contract.listing import MemoryEstimate
+from gateway.calibration import (SAMPLES_KEPT, OverheadStore, demand_for, learn_from_device, learn_from_process,
+                                 modelled_on_gpu, overhead_from, remember)
 from gateway.gpu import GIB, NvmlReader
 from gateway.placement import Demand
 from gateway.release import memory_returned
@@ -18,8 +19,8 @@ from test_gpu import FakeNvml, err, fake_gpu, proc
 
 MiB = 2**20
 # The H100 row of shared GPU.md: 1B F16, ctx 4096: llama.cpp's own 1981 + 128 + 66 MiB, NVML 2762 MiB.
-H100 = Estimate(weights=1981 * MiB, kv_cache=128 * MiB, compute=66 * MiB, mmproj=0, overhead=700 * MiB,
-                margin=32 * MiB)
+H100 = MemoryEstimate(weights_bytes=1981 * MiB, kv_cache_bytes=128 * MiB, compute_bytes=66 * MiB, mmproj_bytes=0,
+                      overhead_bytes=700 * MiB, margin_bytes=32 * MiB)
 WSL2_ERROR = err(pynvml.NVML_ERROR_UNKNOWN)  # what WSL2's NVML raises for process queries
 
 
@@ -80,13 +81,6 @@ def test_need_on_a_gpu_uses_the_learned_overhead_else_the_default():
     assert d == Demand(2109 * MiB, {"gpu0": (66 + 32 + 700) * MiB, "gpu1": (66 + 32 + 500) * MiB}, ("gpu0", "gpu1"))
     assert demand_for(3 * GIB, None, ["gpu0"], {"gpu0": 1}) == Demand(3 * GIB, {"gpu0": 0}, ("gpu0",))
     assert demand_for(None, None, ["gpu0"], {}) is None
-
-
-def test_estimate_from_the_listing():
-    listing = {"estimate": {"weights_bytes": 1, "kv_cache_bytes": 2, "compute_bytes": 3, "mmproj_bytes": 4,
-                            "overhead_bytes": 5, "margin_bytes": 6, "total_bytes": 21, "host_bytes": 7}}
-    assert estimate_of(listing) == Estimate(1, 2, 3, 4, 5, 6)
-    assert estimate_of({}) is None and estimate_of({"estimate": None}) is None  # the spec sets `memory`
 
 
 # ---- the file ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from orchestrator.catalog import (
     undeclared_gguf_files,
     update_catalog,
 )
-from orchestrator.spec import ModelSpec
+from contract.spec import ModelSpec
 
 SHIPPED = """\
 # Models llamadock serves. Edit by hand, or add them at runtime.

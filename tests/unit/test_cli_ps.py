@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import httpx
 import pytest
 from rich.console import Console
 
-from cli.ps import countdown, processor, ps_view, until_unload
-from cli.status_model import ScheduledModel, parse_status
+from cli.api import Api, CallFailed, Connection
+from cli.ps import countdown, fetch, processor, ps_view, until_unload
+from contract.status import GatewayStatus, ScheduledModel
 
 GIB, MIB = 2**30, 2**20
 
@@ -34,7 +36,7 @@ def model(**fields) -> dict:
 
 def render(body: dict, now: datetime | None = None) -> str:
     console = Console(width=200, record=True, color_system=None)
-    console.print(ps_view(parse_status(body), now))
+    console.print(ps_view(GatewayStatus.model_validate(body), now))
     return console.export_text()
 
 
@@ -131,5 +133,8 @@ def test_the_live_view_shows_the_time_and_an_empty_stack_says_what_to_do():
 
 
 def test_unreadable_status_is_a_clear_error():
-    with pytest.raises(ValueError, match="/status"):
-        parse_status({"models": "nope"})
+    api = Api(Connection("http://gateway"))
+    api.client = httpx.Client(base_url="http://gateway", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json={"models": "nope"})))
+    with pytest.raises(CallFailed, match="/status does not read as expected"):
+        fetch(api)

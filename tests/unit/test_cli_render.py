@@ -13,6 +13,9 @@ from cli.params import Params
 from cli.render import (bar_style, duration, gpu_view, memory_bar, params_table, stats_line, status_view,
                         vram_by_model)
 from cli.stream import AnswerStats
+from contract.gpu import GpuStatus
+from contract.status import GatewayStatus, ModelList, ModelObject
+from support.listing import listing as served_listing, status
 
 GIB = 1024**3
 STATS_RE = re.compile(r"^\d+ tokens · \d+\.\d tok/s · TTFT \d+ ms · ")
@@ -69,14 +72,14 @@ def test_durations():
 
 # --- models, GPUs, status ------------------------------------------------------------
 
-NO_GPU = {"available": False, "reason": "NVML library not found", "gpus": []}
-ONE_GPU = {"available": True, "gpus": [{
+NO_GPU = GpuStatus.model_validate({"available": False, "reason": "NVML library not found", "gpus": []})
+ONE_GPU = GpuStatus.model_validate({"available": True, "gpus": [{
     "index": 0, "name": "NVIDIA H100", "memory": {"total_bytes": 80 * GIB, "used_bytes": 60 * GIB},
     "utilization": {"gpu_percent": 97}, "temperature_c": 71, "power_w": 350.4, "power_limit_w": 700.0,
     "models": {"qwen3": 20 * GIB, "gemma": 4 * GIB},
 }, {
     "index": 1, "name": None, "memory": {}, "utilization": {}, "temperature_c": None, "models": {"qwen3": GIB},
-}]}
+}]})
 
 
 def test_no_gpu_is_said_plainly():
@@ -96,14 +99,14 @@ def test_vram_is_summed_per_model_over_gpus():
 
 
 def test_status_shows_models_state_vram_and_current():
-    status = {"models": [{"id": "qwen3", "state": "ready"}, {"id": "gemma", "state": "starting",
-                                                             "reason": "loading"}],
-              "gpu": ONE_GPU, "orchestrator_error": "orchestrator away"}
+    status = GatewayStatus(models=[{"id": "qwen3", "state": "ready"}, {"id": "gemma", "state": "starting",
+                                                                      "reason": "loading"}],
+                           gpu=ONE_GPU, orchestrator_error="orchestrator away")
     text = plain(status_view(status, current="qwen3"))
     assert re.search(r"qwen3 ●\s*│ ready\s*│\s*│ 21\.0 GiB", text)
     assert re.search(r"gemma\s*│ starting\s*│\s*│ 4\.0 GiB\s*│ loading", text)
     assert "orchestrator away" in text
-    no_gpu = plain(status_view({"models": [{"id": "tiny", "state": "ready"}], "gpu": NO_GPU}))
+    no_gpu = plain(status_view(GatewayStatus(models=[{"id": "tiny", "state": "ready"}], gpu=NO_GPU)))
     assert "VRAM" not in no_gpu and "No GPU: NVML library not found" in no_gpu
 
 
@@ -115,10 +118,10 @@ def test_params_show_what_is_set_and_what_is_default():
 
 # --- the model picker ---------------------------------------------------------------
 
-MODELS = models_from_listing({"data": [
+MODELS = models_from_listing(ModelList.model_validate({"data": [
     {"id": "tiny-a", "state": "ready", "aliases": ["gpt-4o-mini"]},
     {"id": "tiny-b", "state": "starting", "reason": "loading"},
-]})
+]}).data)
 
 
 def test_models_from_the_listing():
@@ -129,7 +132,7 @@ def test_models_from_the_listing():
 
 def test_the_only_ready_model_is_chosen_without_asking():
     assert only_ready_model(MODELS).name == "tiny-a"
-    assert only_ready_model(models_from_listing({"data": [{"id": "a"}, {"id": "b"}]})) is None
+    assert only_ready_model(models_from_listing([ModelObject(id="a"), ModelObject(id="b")])) is None
 
 
 @pytest.mark.parametrize("answer, expected", [("1", "tiny-a"), (" 2 ", "tiny-b"), ("tiny-b", "tiny-b"),
@@ -206,11 +209,10 @@ def test_settled_block_trims_riches_own_blank_lines():
 
 def test_models_table_shows_the_gpu_placement_only_when_there_is_one():
     from cli.render import admin_models_table, placements_from_status
-    listing = {"models": [{"name": "big", "state": "ready", "spec": {"model": "big.gguf"}},
-                          {"name": "small", "state": "stopped", "spec": {"model": "s.gguf"}}]}
-    status = {"scheduler": {"models": {"big": {"placement": {"gpus": [0, 1], "text": "gpu0+gpu1 split 4800:10560"}},
-                                       "small": {"placement": None}}}}
-    text = plain(admin_models_table(listing, placements_from_status(status)), width=160)
+    listing = served_listing(status("big", "ready", model="big.gguf"), status("small", "stopped", model="s.gguf"))
+    gateway = GatewayStatus.model_validate({"scheduler": {"models": {
+        "big": {"placement": {"gpus": [0, 1], "text": "gpu0+gpu1 split 4800:10560"}}, "small": {"placement": None}}}})
+    text = plain(admin_models_table(listing, placements_from_status(gateway)), width=160)
     assert "gpu0+gpu1 split 4800:10560" in text and " gpu " in text
-    cpu = plain(admin_models_table(listing, placements_from_status({"scheduler": None})), width=160)
+    cpu = plain(admin_models_table(listing, placements_from_status(GatewayStatus(scheduler=None))), width=160)
     assert " gpu " not in cpu

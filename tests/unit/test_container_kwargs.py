@@ -11,7 +11,7 @@ import pytest
 from orchestrator.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts,
                                      create_kwargs, server_command)
 from orchestrator.host import HostFacts, detect_host
-from orchestrator.spec import ModelSpec
+from contract.spec import ModelSpec
 
 STACK = StackFacts(project="llamadock", network="llamadock_default", models_dir="/home/u/llamadock/models",
                    cache_dir="/home/u/llamadock/models/.cache", cpu_image="llama:cpu", gpu_image="llama:cuda",

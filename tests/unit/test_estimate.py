@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from orchestrator.estimate import (
-    CUDA_OVERHEAD, GiB, MiB, Estimate, GgufFacts, batch_sizes, cache_types, estimate_need, estimate_spec,
+    CUDA_OVERHEAD, GiB, MiB, GgufFacts, batch_sizes, cache_types, estimate_need, estimate_spec,
     flash_attn, kv_cells, read_gguf_facts,
 )
-from orchestrator.spec import ModelSpec
+from contract.listing import MemoryEstimate
+from contract.spec import ModelSpec
 
 # Llama-3.1-8B-like: 32 layers, 32 heads of 128, 8 KV heads, 128k trained context; parts unknown.
 LLAMA_8B = GgufFacts(arch="llama", n_layers=32, n_ctx_train=131072, n_embd=4096, n_head=32, n_head_kv=8,
@@ -22,7 +23,7 @@ LLAMA_8B = GgufFacts(arch="llama", n_layers=32, n_ctx_train=131072, n_embd=4096,
 BARE = dict(cache_k="f16", cache_v="f16", gpu_layers="all", parallel=1, overhead_bytes=0, margin=0.0)
 
 
-def need(**kw) -> Estimate:
+def need(**kw) -> MemoryEstimate:
     return estimate_need(LLAMA_8B, **{**BARE, "ctx_size": 8192, **kw})
 
 
@@ -181,18 +182,18 @@ def test_defaults_add_1_percent_and_640_mib_of_cuda_overhead():
 
 
 def test_describe_and_as_dict():
-    e = Estimate(weights_bytes=round(4.6 * GiB), kv_cache_bytes=GiB // 2, compute_bytes=258 * MiB, mmproj_bytes=0,
-                 overhead_bytes=640 * MiB, margin_bytes=56 * MiB, total_bytes=round(6.1 * GiB),
-                 host_bytes=501 * MiB)
+    e = MemoryEstimate(weights_bytes=round(4.6 * GiB), kv_cache_bytes=GiB // 2, compute_bytes=258 * MiB, mmproj_bytes=0,
+                       overhead_bytes=640 * MiB, margin_bytes=56 * MiB, total_bytes=round(6.1 * GiB),
+                       host_bytes=501 * MiB)
     assert e.describe() == ("6.1 GiB (weights 4.6 GiB + KV cache 512 MiB + compute 258 MiB + CUDA overhead 640 MiB"
                             " + margin 56 MiB); 501 MiB in RAM")
-    with_mmproj = dataclasses.replace(e, mmproj_bytes=GiB)
+    with_mmproj = e.model_copy(update={"mmproj_bytes": GiB})
     assert "+ mmproj 1.0 GiB +" in with_mmproj.describe()
-    on_cpu = dataclasses.replace(e, overhead_bytes=0, host_bytes=0)
+    on_cpu = e.model_copy(update={"overhead_bytes": 0, "host_bytes": 0})
     assert "CUDA" not in on_cpu.describe() and "RAM" not in on_cpu.describe()
-    assert list(e.as_dict()) == ["weights_bytes", "kv_cache_bytes", "compute_bytes", "mmproj_bytes",
+    assert list(e.model_dump()) == ["weights_bytes", "kv_cache_bytes", "compute_bytes", "mmproj_bytes",
                                  "overhead_bytes", "margin_bytes", "total_bytes", "host_bytes"]
-    assert all(isinstance(v, int) for v in e.as_dict().values())
+    assert all(isinstance(v, int) for v in e.model_dump().values())
 
 
 # -- calibration: ../shared/GPU.md, an H100 80GB, NVML per-process figures -----------

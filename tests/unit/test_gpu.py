@@ -9,9 +9,8 @@ import time
 from types import SimpleNamespace
 
 import pynvml
-import pytest
 
-from gateway.gpu import GIB, GpuStatus, NvmlReader, summarize
+from gateway.gpu import GIB, GpuStatus, NvmlReader
 
 NOT_AVAILABLE = pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
 
@@ -62,9 +61,6 @@ class FakeNvml:
         self.init_calls += 1
         if self.init_error is not None:
             raise self.init_error
-
-    def nvmlShutdown(self):
-        pass
 
     def nvmlSystemGetDriverVersion(self):
         return self.driver
@@ -176,7 +172,7 @@ def test_wsl2_keeps_memory_when_utilization_and_processes_fail():
         # One of two process queries failing is not a partial list: totals would under-count.
         assert gpu.processes is None and gpu.models is None
         assert gpu.temperature_c == 41 and gpu.power_w == 250.5
-    assert summarize(status).startswith("GPU 0 NVIDIA GeForce RTX 4090: 12.0/80.0 GiB used, 41 °C")
+    assert status.gpus[0].name == "NVIDIA GeForce RTX 4090" and status.gpus[0].memory.total_bytes == 80 * GIB
 
 
 def test_failing_power_call_blanks_only_power():
@@ -214,7 +210,6 @@ def test_library_not_found_then_retry_after_back_off():
     status = reader.read()
     assert not status.available and status.gpus == []
     assert status.reason.startswith("NVML library not found: no NVIDIA driver visible")
-    assert summarize(status) == f"no GPU: {status.reason}"
 
     nvml.init_error = None  # e.g. the driver comes back
     clock.now += 29
@@ -278,15 +273,15 @@ def test_value_not_available():
     assert gpu.memory.model_dump() == {"total_bytes": 24 * GIB, "used_bytes": None, "free_bytes": None}
     assert [p.used_bytes for p in gpu.processes] == [None, None, GIB]
     assert gpu.models == {"a": GIB, "b": 0}
-    assert summarize(NvmlReader(nvml).read()) == "GPU 0 NVIDIA H100 80GB HBM3: 35%, 41 °C"
+    assert gpu.utilization.gpu_percent == 35 and gpu.temperature_c == 41  # the rest is still read
 
 
-def test_summarize_several_gpus():
+def test_several_gpus_are_read_each_in_index_order():
     nvml = FakeNvml([fake_gpu(name="NVIDIA H100"), fake_gpu(name="NVIDIA H100")])
     nvml.gpus[0]["memory"] = SimpleNamespace(total=80 * GIB, used=int(12.3 * GIB), free=0)
-    assert summarize(NvmlReader(nvml).read()) == (
-        "GPU 0 NVIDIA H100: 12.3/80.0 GiB used, 35%, 41 °C; GPU 1 NVIDIA H100: 12.0/80.0 GiB used, 35%, 41 °C"
-    )
+    gpus = NvmlReader(nvml).read().gpus
+    assert [(g.index, g.name, g.memory.used_bytes) for g in gpus] == [
+        (0, "NVIDIA H100", int(12.3 * GIB)), (1, "NVIDIA H100", 12 * GIB)]
 
 
 def test_concurrent_reads_init_once():
@@ -321,7 +316,7 @@ def test_real_pynvml():
     status = NvmlReader().read()
     if _nvml_library_present():  # a GPU box: the real answer must be well-formed
         assert status.available and status.gpus, status.reason
-        assert summarize(status).startswith("GPU 0 ")
+        assert status.gpus[0].index == 0 and status.gpus[0].memory.total_bytes
     else:
         assert not status.available
         assert status.reason.startswith("NVML library not found")

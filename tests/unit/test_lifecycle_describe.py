@@ -1,31 +1,32 @@
 """/status's scheduler view as `llamadock ps` reads it: the idle time the ttl counts from, the
-context and slots, and that the whole of it parses into the CLI's typed status."""
+context and slots, and that the whole of it reads back into the contract's typed status."""
 
 from __future__ import annotations
 
 from cli.ps import until_unload
-from cli.status_model import parse_status
+from contract.status import GatewayStatus
 from gateway.gpu import GIB
 from test_gpu import FakeNvml, fake_gpu
-from test_lifecycle_gpu import Orchestrator, clock, lifecycle, listed, settle, _mem  # noqa: F401 (fixture)
+from test_lifecycle_gpu import Orchestrator, lifecycle, listed, settle, _mem
 
 
 async def test_idle_time_context_and_slots_for_ps(tmp_path, clock):
-    model = {**listed("q"), "spec": {"model": "m.gguf", "ctx_size": 8192, "parallel": 2, "ttl": 300}}
+    model = listed("q", ctx_size=8192, parallel=2, ttl=300)
     life = await lifecycle(tmp_path, FakeNvml([fake_gpu(uuid="GPU-a", memory=_mem(24 * GIB, 0))]), Orchestrator(),
                            clock, [model])
-    view = life.describe()["models"]["q"]
-    assert (view["ctx_size"], view["parallel"], view["idle_s"]) == (8192, 2, None)  # stopped: no countdown
+    view = life.describe().models["q"]
+    assert (view.ctx_size, view.parallel, view.idle_s) == (8192, 2, None)  # stopped: no countdown
     ticket = life.request("q")
     await settle(life)
     await ticket.wait()
-    assert life.describe()["models"]["q"]["idle_s"] is None  # busy: the ttl starts after the last request
+    assert life.describe().models["q"].idle_s is None  # busy: the ttl starts after the last request
     ticket.release()
     clock.now += 42.5
-    view = life.describe()["models"]["q"]
-    assert view["idle_s"] == 42.5
-    status = parse_status({"models": [{"id": "q", "state": "ready"}], "gpu": {"available": True},
-                           "scheduler": life.describe()})
+    view = life.describe().models["q"]
+    assert view.idle_s == 42.5
+    # What the CLI reads is what the gateway serves: through JSON and back.
+    served = GatewayStatus(models=[{"id": "q", "state": "ready"}], gpu={"available": True}, scheduler=life.describe())
+    status = GatewayStatus.model_validate_json(served.model_dump_json())
     scheduled = status.scheduler.models["q"]
     assert status.on_gpus and scheduled.placement.gpus == [0]
     assert until_unload(scheduled) == "4m18s"

@@ -10,10 +10,14 @@ import json
 import httpx
 import pytest
 
-from gateway import errors
+from common.errors import ApiError
+from contract.listing import MemoryEstimate
 from gateway.gpu import GIB, NvmlReader
-from gateway.lifecycle import Defaults, Lifecycle
+from gateway.lifecycle import Lifecycle
+from gateway.scheduler_inputs import Defaults
 from gateway.metrics import GatewayMetrics
+from support.waiting import wait_until_async
+from support.listing import listing, status
 from test_gpu import FakeNvml, fake_gpu, proc
 
 MiB = 2**20
@@ -21,9 +25,9 @@ ESTIMATE = {"weights_bytes": 1981 * MiB, "kv_cache_bytes": 128 * MiB, "compute_b
             "overhead_bytes": 700 * MiB, "margin_bytes": 32 * MiB, "total_bytes": 2907 * MiB, "host_bytes": 0}
 
 
-def listed(name, state="stopped", pids=()):
-    return {"name": name, "declared": True, "state": state, "spec": {"model": "m.gguf"}, "pids": list(pids),
-            "need_bytes": ESTIMATE["total_bytes"], "estimate": ESTIMATE}
+def listed(name, state="stopped", pids=(), **fields):
+    fields = {"need_bytes": ESTIMATE["total_bytes"], "estimate": ESTIMATE, **fields}
+    return status(name, state, pids=pids, **fields)
 
 
 class Orchestrator:
@@ -38,26 +42,16 @@ class Orchestrator:
             if name in self.oom:
                 return httpx.Response(503, json={"error": {"message": "cudaMalloc failed: out of memory",
                                                            "code": "model_out_of_memory"}})
-        return httpx.Response(200, json=listed(name, "ready" if verb == "start" else "stopped"))
-
-
-@pytest.fixture
-def clock():
-    class Clock:
-        now = 100.0
-
-        def __call__(self):
-            return self.now
-    return Clock()
+        return httpx.Response(200, content=listed(name, "ready" if verb == "start" else "stopped").model_dump_json())
 
 
 async def lifecycle(tmp_path, nvml, orchestrator, clock, models):
     client = httpx.AsyncClient(transport=httpx.MockTransport(orchestrator))
     life = Lifecycle(client, "http://orchestrator", Defaults(state_dir=tmp_path, vram_reserve=0), NvmlReader(nvml),
                      GatewayMetrics(), clock=clock)
-    life._listing = {"models": models}
+    life.listing = listing(*models)
     life._read_gpu()
-    life.on_listing({"models": models})
+    life.on_listing(listing(*models))
     return life
 
 
@@ -75,17 +69,17 @@ async def test_a_start_is_placed_and_teaches_the_gpu_its_overhead(tmp_path, cloc
     await ticket.wait()
     # 2.9 GB fits both; the 12 GB card is the tighter fit
     assert orchestrator.starts == [("q", {"gpus": [1], "tensor_split": None})]
-    assert life.describe()["models"]["q"]["placement"]["text"] == "gpu1"
+    assert life.describe().models["q"].placement.text == "gpu1"
     # NVML now shows the server at 2762 MiB: 587 MiB over the modelled buffers (the H100 figure)
     nvml.gpus[1]["compute"] = [proc(4242, 2762 * MiB)]
-    life._listing = {"models": [listed("q", "ready", [4242])]}
+    life.listing = listing(listed("q", "ready", [4242]))
     clock.now += 2
     life._read_gpu()
     assert life.overheads.overhead("GPU-b") == 587 * MiB
     assert json.loads((tmp_path / "gpu-overhead.json").read_text()) == {"overhead_bytes": {"GPU-b": [587 * MiB]}}
-    view = life.describe()["models"]["q"]
-    assert (view["actual_bytes"], view["overhead_learned_bytes"], view["estimate"]) == (
-        {"gpu1": 2762 * MiB}, {"gpu1": 587 * MiB}, ESTIMATE)
+    view = life.describe().models["q"]
+    assert (view.actual_bytes, view.overhead_learned_bytes, view.estimate) == (
+        {"gpu1": 2762 * MiB}, {"gpu1": 587 * MiB}, MemoryEstimate(**ESTIMATE))
     ticket.release()
     await life.stop()
 
@@ -96,13 +90,13 @@ async def test_out_of_memory_twice_is_a_503_naming_need_free_and_loaded(tmp_path
     life = await lifecycle(tmp_path, nvml, orchestrator, clock, [listed("q")])
     ticket = life.request("q")
     await settle(life)
-    with pytest.raises(errors.GatewayError) as caught:
+    with pytest.raises(ApiError) as caught:
         await ticket.wait()
     assert len(orchestrator.starts) == 2  # retried once
     assert caught.value.status == 503
     message = str(caught.value)
     assert "ran out of GPU memory while loading, also after making room" in message
-    assert "It needs 2.84 GiB on one GPU; free: gpu0 8.00 GiB. Loaded: nothing." in message
+    assert "It needs 2.8 GiB on one GPU; free: gpu0 8.0 GiB. Loaded: nothing." in message
     await life.stop()
 
 
@@ -120,7 +114,7 @@ async def test_learning_waits_for_the_process_to_show_up_in_nvml(tmp_path, clock
     life._read_gpu()  # the listing has no PID yet: nothing learned, still pending
     assert life.overheads.overhead("GPU-a") is None and "q" in life._learning
     nvml.gpus[0]["compute"] = [proc(4242, 2662 * MiB)]
-    life._listing = {"models": [listed("q", "ready", [4242])]}
+    life.listing = listing(listed("q", "ready", [4242]))
     clock.now += 2
     life._read_gpu()
     assert life.overheads.overhead("GPU-a") == 487 * MiB and "q" not in life._learning
@@ -131,22 +125,15 @@ async def test_learning_waits_for_the_process_to_show_up_in_nvml(tmp_path, clock
 async def test_the_next_start_waits_until_nvml_shows_the_stopped_models_memory_back(tmp_path, clock):
     nvml = FakeNvml([fake_gpu(uuid="GPU-a", memory=_mem(8 * GIB, 6 * GIB), compute=[proc(11, 6 * GIB)])])
     orchestrator = Orchestrator()
-    models = [{**listed("a", "ready", [11]), "need_bytes": 6 * GIB, "estimate": None},
-              {**listed("b"), "need_bytes": 6 * GIB, "estimate": None}]
+    models = [listed("a", "ready", [11], need_bytes=6 * GIB, estimate=None),
+              listed("b", need_bytes=6 * GIB, estimate=None)]
     life = await lifecycle(tmp_path, nvml, orchestrator, clock, models)
     ticket = life.request("b")
-    await _until(lambda: life.state.models["a"].phase.value == "releasing")
+    await wait_until_async(lambda: life.state.models["a"].phase.value == "releasing", 5, "a releasing its memory")
     assert orchestrator.starts == []  # a's server still holds its 6 GB on the GPU
     nvml.gpus[0].update(compute=[], memory=_mem(8 * GIB, 0))  # the driver freed it
-    await _until(lambda: orchestrator.starts)
+    await wait_until_async(lambda: orchestrator.starts, 5, "b started")
     assert orchestrator.starts == [("b", {"gpus": [0], "tensor_split": None})]
     await ticket.wait()
     ticket.release()
     await life.stop()
-
-
-async def _until(condition, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

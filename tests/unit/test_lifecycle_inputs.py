@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.gpu import Gpu, GpuMemory, GpuStatus
-from gateway.lifecycle import BUDGET_POOL, Defaults, need_by_pool, policy_from_listing, pools_from_gpu
+from contract.gpu import Gpu, GpuMemory, GpuStatus
 from gateway.placement import Demand
+from gateway.scheduler_inputs import BUDGET_POOL, Defaults, need_by_pool, policy_from_listing, pools_from_gpu
+from support.listing import status
 
 GiB, MiB = 2**30, 2**20
 
@@ -29,31 +30,30 @@ def test_budget_without_a_gpu_and_no_limit_without_either():
 
 
 def test_need_is_split_over_the_gpus_a_model_uses():
-    assert need_by_pool(8 * GiB, ["gpu0", "gpu1"], {"gpus": "all"}) == {"gpu0": 4 * GiB, "gpu1": 4 * GiB}
-    assert need_by_pool(8 * GiB, ["gpu0", "gpu1"], {"gpus": [1]}) == {"gpu1": 8 * GiB}
-    assert need_by_pool(8 * GiB, [BUDGET_POOL], {}) == {BUDGET_POOL: 8 * GiB}
-    assert need_by_pool(None, ["gpu0"], {}) == {}  # unknown size: never blocks
+    assert need_by_pool(8 * GiB, ["gpu0", "gpu1"], "all") == {"gpu0": 4 * GiB, "gpu1": 4 * GiB}
+    assert need_by_pool(8 * GiB, ["gpu0", "gpu1"], (1,)) == {"gpu1": 8 * GiB}
+    assert need_by_pool(8 * GiB, [BUDGET_POOL]) == {BUDGET_POOL: 8 * GiB}
+    assert need_by_pool(None, ["gpu0"]) == {}  # unknown size: never blocks
 
 
 def test_policy_from_the_orchestrators_listing():
-    listing = {"name": "q", "need_bytes": 5 * GiB,
-               "spec": {"parallel": 4, "ttl": 30, "pinned": True, "swap_group": "g", "max_queue": 3}}
+    listing = status("q", need_bytes=5 * GiB, parallel=4, ttl=30, pinned=True, swap_group="g", max_queue=3)
     policy = policy_from_listing(listing, Defaults(ttl_s=600, queue=32), [BUDGET_POOL], measured=None)
     assert (policy.limit, policy.queue, policy.ttl_s, policy.pinned, policy.swap_group) == (4, 3, 30.0, True, "g")
     assert policy.need == {BUDGET_POOL: 5 * GiB} and policy.demand is None  # a budget: no placement
     measured = policy_from_listing(listing, Defaults(), ["gpu0"], measured={"gpu0": 6 * GiB})
     assert measured.need == {"gpu0": 6 * GiB}  # what NVML sees it use wins over the estimate
-    plain = policy_from_listing({"name": "p", "spec": {}}, Defaults(ttl_s=600, queue=32), [], None)
+    plain = policy_from_listing(status("p"), Defaults(ttl_s=600, queue=32), [], None)
     assert (plain.limit, plain.queue, plain.ttl_s, plain.need, plain.demand) == (1, 32, 600.0, {}, None)
-    assert policy_from_listing({"name": "m", "spec": {"max_concurrent": 2, "parallel": 8}}, Defaults(), [],
+    assert policy_from_listing(status("m", max_concurrent=2, parallel=8), Defaults(), [],
                                None).limit == 2
 
 
 def test_residency_from_the_spec_or_the_default_and_the_wait_bound_from_the_default():
     defaults = Defaults(min_residency_s=10, max_wait_s=30)
-    own = policy_from_listing({"name": "q", "spec": {"min_residency": 0}}, defaults, [], None)
+    own = policy_from_listing(status("q", min_residency=0), defaults, [], None)
     assert (own.min_residency_s, own.max_wait_s) == (0.0, 30)  # 0 is a value, not "unset"
-    default = policy_from_listing({"name": "q", "spec": {}}, defaults, [], None)
+    default = policy_from_listing(status("q"), defaults, [], None)
     assert (default.min_residency_s, default.max_wait_s) == (10, 30)
 
 
@@ -63,7 +63,7 @@ ESTIMATE = {"weights_bytes": 4 * GiB, "kv_cache_bytes": GiB, "compute_bytes": 25
 
 
 def test_on_gpus_a_model_gets_a_demand_from_the_estimate_and_the_learned_overhead():
-    listing = {"name": "q", "need_bytes": ESTIMATE["total_bytes"], "estimate": ESTIMATE, "spec": {"gpus": [1]}}
+    listing = status("q", need_bytes=ESTIMATE["total_bytes"], estimate=ESTIMATE, gpus=[1])
     policy = policy_from_listing(listing, Defaults(), ["gpu0", "gpu1"], None, overhead={"gpu1": 400 * MiB})
     assert policy.demand == Demand(5 * GiB, {"gpu1": 256 * MiB + 64 * MiB + 400 * MiB}, ("gpu1",))
     unlearned = policy_from_listing(listing, Defaults(), ["gpu0", "gpu1"], None)
@@ -71,6 +71,6 @@ def test_on_gpus_a_model_gets_a_demand_from_the_estimate_and_the_learned_overhea
 
 
 def test_without_an_estimate_need_bytes_is_the_need_on_one_gpu():
-    policy = policy_from_listing({"name": "q", "need_bytes": 6 * GiB, "spec": {}}, Defaults(), ["gpu0", "gpu1"], None)
+    policy = policy_from_listing(status("q", need_bytes=6 * GiB), Defaults(), ["gpu0", "gpu1"], None)
     assert policy.demand == Demand(6 * GiB, {"gpu0": 0, "gpu1": 0}, ("gpu0", "gpu1"))
-    assert policy_from_listing({"name": "q", "spec": {}}, Defaults(), ["gpu0"], None).demand is None
+    assert policy_from_listing(status("q"), Defaults(), ["gpu0"], None).demand is None

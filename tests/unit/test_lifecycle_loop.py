@@ -4,20 +4,20 @@ deadline forward wakes it. The orchestrator's API is an httpx mock transport; no
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from gateway.gpu import NvmlReader
-from gateway.lifecycle import Defaults, Lifecycle
+from gateway.lifecycle import Lifecycle
+from gateway.scheduler_inputs import Defaults
 from gateway.metrics import GatewayMetrics
 from gateway.scheduler import KeepAlive, Tick
+from support.waiting import wait_until_async
+from support.listing import listing, status
 from test_gpu import FakeNvml
-from test_lifecycle_gpu import _until as until
 
 
 def listed(name, state, ttl=None):
-    return {"name": name, "declared": True, "state": state, "spec": {"model": "m.gguf", "ttl": ttl}, "pids": []}
+    return status(name, state, ttl=ttl)
 
 
 async def running_lifecycle(models, stops):
@@ -25,12 +25,12 @@ async def running_lifecycle(models, stops):
         name, verb = request.url.path.split("/")[2:4]
         if verb == "stop":
             stops.append(name)
-        return httpx.Response(200, json=listed(name, "stopped" if verb == "stop" else "ready"))
+        return httpx.Response(200, content=listed(name, "stopped" if verb == "stop" else "ready").model_dump_json())
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(orchestrator))
     life = Lifecycle(client, "http://orchestrator", Defaults(state_dir=None),
                      NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))), GatewayMetrics())
-    life.on_listing({"models": models})
+    life.on_listing(listing(*models))
     ticks = []
     real = life.dispatch
     life.dispatch = lambda event: (ticks.append(event) if isinstance(event, Tick) else None, real(event))[1]
@@ -42,7 +42,7 @@ async def test_the_loop_wakes_for_a_ttl_expiry_and_stops_the_idle_model():
     stops: list[str] = []
     life, ticks = await running_lifecycle([listed("a", "ready", ttl=0.3)], stops)
     began = life.clock()
-    await until(lambda: stops == ["a"])
+    await wait_until_async(lambda: stops == ["a"], 5, "a stopped")
     assert life.clock() - began >= 0.3
     await life.stop()
 
@@ -50,11 +50,11 @@ async def test_the_loop_wakes_for_a_ttl_expiry_and_stops_the_idle_model():
 async def test_an_idle_box_is_not_ticked_until_an_event_brings_a_deadline():
     stops: list[str] = []
     life, ticks = await running_lifecycle([listed("a", "ready"), listed("b", "stopped")], stops)
-    await until(lambda: len(ticks) >= 1)  # the first pass reads NVML and ticks once
+    await wait_until_async(lambda: len(ticks) >= 1, 5, "the first tick")  # the first pass reads NVML and ticks once
     # Nothing is due (no ttl, nothing waits): a keep_alive of 0.2 s is the event that makes one due.
     first = len(ticks)
     life.dispatch(KeepAlive("a", 0.2, life.clock()))
-    await until(lambda: stops == ["a"])
+    await wait_until_async(lambda: stops == ["a"], 5, "a stopped")
     assert len(ticks) - first <= 3  # woken for the expiry, not polled meanwhile
     await life.stop()
 
@@ -86,11 +86,11 @@ async def test_a_stop_whose_connection_broke_is_sent_again_not_taken_for_done():
         sent.append(request.url.path)
         if len(sent) == 1:
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
-        return httpx.Response(200, json=listed("a", "stopped"))
+        return httpx.Response(200, content=listed("a", "stopped").model_dump_json())
 
     life = Lifecycle(httpx.AsyncClient(transport=httpx.MockTransport(orchestrator)), "http://orchestrator",
                      Defaults(state_dir=None), NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))),
                      GatewayMetrics())
-    life.on_listing({"models": [listed("a", "ready")]})
+    life.on_listing(listing(listed("a", "ready")))
     await life._stop("a", {})
     assert sent == ["/models/a/stop", "/models/a/stop"]

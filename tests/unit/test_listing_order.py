@@ -8,26 +8,26 @@ import asyncio
 
 import httpx
 
+from contract.listing import ModelState
 from gateway.orchestrated import OrchestratorRegistry
-from gateway.routing import ModelState
+from support.listing import listing, status
 
 
-def listing(version: int, state: str) -> dict:
-    return {"version": version, "models": [{"name": "m", "declared": True, "state": state, "url": "http://m:8080"}]}
+def served(version: int, state: str) -> bytes:
+    return listing(status("m", state, url="http://m:8080"), version=version).model_dump_json().encode()
 
 
 def test_a_listing_older_than_an_applied_status_is_skipped():
-    answers = [listing(5, "stopped"), listing(9, "stopped"), listing(11, "ready")]
+    answers = [served(5, "stopped"), served(9, "stopped"), served(11, "ready")]
     heard = []
 
     async def scenario():
         registry = OrchestratorRegistry("http://orchestrator", "t")
         registry._client = httpx.AsyncClient(transport=httpx.MockTransport(
-            lambda request: httpx.Response(200, json=answers.pop(0))))
-        registry.on_listing = lambda body: heard.append(body["version"])
+            lambda request: httpx.Response(200, content=answers.pop(0))))
+        registry.on_listing = lambda body: heard.append(body.version)
         await registry._poll(after=None)  # the model is known, stopped
-        registry.apply_status({"name": "m", "declared": True, "state": "ready", "url": "http://m:8080",
-                               "listing_version": 10})
+        registry.apply_status(status("m", "ready", url="http://m:8080", listing_version=10))
         await registry._poll(after=8)  # made before the start's answer, arriving after it
         state_after_stale = registry.catalog().resolve("m").state
         await registry._poll(after=9)

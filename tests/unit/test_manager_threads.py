@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from orchestrator.host import HostFacts
 from orchestrator.manager import ModelManager
 from orchestrator.settings import OrchestratorSettings
 
@@ -23,7 +24,7 @@ class NoContainers:
 
 @pytest.fixture
 def manager() -> ModelManager:
-    return ModelManager(NoContainers(), OrchestratorSettings(admin_token="t"), SimpleNamespace(project="p"), None)
+    return ModelManager(NoContainers(), OrchestratorSettings(admin_token="t"), SimpleNamespace(project="p"), HostFacts(gpu=False))
 
 
 def run_in_debug_loop(scenario) -> None:

@@ -54,17 +54,17 @@ def test_while_the_orchestrator_is_away_an_unlisted_name_is_not_a_404():
     # use, but a model added just before the crash may be missing from it.
     from types import SimpleNamespace
 
+    from common.errors import ApiError
     from gateway.api_models import resolve
-    from gateway.errors import GatewayError
     from gateway.orchestrated import OrchestratorRegistry
 
     registry = OrchestratorRegistry("http://127.0.0.1:9", "t")  # never started: no background poll
     ctx = SimpleNamespace(registry=registry)
     registry.synced, registry.error = True, "orchestrator unreachable: connection refused"
-    with pytest.raises(GatewayError) as away:
+    with pytest.raises(ApiError) as away:
         resolve(ctx, "added-just-before")
     assert away.value.status == 503 and away.value.code == "model_list_pending"
     registry.error = None  # it answers again, and its list lacks the name: unknown
-    with pytest.raises(GatewayError) as unknown:
+    with pytest.raises(ApiError) as unknown:
         resolve(ctx, "added-just-before")
     assert unknown.value.status == 404

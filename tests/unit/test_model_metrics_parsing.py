@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.listing import listing as listed, status
 from gateway.metrics import GatewayMetrics
 from support import dashboard
 from gateway.model_metrics import (EVICTION_REASONS, Families, crashed, eviction_reason, parse, relabel)
@@ -110,10 +111,9 @@ def test_eviction_reason_table(reason, label):
 
 def test_crashed_is_a_ready_model_the_listing_shows_stopped_or_failed():
     before = {"up": "ready", "gone": "ready", "died": "ready", "we_stopped": "stopping", "loading": "starting"}
-    listing = [{"name": "up", "state": "ready"}, {"name": "gone", "state": "stopped"},
-               {"name": "died", "state": "failed"}, {"name": "we_stopped", "state": "stopped"},
-               {"name": "loading", "state": "failed"}, {"name": "new", "state": "failed"}]
-    assert crashed(before, listing) == ["gone", "died"]
+    models = [status("up", "ready"), status("gone", "stopped"), status("died", "failed"),
+              status("we_stopped", "stopped"), status("loading", "failed"), status("new", "failed")]
+    assert crashed(before, models) == ["gone", "died"]
 
 
 # ---- the dashboard ---------------------------------------------------------------------------------
@@ -154,16 +154,16 @@ def test_the_lifecycle_counts_evictions_swaps_and_crashes():
     import httpx
 
     from gateway.gpu import NvmlReader
-    from gateway.lifecycle import Defaults, Lifecycle
+    from gateway.lifecycle import Lifecycle
+    from gateway.scheduler_inputs import Defaults
 
     class NoGpu(NvmlReader):
         def read(self, pids):  # the scheduler's pools come from the budget here
-            from gateway.gpu import GpuStatus
+            from contract.gpu import GpuStatus
             return GpuStatus(available=False, reason="none")
 
     def listing(**states):
-        return {"models": [{"name": n, "declared": True, "state": st, "need_bytes": 3 * 2**30,
-                            "spec": {"ttl": 10 if n == "a" else 0}} for n, st in states.items()]}
+        return listed(*(status(n, st, need_bytes=3 * 2**30, ttl=10 if n == "a" else 0) for n, st in states.items()))
 
     async def scenario() -> GatewayMetrics:
         metrics, now = GatewayMetrics(), [0.0]

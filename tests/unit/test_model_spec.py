@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.spec import ModelSpec, source_from_text
+from contract.spec import ModelSpec, source_from_text
 
 
 def spec(**kw) -> ModelSpec:

@@ -6,8 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from gateway.orchestrated import routes_from_listing
-from gateway.routing import ModelState
+from contract.listing import Listing
+from gateway.orchestrated import route_of
+from contract.listing import ModelState
+from contract.spec import ModelSpec
 from orchestrator.status import container_view, model_state, model_url, uptime_s
 
 
@@ -18,7 +20,7 @@ def attrs(status="running", health=None, exit_code=0, oom=False, restarts=0, sta
         state["Health"] = {"Status": health}
     return {"Id": "abc123", "Name": "/llamadock-model-tiny", "RestartCount": restarts, "State": state,
             "Config": {"Image": "llama:cpu", "Labels": {"io.llamadock.model": "tiny", "io.llamadock.spec-hash": "h",
-                                                        "io.llamadock.spec": '{"name": "tiny"}'}},
+                                                        "io.llamadock.spec": '{"name": "tiny", "model": "tiny.gguf"}'}},
             "NetworkSettings": {"Networks": {"llamadock_default": {"IPAddress": "172.18.0.5"}}}}
 
 
@@ -44,7 +46,11 @@ def test_no_container_is_stopped():
 
 def test_view_fields_url_and_uptime():
     view = container_view(attrs(health="healthy"), "llamadock_default")
-    assert (view.model, view.pid, view.ip, view.spec) == ("tiny", 4242, "172.18.0.5", {"name": "tiny"})
+    assert (view.model, view.pid, view.ip, view.spec) == ("tiny", 4242, "172.18.0.5",
+                                                          ModelSpec(name="tiny", model="tiny.gguf"))
+    old = attrs()
+    old["Config"]["Labels"]["io.llamadock.spec"] = '{"name": "tiny", "retired_field": 1}'
+    assert container_view(old, "llamadock_default").spec is None  # a label that no longer reads: no spec, no crash
     assert model_url(view, "name") == "http://llamadock-model-tiny:8080"
     assert model_url(view, "ip") == "http://172.18.0.5:8080"
     now = datetime(2026, 11, 22, 10, 1, 0, tzinfo=timezone.utc)
@@ -53,14 +59,16 @@ def test_view_fields_url_and_uptime():
 
 
 def test_gateway_reads_the_listing():
-    listing = {"version": 7, "models": [
+    listing = Listing.model_validate({"version": 7, "host": {"kind": "linux"}, "models": [
         {"name": "tiny", "aliases": ["gpt-4o-mini"], "state": "ready", "reason": None,
-         "url": "http://llamadock-model-tiny:8080", "pids": [4242], "container": {"name": "llamadock-model-tiny"}},
+         "url": "http://llamadock-model-tiny:8080", "pids": [4242], "declared": True,
+         "container": {"id": "0123456789ab", "name": "llamadock-model-tiny", "status": "running"}},
         {"name": "gone", "aliases": [], "state": "stopped", "reason": "not running (no container)", "url": None,
+         "declared": True,
          "pids": [], "container": None},
-        {"name": "odd", "state": "something-new", "url": None},
-    ]}
-    tiny, gone, odd = routes_from_listing(listing, now=100)
+        {"name": "odd", "declared": True, "state": "something-new", "url": None},
+    ]})
+    tiny, gone, odd = (route_of(m, created=100) for m in listing.models)
     assert (tiny.state, tiny.url, tiny.aliases, tiny.pids) == (ModelState.READY, "http://llamadock-model-tiny:8080",
                                                                ("gpt-4o-mini",), (4242,))
     assert gone.state is ModelState.STOPPED and gone.reason

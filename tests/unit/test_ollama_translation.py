@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from contract.spec import ModelSpec
 from gateway import ollama
 from gateway.ollama import Answer, OllamaRequestError, SseDecoder, parse_keep_alive
 
@@ -137,7 +138,8 @@ def test_upstream_error_message():
 
 
 def test_details_and_capabilities():
-    d = ollama.details({"model": "Qwen3-8B-Q4_K_M.gguf"}, {"architecture": "qwen3"})
+    d = ollama.details("Qwen3-8B-Q4_K_M.gguf", "qwen3")
     assert (d["quantization_level"], d["family"], d["format"]) == ("Q4_K_M", "qwen3", "gguf")
-    assert ollama.details({"hf": "ggml-org/gemma-3-1b-it-GGUF:Q4_K_M"}, None)["quantization_level"] == "Q4_K_M"
-    assert ollama.capabilities({"args": ["--embeddings"], "mmproj": "p.gguf"}) == ["embedding", "completion", "vision"]
+    assert ollama.details("ggml-org/gemma-3-1b-it-GGUF:Q4_K_M")["quantization_level"] == "Q4_K_M"
+    spec = ModelSpec(name="e", model="e.gguf", args=("--embeddings",), mmproj="p.gguf")
+    assert ollama.capabilities(spec) == ["embedding", "completion", "vision"]

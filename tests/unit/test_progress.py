@@ -123,7 +123,7 @@ def test_queue_timeout_503_says_what_still_waits_and_the_estimate():
     # Room: busy models hold it.
     (state(model("a", STOPPED, waiting=[1], need=200 * MiB), model("x", READY, in_flight=1, need=200 * MiB),
            capacity={"budget": 300 * MiB}), 1, 0.0, Kind.WAITING,
-     "waiting for room: 100 MiB more needed in budget; busy models hold it. Loaded: x 0.20 GiB (busy)", 1),
+     "waiting for room: 100 MiB more needed in budget; busy models hold it. Loaded: x 200 MiB (busy)", 1),
     # A swap-group rival.
     (state(model("a", STOPPED, waiting=[1], group="g"), model("b", STOPPING, group="g")), 1, 0.0, Kind.WAITING,
      "waiting for room: stopping b (swap group 'g')", 1),

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import catalog as catalog_file
+from orchestrator.host import HostFacts
 from orchestrator.manager import ModelManager
 from orchestrator.settings import OrchestratorSettings
 
@@ -26,7 +27,7 @@ def manager(tmp_path, monkeypatch) -> ModelManager:
                                     models_dir=tmp_path / "models")
     no_containers = SimpleNamespace(containers=SimpleNamespace(list=lambda **_: []))
     return ModelManager(no_containers, settings, SimpleNamespace(project="p", network="n"),
-                        SimpleNamespace(gpu=False))
+                        HostFacts(gpu=False))
 
 
 def count_calls(monkeypatch, module, name) -> list:
@@ -100,7 +101,7 @@ def test_a_stop_that_begins_while_docker_is_read_is_not_reported_as_a_start(tmp_
 
     client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
     manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
-                           SimpleNamespace(gpu=False))
+                           HostFacts(gpu=False))
 
     async def scenario():
         manager._healthy = lambda ip: asyncio.sleep(0, result=False)  # the stopping server no longer answers

@@ -323,15 +323,15 @@ def test_memory_being_freed_counts_no_extra_eviction():
 
 
 @pytest.mark.parametrize("s, fragments", [
-    (state(model("big", need=gb(10))), ["needs 10.00 GiB in gpu0", "holds 8.00 GiB", "Loaded: nothing"]),
+    (state(model("big", need=gb(10))), ["needs 10.0 GiB in gpu0", "holds 8.0 GiB", "Loaded: nothing"]),
     (state(model("p", READY, need=gb(5), pinned=True), model("big", need=gb(4))),
-     ["needs 4.00 GiB in gpu0", "with 5.00 GiB used by pinned models and other processes",
-      "Loaded: p 5.00 GiB (pinned)"]),
+     ["needs 4.0 GiB in gpu0", "with 5.0 GiB used by pinned models and other processes",
+      "Loaded: p 5.0 GiB (pinned)"]),
     (state(model("big", need=gb(4)), external={"gpu0": gb(5)}),
-     ["with 5.00 GiB used by pinned models", "Loaded: nothing"]),
+     ["with 5.0 GiB used by pinned models", "Loaded: nothing"]),
     (state(model("o", READY, need=gb(2), in_flight=1), model("big", need={"gpu0": gb(1), "gpu1": gb(3)}),
            capacity={"gpu0": gb(8), "gpu1": gb(2)}),
-     ["needs 3.00 GiB in gpu1", "holds 2.00 GiB"]),
+     ["needs 3.0 GiB in gpu1", "holds 2.0 GiB"]),
 ], ids=["bigger-than-the-pool", "pinned-in-the-way", "other-processes", "one-of-two-pools"])
 def test_503_at_once_when_it_can_never_fit(s, fragments):
     s, actions = run(s, Arrive(1, "big", 1), Arrive(2, "big", 2))
@@ -352,8 +352,8 @@ def test_busy_models_hold_the_room_until_the_queue_timeout():
     s = state(model("a", READY, need=gb(6), in_flight=1), model("b", need=gb(4)), timeout=30)
     s, steps = trace(s, Arrive(1, "b", 1), Arrive(2, "b", 20), Tick(30.9), Tick(31))
     assert steps[:3] == [[], [], []]
-    assert steps[3] == [R(1, "b", 503, 5, "Waited 30 s for model 'b'", "2.00 GiB more needed in gpu0",
-                          "busy models hold it", "Loaded: a 6.00 GiB (busy)")]
+    assert steps[3] == [R(1, "b", 503, 5, "Waited 30 s for model 'b'", "2.0 GiB more needed in gpu0",
+                          "busy models hold it", "Loaded: a 6.0 GiB (busy)")]
     assert rids(s.models["b"]) == [2]
     s, actions = run(s, Tick(50))
     assert actions == [R(2, "b", 503, 5, "Waited 30 s")]
@@ -446,7 +446,7 @@ def test_pinned_member_of_a_swap_group_blocks_the_others():
 def test_swap_group_model_that_can_never_fit_is_503_at_once_and_the_rival_stays(busy):
     s = state(model("a", READY, need=gb(4), group="g", in_flight=int(busy)), model("b", need=gb(10), group="g"))
     s, actions = run(s, Arrive(1, "b", 1))
-    assert actions == [R(1, "b", 503, 30, "needs 10.00 GiB in gpu0", "holds 8.00 GiB", "Loaded: a 4.00 GiB")]
+    assert actions == [R(1, "b", 503, 30, "needs 10.0 GiB in gpu0", "holds 8.0 GiB", "Loaded: a 4.0 GiB")]
     assert s.models["a"].phase is READY
 
 
@@ -626,7 +626,7 @@ def test_sync_with_less_room_makes_waiting_models_wait_or_fail():
     assert actions == []  # 1 GB short, a is busy: wait
     s, actions = run(s, _sync({"a": (Policy(need={"gpu0": gb(4)}), READY, None),
                                "b": (Policy(need={"gpu0": gb(4)}), STOPPED, None)}, external={"gpu0": gb(5)}))
-    assert actions == [R(1, "b", 503, 30, "with 5.00 GiB used by pinned models and other processes")]
+    assert actions == [R(1, "b", 503, 30, "with 5.0 GiB used by pinned models and other processes")]
 
 
 def test_a_start_we_did_not_ask_for_is_asked_for_too():
@@ -739,7 +739,7 @@ OOM = [
          StartFailed("c", "CUDA error: out of memory", 9, oom=True)],
         [Start("c"), Stop("a", "making room for 'c'"), Start("c"),
          R(1, "c", 503, 30, "ran out of GPU memory while loading, also after making room",
-           "CUDA error: out of memory", "needs 4.00 GiB in gpu0", "free: gpu0 6.00 GiB", "Loaded: b 2.00 GiB (busy)")],
+           "CUDA error: out of memory", "needs 4.0 GiB in gpu0", "free: gpu0 6.0 GiB", "Loaded: b 2.0 GiB (busy)")],
         {"a": STOPPED, "c": FAILED}, id="second-oom-is-503"),
     pytest.param(  # nothing idle to stop, but room beyond its need: retried at once
         state(model("c", need=gb(4)), gpus=["gpu0"]),
@@ -1006,13 +1006,13 @@ def test_best_fit_and_a_start_under_way_moves_the_next_model_to_another_gpu():
 
 @pytest.mark.parametrize("s, fragments", [
     (state(model("huge", demand=demand(30)), capacity=TWO_12, gpus=TWO_12),
-     ["needs 30.00 GiB on one GPU", "or 29.00 GiB split across GPUs plus 1.00 GiB on each",
-      "at most gpu0 12.00 GiB, gpu1 12.00 GiB can be free", "Loaded: nothing"]),
+     ["needs 30.0 GiB on one GPU", "or 29.0 GiB split across GPUs plus 1.0 GiB on each",
+      "at most gpu0 12.0 GiB, gpu1 12.0 GiB can be free", "Loaded: nothing"]),
     (state(model("one", demand=demand(16, pools=("gpu1",))), capacity=TWO_12, gpus=TWO_12),
-     ["needs 16.00 GiB on one GPU", "at most gpu1 12.00 GiB"]),
+     ["needs 16.0 GiB on one GPU", "at most gpu1 12.0 GiB"]),
     (state(model("p", READY, need={"gpu0": gb(10)}, pinned=True), model("big", demand=demand(16)),
            capacity=TWO_12, gpus=TWO_12),
-     ["at most gpu0 2.00 GiB, gpu1 12.00 GiB", "Loaded: p 10.00 GiB (pinned)"]),
+     ["at most gpu0 2.0 GiB, gpu1 12.0 GiB", "Loaded: p 10.0 GiB (pinned)"]),
     (state(model("three", demand=demand(2, pools=("gpu3",))), capacity=TWO_12, gpus=TWO_12),
      ["it may only use gpu3, which this machine does not have"]),
 ], ids=["bigger-than-both", "gpus-1-only", "pinned-in-the-way", "no-such-gpu"])

@@ -1,0 +1,12 @@
+"""What crosses a service boundary: the types the orchestrator serves and the gateway and the CLI
+read, and the gateway's own views that the CLI reads.
+
+Pure pydantic, no Docker, no web framework: each service parses a peer's JSON once, into these
+types, and reads fields, never dict keys.
+
+- ``spec``: a model as a user declares it (``ModelSpec``).
+- ``listing``: a model as it is now (``ModelState``, ``ModelStatus``) and the orchestrator's
+  whole answer (``Listing``).
+- ``gpu``: what NVML sees (the gateway's ``/gpu``).
+- ``status``: the gateway's ``/status``: routes, GPUs and the scheduler's view.
+"""

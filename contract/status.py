@@ -1,0 +1,110 @@
+"""The gateway's own views, as the CLI and apps read them: ``/v1/models`` entries and ``/status``
+(routes, GPUs and the scheduler's view of memory and queues).
+
+Every field has a default, so a CLI of one version reads a gateway of another: what the gateway
+does not say shows as unknown, not as an error (pydantic ignores fields it does not know).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .gpu import GpuStatus
+from .listing import MemoryEstimate, ModelState
+
+
+class ModelObject(BaseModel):
+    """One entry of ``GET /v1/models``: OpenAI's model object, with llamadock's routing facts."""
+    id: str = Field(description="The model's name; send it (or an alias) as `model`.")
+    object: Literal["model"] = "model"
+    created: int = Field(0, description="Unix time the gateway learned of the model.")
+    owned_by: str = "llamadock"
+    aliases: list[str] = Field(default_factory=list, description="Other names that route to this model.")
+    state: ModelState = Field(ModelState.READY, description="Whether it can answer now.")
+    reason: str | None = Field(None, description="Why it is not ready, in words.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject] = Field(default_factory=list)
+
+
+class PlacementView(BaseModel):
+    gpus: list[int] = Field(default_factory=list)
+    tensor_split: list[int] | None = None
+    text: str = ""
+
+
+class ScheduledModel(BaseModel):
+    """One model as the gateway's scheduler sees it."""
+    phase: str = Field("stopped", description="stopped, starting, ready, stopping, releasing, failed.")
+    in_flight: int = 0
+    queued: int = 0
+    limit: int = 1
+    need_bytes: dict[str, int] = Field(default_factory=dict, description="Per pool (gpu0, budget): what it holds.")
+    pinned: bool = False
+    ttl_s: float = 0.0
+    swap_group: str | None = None
+    min_residency_s: float = 0.0
+    yielding_to: str | None = None
+    placement: PlacementView | None = None
+    estimate: MemoryEstimate | None = None
+    overhead_learned_bytes: dict[str, int | None] | None = None
+    actual_bytes: dict[str, int] | None = Field(None, description="Per GPU, what NVML sees it use.")
+    idle_s: float | None = Field(None, description="Ready and idle for this long (the ttl counts from here).")
+    ctx_size: int | None = None
+    parallel: int | None = None
+
+
+class PoolView(BaseModel):
+    capacity_bytes: int = 0
+    models_bytes: int = 0
+    others_bytes: int = 0
+    free_bytes: int = 0
+    uuid: str | None = None
+    overhead_learned_bytes: int | None = None
+
+
+class SchedulerView(BaseModel):
+    pools: dict[str, PoolView] = Field(default_factory=dict)
+    models: dict[str, ScheduledModel] = Field(default_factory=dict)
+
+
+class GatewayStatus(BaseModel):
+    """``GET /status``: models and GPUs in one view."""
+    models: list[ModelObject] = Field(default_factory=list)
+    gpu: GpuStatus = Field(default_factory=lambda: GpuStatus(available=False))
+    upstreams_file_error: str | None = Field(None, description="Why the last edit of the static registry file "
+                                             "was ignored.")
+    scheduler: SchedulerView | None = Field(None, description="Memory pools (capacity, used by our models, by "
+                                            "others) and per model: phase, requests running and waiting, memory "
+                                            "need. Null without an orchestrator.")
+    orchestrator_error: str | None = Field(None, description="Why the live model view may be stale "
+                                           "(orchestrator away).")
+
+    @property
+    def on_gpus(self) -> bool:
+        """Models run on GPUs (else on the CPU, in RAM)."""
+        if self.scheduler is not None and self.scheduler.pools:
+            return any(pool.startswith("gpu") for pool in self.scheduler.pools)
+        return self.gpu.available
+
+
+class Loaded(BaseModel):
+    """``POST /admin/models/{name}/load``."""
+    model: str
+    state: ModelState = ModelState.READY
+
+
+class Unloaded(BaseModel):
+    """``POST /admin/models/{name}/unload``: ``result`` is "unloaded" or "not loaded"."""
+    model: str
+    result: str
+
+
+class UnloadedIdle(BaseModel):
+    """``POST /admin/unload``: what was stopped, and what was busy and left running."""
+    unloaded: list[str] = Field(default_factory=list)
+    busy: list[str] = Field(default_factory=list)
