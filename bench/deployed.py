@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -183,6 +184,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--requests", type=int, default=10_000, help="requests sent before reading RSS")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--model-args", default="", help="extra llama-server arguments for the model, e.g. "
+                        "'--threads 1' (to compare settings; the default is what the orchestrator gives)")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     slots = max(levels)
@@ -198,7 +201,8 @@ def main() -> None:
     try:
         stack.run("make", "up")
         stack.admin.post("/admin/models", json={"name": "bench", "model": "bench.gguf", "parallel": slots,
-                                                "ctx_size": slots * 1024}).raise_for_status()
+                                                "ctx_size": slots * 1024,
+                                                "args": shlex.split(args.model_args)}).raise_for_status()
         model_container = f"{stack.project}-model-bench"
         gateway_container = stack.compose("ps", "-q", "gateway").stdout.strip()
         model_url = f"http://{container_ip(model_container)}:8080"
