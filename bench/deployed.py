@@ -49,6 +49,11 @@ from support.waiting import wait_until  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LITELLM = REPO / ".bench" / "litellm" / "bin" / "litellm"
+# Model shapes (scripts/make_tiny_gguf.py): the test model, and one a few hundred times its compute per token.
+MODELS: dict[str, dict[str, int]] = {
+    "tiny": {},
+    "small": {"n_embd": 384, "n_layers": 6, "n_head": 6, "n_head_kv": 2, "n_ff": 1024},
+}
 
 
 # ---- CPU accounting -----------------------------------------------------------------------------
@@ -184,6 +189,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--requests", type=int, default=10_000, help="requests sent before reading RSS")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny",
+                        help="tiny: the test model (thousands of tok/s, the worst case for a proxy); "
+                        "small: random weights shaped so a CPU decodes at rates real models have on a GPU")
     parser.add_argument("--model-args", default="", help="extra llama-server arguments for the model, e.g. "
                         "'--threads 1' (to compare settings; the default is what the orchestrator gives)")
     args = parser.parse_args()
@@ -193,7 +201,7 @@ def main() -> None:
     binary = ensure_llama_server()
     work = Path(tempfile.mkdtemp(prefix="llamadock-bench-"))
     stack = Stack(work / "stack", llama_image=local_llama_image())
-    make_tiny_model(stack.models / "bench.gguf", name="bench", seed=1, vocab=vocab_path(binary))
+    make_tiny_model(stack.models / "bench.gguf", name="bench", seed=1, vocab=vocab_path(binary), **MODELS[args.model])
     body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "Tell me a story"}],
                        "max_tokens": args.tokens, "ignore_eos": True, "stream": True}).encode()
     side: list[subprocess.Popen] = []

@@ -70,9 +70,10 @@ def _tiny_gguf_module() -> ModuleType:
     return mod
 
 
-def make_tiny_model(path: Path, *, name: str, seed: int, vocab: Path) -> Path:
-    """scripts/make_tiny_gguf.py's ``write_tiny_model`` (the script is not a package)."""
-    return _tiny_gguf_module().write_tiny_model(Path(path), name=name, seed=seed, vocab=Path(vocab))
+def make_tiny_model(path: Path, *, name: str, seed: int, vocab: Path, **shape: int) -> Path:
+    """scripts/make_tiny_gguf.py's ``write_tiny_model`` (the script is not a package); ``shape``:
+    its n_embd, n_layers, n_head, n_head_kv, n_ff for a bigger model than the test one."""
+    return _tiny_gguf_module().write_tiny_model(Path(path), name=name, seed=seed, vocab=Path(vocab), **shape)
 
 
 def _reap(proc: subprocess.Popen) -> None:

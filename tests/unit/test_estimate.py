@@ -512,3 +512,24 @@ def test_unknown_estimates_are_none(tmp_path):
     assert estimate_spec(ModelSpec(name="m", model="m.gguf"), tmp_path) is not None
     assert estimate_spec(ModelSpec(name="m", model="m.gguf", mmproj="absent.gguf"), tmp_path) is None
     assert estimate_spec(ModelSpec(name="m", model="m.gguf", args=("-ctv", "q9_9")), tmp_path) is None
+
+
+def test_the_orchestrator_reads_gguf_headers_in_a_child_process_and_never_loads_numpy(tmp_path):
+    # The reader's objects (one per vocab token) would stay in the long-lived orchestrator's heap.
+    import subprocess
+    import sys
+    probe = ("import sys, pathlib; import orchestrator.service, orchestrator.manager; "
+             "from orchestrator.estimate import read_gguf_facts; "
+             f"f = read_gguf_facts(pathlib.Path({str(tmp_path / 'm.gguf')!r})); "
+             "assert f.n_layers == 2, f; assert 'numpy' not in sys.modules and 'gguf' not in sys.modules")
+    w = gguf.GGUFWriter(tmp_path / "m.gguf", "llama")
+    for key, value in (("block_count", 2), ("context_length", 4096), ("embedding_length", 64),
+                       ("attention.head_count", 4)):
+        w.add_uint32(f"llama.{key}", value)
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 64), dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
