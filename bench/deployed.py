@@ -15,7 +15,9 @@ rotates) so machine noise hits them alike:
 For each: tokens/s as a ratio to direct per round (median and min-max over rounds),
 added time to first token (p50), and CPU per streamed token of the proxy: the gateway
 from its container's cgroup (plus docker-proxy, the userland proxy behind a published
-port, when one runs), the host processes from /proc.
+port, when one runs), the host processes from /proc; "of which idle" is what the proxy spends
+with no traffic over the same seconds (the gateway's healthchecks, its NVML reads), measured
+for 5 s before the rounds.
 
     make bench          # or: .venv/bin/python bench/deployed.py --rounds 8 --json out.json
 """
@@ -246,7 +248,8 @@ def main() -> None:
 
         for url in urls.values():
             asyncio.run(one_round(url, slots, body))  # warm every path: prompt cache, imports, pools
-        rows = [measure(urls, meters, clients, args.rounds, body) for clients in levels]
+        idle = {path: idle_rate(meter) for path, meter in meters.items()}
+        rows = [measure(urls, meters, clients, args.rounds, body, idle) for clients in levels]
         orchestrator_pid = int(inspect(stack.compose("ps", "-q", "orchestrator").stdout.strip(), "{{.State.Pid}}"))
         memory = rss_after_requests(stack.url, {"gateway": gateway_pid, "orchestrator": orchestrator_pid},
                                     args.requests)
@@ -289,19 +292,30 @@ def rss_after_requests(url: str, pids: dict[str, int], count: int) -> dict:
             "rss_mb": {name: {"before": before[name], "after": rss_mb(pid)} for name, pid in pids.items()}}
 
 
-def measure(urls: dict[str, str], meters: dict[str, Meter], clients: int, rounds: int, body: bytes) -> dict:
+def idle_rate(meter: Meter, seconds: float = 5.0) -> float:
+    """CPU seconds per second a proxy spends with no traffic (the gateway's healthchecks, NVML reads):
+    part of its CPU per token below, shown apart so the relay's own cost can be read."""
+    before = meter.read()
+    time.sleep(seconds)
+    return (meter.read() - before) / seconds
+
+
+def measure(urls: dict[str, str], meters: dict[str, Meter], clients: int, rounds: int, body: bytes,
+            idle: dict[str, float]) -> dict:
     paths = list(urls)
     tps: dict[str, list[float]] = {p: [] for p in paths}
     ttfts: dict[str, list[float]] = {p: [] for p in paths}
     tokens = {p: 0 for p in paths}
     cpu = {p: 0.0 for p in meters}
+    metered_s = {p: 0.0 for p in meters}
     for rnd in range(rounds):
         order = paths[rnd % len(paths):] + paths[:rnd % len(paths)]  # each path takes each position in turn
         for path in order:
-            before = meters[path].read() if path in meters else 0.0
+            before, since = (meters[path].read() if path in meters else 0.0), time.perf_counter()
             got, elapsed, firsts = asyncio.run(one_round(urls[path], clients, body))
             if path in meters:
                 cpu[path] += meters[path].read() - before
+                metered_s[path] += time.perf_counter() - since
             tps[path].append(got / elapsed)
             ttfts[path] += firsts
             tokens[path] += got
@@ -314,6 +328,9 @@ def measure(urls: dict[str, str], meters: dict[str, Meter], clients: int, rounds
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "added_ttft_ms": (statistics.median(ttfts[path]) - direct_ttft) * 1000,
             "cpu_us_per_token": cpu[path] / tokens[path] * 1e6 if path in meters and tokens[path] else None,
+            # what it would have spent anyway, over the same seconds, with no traffic
+            "idle_us_per_token": idle[path] * metered_s[path] / tokens[path] * 1e6
+            if path in meters and tokens[path] else None,
         }
     return result
 
@@ -327,12 +344,14 @@ def print_table(rows: list[dict], args, notes: list[str], memory: dict) -> None:
         table = Table(title=f"As deployed: {row['clients']} client(s) x {args.tokens} tokens, {args.rounds} "
                             f"interleaved rounds; direct {row['direct_tps']:,.0f} tok/s (median)")
         for column in ("path", "tok/s", "ratio to direct (median)", "min-max over rounds", "added TTFT p50",
-                       "proxy CPU / token"):
+                       "proxy CPU / token", "of which idle"):
             table.add_column(column, justify="right" if column != "path" else "left")
         for path, fig in row["paths"].items():
             cpu = "—" if fig["cpu_us_per_token"] is None else f"{fig['cpu_us_per_token']:.0f} µs"
+            idle = "—" if fig["idle_us_per_token"] is None else f"{fig['idle_us_per_token']:.0f} µs"
             table.add_row(path, f"{fig['tps']:,.0f}", f"{fig['ratio']:.3f}",
-                          f"{fig['ratio_min']:.2f}–{fig['ratio_max']:.2f}", f"{fig['added_ttft_ms']:+.1f} ms", cpu)
+                          f"{fig['ratio_min']:.2f}–{fig['ratio_max']:.2f}", f"{fig['added_ttft_ms']:+.1f} ms", cpu,
+                          idle)
         console.print(table)
     for name, fig in memory["rss_mb"].items():
         console.print(f"{name} RSS: {fig['before']:.0f} MB before, {fig['after']:.0f} MB after "
