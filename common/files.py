@@ -47,6 +47,16 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o64
     return target
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or replaced (an atomic write gives it a new inode); None
+    if absent or unreadable. A file is parsed again only when its stamp changes."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _fsync_directory(directory: Path) -> None:
     """Make the rename itself durable; not every platform lets a directory be opened for this."""
     with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from common.files import file_stamp
 from contract.listing import ModelState
 
 from .routing import Catalog, ModelRoute
@@ -97,7 +98,7 @@ class StaticRegistry:
         self.interval_s = interval_s
         self.file_error: str | None = None
         self._catalog = Catalog()
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         # No keep-alive: a probe's connection must not outlive the probe (a model's
         # server may restart between probes, and idle connections tie it up).
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0),
@@ -143,11 +144,7 @@ class StaticRegistry:
         self._catalog = Catalog.of(probed)
 
     def _reload_if_changed(self) -> list[ModelRoute] | None:
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = file_stamp(self.path)
         if stamp == self._stamp and self._stamp is not None:
             return None
         try:

@@ -178,15 +178,6 @@ def update_catalog(path: Path, change: Callable[[str], str]) -> dict[str, ModelS
     return specs
 
 
-def file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is rewritten or replaced (an atomic write gives it a new inode); None if absent."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 def tree_stamp(root: Path) -> tuple[tuple[str, int], ...]:
     """The modification times of ``root`` and the visible directories under it: a file added, removed
     or renamed anywhere in the tree changes one of them, so the tree is walked again only then."""

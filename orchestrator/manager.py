@@ -34,6 +34,7 @@ from .plan import Decision, Reuse, Wanted, needs_placement, plan
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
 from common.errors import ApiError
+from common.files import file_stamp
 from contract.listing import ContainerInfo, HostInfo, Listing, ModelState, ModelStatus, ReconcileReport
 from contract.spec import ModelSpec
 from .status import STARTING, ContainerView, container_view, model_state, model_url, uptime_s
@@ -150,7 +151,7 @@ class ModelManager:
 
     def _catalog_if_changed(self) -> tuple[dict[str, ModelSpec], str | None]:
         """(specs, error) of the catalog, parsed again only when the file changed (any thread)."""
-        stamp = catalog_file.file_stamp(self.settings.catalog_file)  # before reading: never stale under a new stamp
+        stamp = file_stamp(self.settings.catalog_file)  # before reading: never stale under a new stamp
         seen = self._catalog_seen
         if seen is None or stamp is None or seen[0] != stamp:
             try:
@@ -173,7 +174,7 @@ class ModelManager:
     def _files_changed(self) -> bool:
         """Whether the catalog or the tree under models/ changed since the last refresh read them."""
         catalog, available = self._catalog_seen, self._available_seen
-        return catalog is None or available is None or catalog[0] != catalog_file.file_stamp(
+        return catalog is None or available is None or catalog[0] != file_stamp(
             self.settings.catalog_file) or available[0] != catalog_file.tree_stamp(self.settings.models_dir)
 
     def _statuses(self, specs: dict[str, ModelSpec], views: list[ContainerView],
