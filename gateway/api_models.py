@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from contract.listing import ModelState
+from contract.status import ModelList, ModelObject
 
 from . import control, errors
 from .auth import require_api_key
@@ -17,8 +18,6 @@ from .progress import wants_reasoning
 from .relay import Relay, RelayRequest, Timeouts
 from .lifecycle import Ticket
 from .routing import Catalog, ModelRoute, RequestError, asks_for_stream, retry_after_s, routed_body
-from contract.status import ModelList, ModelObject
-
 from .schemas import EXAMPLES
 
 router = APIRouter(dependencies=[Depends(require_api_key)])

@@ -12,12 +12,12 @@ from fastapi.responses import StreamingResponse
 
 from common.auth import bearer_matches
 from common.errors import ApiError, install_error_handlers
+from contract.listing import Listing, ModelStatus, ReconcileReport
+from contract.spec import ModelSpec
 
 from .containers import Placement
 from .manager import ModelManager
 from .settings import OrchestratorSettings
-from contract.listing import Listing, ModelStatus, ReconcileReport
-from contract.spec import ModelSpec
 
 
 def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=None) -> FastAPI:

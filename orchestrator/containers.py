@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .host import HostFacts
 from contract.spec import ModelSpec
+
+from .host import HostFacts
 
 LABEL_PROJECT = "io.llamadock.project"
 LABEL_MODEL = "io.llamadock.model"

@@ -23,6 +23,11 @@ import docker
 import docker.errors
 import httpx
 
+from common.errors import ApiError
+from common.files import file_stamp
+from contract.listing import ContainerInfo, HostInfo, Listing, ModelState, ModelStatus, ReconcileReport
+from contract.spec import ModelSpec
+
 from . import catalog as catalog_file
 from .estimate import estimate_spec
 from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, create_kwargs,
@@ -33,10 +38,6 @@ from .oom import out_of_gpu_memory
 from .plan import Decision, Reuse, Wanted, needs_placement, plan
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
-from common.errors import ApiError
-from common.files import file_stamp
-from contract.listing import ContainerInfo, HostInfo, Listing, ModelState, ModelStatus, ReconcileReport
-from contract.spec import ModelSpec
 from .status import STARTING, ContainerView, container_view, model_state, model_url, uptime_s
 
 log = logging.getLogger("llamadock.orchestrator")
