@@ -118,12 +118,13 @@ class ModelManager:
         """Rebuild the listing from Docker and the catalog; bump the version if anything changed."""
         self._bind_loop()
         stops_before = self._stops
+        under_way = frozenset(self._stopping)  # a stop that ends while Docker is read: its views are stale
         views = await asyncio.to_thread(self._containers)
         specs, catalog_error = await asyncio.to_thread(self._catalog_if_changed)
         await self._probe_starting(views)
         available = await asyncio.to_thread(self._available_if_changed, specs)
         # In a thread: the first look at a GGUF's metadata (for its memory estimate) takes a while.
-        stopping = frozenset(self._stopping | self._stopped_since(stops_before))
+        stopping = under_way | self._stopping | self._stopped_since(stops_before)
         models = await asyncio.to_thread(self._statuses, specs, views, stopping)
         if late := self._stopped_since(stops_before) - stopping:
             # A stop began after Docker was read (its views say running, not ready: "starting"). The

@@ -108,3 +108,31 @@ def test_a_stop_that_begins_while_docker_is_read_is_not_reported_as_a_start(tmp_
         return (await manager.refresh()).find("tiny")
     status = asyncio.run(scenario())
     assert (status.state, status.reason) == ("stopped", "stopping")
+
+
+def test_a_stop_that_ends_while_docker_is_read_is_not_reported_ready(tmp_path):
+    # The stop was under way when this refresh began and ended while it read Docker: the views it got
+    # still say running and healthy. Listed as ready, that would reach the gateway after the stop's
+    # answer and put the model back in its routes (seen as a flaky `unload` in the e2e tests).
+    from test_model_status import attrs
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
+    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
+                                    models_dir=tmp_path / "models")
+    manager = None
+
+    def containers_list(**_):
+        manager._stopping.discard("tiny")  # what stop() does as it ends, while this refresh reads Docker
+        return [SimpleNamespace(attrs=attrs(health="healthy"))]
+
+    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
+    manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
+                           HostFacts(gpu=False))
+    manager._stops, manager._stop_began["tiny"] = 1, 1  # it began before this refresh
+    manager._stopping.add("tiny")
+
+    async def scenario():
+        return (await manager.refresh()).find("tiny")
+    status = asyncio.run(scenario())
+    assert (status.state, status.reason) == ("stopped", "stopping")
