@@ -28,6 +28,14 @@ from .routing import Catalog, ModelRoute
 log = logging.getLogger("llamadock.registry")
 
 
+class ListingUnreadable(Exception):
+    """The orchestrator answered, but not with a listing this gateway reads (another version?)."""
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ListingUnreadable) else f"orchestrator unreachable: {exc}"
+
+
 def route_of(model: ModelStatus, created: int) -> ModelRoute:
     """One model of the orchestrator's listing as a route (pure)."""
     return ModelRoute(name=model.name, url=model.url, aliases=tuple(model.aliases), state=model.state,
@@ -76,8 +84,8 @@ class OrchestratorRegistry:
             await self.static.start()
         try:
             await self._poll(after=None)
-        except httpx.HTTPError as exc:
-            self.error = f"orchestrator unreachable: {exc}"
+        except (httpx.HTTPError, ListingUnreadable) as exc:
+            self.error = _why(exc)
             log.warning("%s; retrying in the background", self.error)
         self._task = asyncio.create_task(self._loop(), name="orchestrator-registry")
 
@@ -103,7 +111,7 @@ class OrchestratorRegistry:
             return await self.static.refresh(name)
         try:
             await self._poll(after=None)  # one fresh listing, which also probes starting models
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ListingUnreadable):
             pass
         return next((r for r in self._routes if r.name == name), None)
 
@@ -113,10 +121,10 @@ class OrchestratorRegistry:
             try:
                 await self._poll(after=self.version)
                 backoff = 0.2
-            except (httpx.HTTPError, ValidationError) as exc:
+            except (httpx.HTTPError, ListingUnreadable) as exc:
                 if self.error is None:
                     log.warning("lost the orchestrator (%s); keeping the last model view", exc)
-                self.error = f"orchestrator unreachable: {exc}"
+                self.error = _why(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -124,7 +132,13 @@ class OrchestratorRegistry:
         params = {} if after is None else {"after": after, "timeout": self.poll_timeout_s}
         response = await self._client.get(f"{self.url}/models", params=params)
         response.raise_for_status()
-        listing = Listing.model_validate_json(response.content)  # parsed once: everyone reads its fields
+        try:
+            listing = Listing.model_validate_json(response.content)  # parsed once: everyone reads its fields
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ListingUnreadable(f"the orchestrator's listing does not read as expected ({where}: {first['msg']}); "
+                                    "is it another version of llamadock?") from None
         if listing.version < self._floor:
             self.version = listing.version  # older than a status already applied: skip it
             return

@@ -35,3 +35,17 @@ def test_a_listing_older_than_an_applied_status_is_skipped():
     stale_state, version = asyncio.run(scenario())
     assert stale_state is ModelState.READY  # not undone by the older listing
     assert heard == [5, 11] and version == 11  # the scheduler heard only the newer one
+
+
+def test_a_listing_that_does_not_read_leaves_the_gateway_up_and_says_why():
+    async def scenario():
+        registry = OrchestratorRegistry("http://orchestrator", "t")
+        registry._client = httpx.AsyncClient(transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, json={"version": 3, "models": "not a list"})))
+        await registry.start()  # must not raise: the gateway starts and keeps asking
+        error, synced = registry.error, registry.synced
+        assert await registry.refresh("m") is None
+        await registry.stop()
+        return error, synced
+    error, synced = asyncio.run(scenario())
+    assert not synced and "does not read as expected" in error and "another version" in error
