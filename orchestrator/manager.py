@@ -66,6 +66,7 @@ class ModelManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._catalog_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
+        self._refreshing = asyncio.Lock()
         self._ready_ids: set[str] = set()  # containers our probe saw answer /health since they started
         self._stopping: set[str] = set()  # models whose stop is under way (reported stopped, never starting)
         self._stops = 0  # stops begun so far; and for each model, the number of its last one:
@@ -115,8 +116,17 @@ class ModelManager:
         return next((v for v in self._containers() if v.model == name), None)
 
     async def refresh(self) -> Listing:
-        """Rebuild the listing from Docker and the catalog; bump the version if anything changed."""
+        """Rebuild the listing from Docker and the catalog; bump the version if anything changed.
+
+        One at a time: a listing's version then orders the Docker reads, not only their ends. Two
+        refreshes at once could end in the wrong order, and one that read Docker before a start
+        would get a newer version than the start's own answer: the gateway would take the model
+        for stopped, and start its swap rival beside it."""
         self._bind_loop()
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> Listing:
         stops_before = self._stops
         under_way = frozenset(self._stopping)  # a stop that ends while Docker is read: its views are stale
         views = await asyncio.to_thread(self._containers)

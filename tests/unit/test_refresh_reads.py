@@ -136,3 +136,40 @@ def test_a_stop_that_ends_while_docker_is_read_is_not_reported_ready(tmp_path):
         return (await manager.refresh()).find("tiny")
     status = asyncio.run(scenario())
     assert (status.state, status.reason) == ("stopped", "stopping")
+
+
+def test_a_refresh_that_read_docker_before_a_start_never_outranks_the_starts_own(tmp_path):
+    # Refresh A reads Docker (the model stopped), slowly; the model starts, and the start's own
+    # refresh B reads it running. Were A to end after B, its stale "stopped" would get the newer
+    # version: the gateway would drop the model and start its swap rival beside it.
+    import threading
+
+    from test_model_status import attrs
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
+    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
+                                    models_dir=tmp_path / "models")
+    first_read, started = threading.Event(), threading.Event()
+
+    def containers_list(**_):
+        if not first_read.is_set():
+            first_read.set()
+            started.wait(10)  # A's read is slow; the start happens meanwhile
+            return [SimpleNamespace(attrs=attrs(status="exited", exit_code=143))]
+        return [SimpleNamespace(attrs=attrs(health="healthy"))]
+
+    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
+    manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
+                           HostFacts(gpu=False))
+
+    async def scenario():
+        a = asyncio.create_task(manager.refresh())
+        await asyncio.to_thread(first_read.wait, 10)
+        b = asyncio.create_task(manager.refresh())  # the start's own, once the container runs
+        await asyncio.sleep(0.05)
+        started.set()
+        stale, fresh = await a, await b
+        return stale.version, fresh.version, manager.listing.find("tiny").state
+    stale_version, fresh_version, final = asyncio.run(scenario())
+    assert fresh_version > stale_version and final == "ready"
