@@ -30,6 +30,17 @@ def manager(tmp_path, monkeypatch) -> ModelManager:
                         HostFacts(gpu=False))
 
 
+def one_model_manager(tmp_path, containers_list) -> ModelManager:
+    """A manager of one declared model, "tiny", whose Docker answers ``containers.list`` with ``containers_list``."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
+    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
+                                    models_dir=tmp_path / "models")
+    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
+    return ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
+                        HostFacts(gpu=False))
+
+
 def count_calls(monkeypatch, module, name) -> list:
     calls = []
     real = getattr(module, name)
@@ -88,20 +99,12 @@ def test_a_stop_that_begins_while_docker_is_read_is_not_reported_as_a_start(tmp_
     # whose stop had been answered meanwhile, took that for a start it had not asked for.
     from test_model_status import attrs
 
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
-    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
-                                    models_dir=tmp_path / "models")
-    manager = None
-
     def containers_list(**_):
         manager._stops += 1  # what stop() does as it begins, while this refresh reads Docker
         manager._stop_began["tiny"] = manager._stops
         return [SimpleNamespace(attrs=attrs(health="starting"))]
 
-    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
-    manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
-                           HostFacts(gpu=False))
+    manager = one_model_manager(tmp_path, containers_list)
 
     async def scenario():
         manager._healthy = lambda ip: asyncio.sleep(0, result=False)  # the stopping server no longer answers
@@ -116,19 +119,11 @@ def test_a_stop_that_ends_while_docker_is_read_is_not_reported_ready(tmp_path):
     # answer and put the model back in its routes (seen as a flaky `unload` in the e2e tests).
     from test_model_status import attrs
 
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
-    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
-                                    models_dir=tmp_path / "models")
-    manager = None
-
     def containers_list(**_):
         manager._stopping.discard("tiny")  # what stop() does as it ends, while this refresh reads Docker
         return [SimpleNamespace(attrs=attrs(health="healthy"))]
 
-    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
-    manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
-                           HostFacts(gpu=False))
+    manager = one_model_manager(tmp_path, containers_list)
     manager._stops, manager._stop_began["tiny"] = 1, 1  # it began before this refresh
     manager._stopping.add("tiny")
 
@@ -146,10 +141,6 @@ def test_a_refresh_that_read_docker_before_a_start_never_outranks_the_starts_own
 
     from test_model_status import attrs
 
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models.yaml").write_text("models:\n  tiny:\n    model: m.gguf\n")
-    settings = OrchestratorSettings(admin_token="t", catalog_file=tmp_path / "models.yaml",
-                                    models_dir=tmp_path / "models")
     first_read, started = threading.Event(), threading.Event()
 
     def containers_list(**_):
@@ -159,15 +150,15 @@ def test_a_refresh_that_read_docker_before_a_start_never_outranks_the_starts_own
             return [SimpleNamespace(attrs=attrs(status="exited", exit_code=143))]
         return [SimpleNamespace(attrs=attrs(health="healthy"))]
 
-    client = SimpleNamespace(containers=SimpleNamespace(list=containers_list))
-    manager = ModelManager(client, settings, SimpleNamespace(project="p", network="llamadock_default"),
-                           HostFacts(gpu=False))
+    manager = one_model_manager(tmp_path, containers_list)
 
     async def scenario():
         a = asyncio.create_task(manager.refresh())
         await asyncio.to_thread(first_read.wait, 10)
         b = asyncio.create_task(manager.refresh())  # the start's own, once the container runs
-        await asyncio.sleep(0.05)
+        # Were refreshes to run at once, b would end here while a still reads; one at a time, b
+        # waits for a (this bound is how long it is given to show it does not).
+        await asyncio.wait({b}, timeout=1.0)
         started.set()
         stale, fresh = await a, await b
         return stale.version, fresh.version, manager.listing.find("tiny").state
