@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 COMPOSE := bash scripts/compose.sh
-# The CLI runs in its container, on the stack's network.
-CLI := $(COMPOSE) --profile cli run --rm cli python -m cli
+# The CLI runs in its container, on the stack's network, as wide as the caller's terminal.
+CLI := bash scripts/cli.sh
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
 .PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add rm load unload chat reconcile

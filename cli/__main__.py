@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
 
 from . import admin, chat, ps
 from .api import Api, CallFailed, Connection
+from .console import make_console
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    console = Console()
+    console = make_console()
     api = Api(Connection.from_env(args.url, args.admin_token, args.api_key),
               timeout=getattr(args, "request_timeout", None))
     try:

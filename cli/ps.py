@@ -21,6 +21,7 @@ from common.sizes import format_size
 from contract.status import GatewayStatus, ScheduledModel
 
 from .api import Api, CallFailed
+from .tables import Fitted
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow", "releasing": "yellow",
                "stopped": "dim", "failed": "red"}
@@ -97,6 +98,8 @@ def context(model: ScheduledModel) -> str:
     return "model's" if model.ctx_size == 0 else str(model.ctx_size)
 
 
+# Narrower than the terminal, columns go in this order; NAME and STATE are never cut (README).
+DROP_FIRST = ("PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
 COLUMNS = (("NAME", "left"), ("STATE", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
            ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
            ("QUEUED", "right"), ("UNLOADS IN", "left"))
@@ -127,7 +130,7 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
     scheduled = status.scheduler.models if status.scheduler else {}
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
     for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify=justify)
     notes: list[Text] = []
     for routed in status.models:
         model = scheduled.get(routed.id)
@@ -142,7 +145,7 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
     parts: list[RenderableType] = []
     if now is not None:
         parts.append(Text(f"{now:%H:%M:%S} · every {REFRESH_S:g} s · Ctrl-C leaves", style="dim"))
-    parts.append(table if status.models else Text("No models: add one with `make add NAME=… MODEL=…`.",
+    parts.append(Fitted(table, keep=("NAME", "STATE"), drop=DROP_FIRST) if status.models else Text("No models: add one with `make add NAME=… MODEL=…`.",
                                                   style="yellow"))
     parts += notes
     if status.orchestrator_error:

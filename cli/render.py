@@ -24,6 +24,7 @@ from .params import LIMITS, Params
 from .presets import preset_name
 from .sessions import SessionSummary
 from .stream import AnswerStats
+from .tables import Fitted
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "stopped": "dim", "failed": "red"}
 BAR_FULL, BAR_EMPTY = "█", "░"
@@ -83,7 +84,7 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def admin_models_table(listing: Listing, placements: dict[str, str] | None = None) -> Table:
+def admin_models_table(listing: Listing, placements: dict[str, str] | None = None) -> Fitted:
     """``GET /admin/models``: what the orchestrator runs, with sources and uptimes; ``placements``
     (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any."""
     placements = {k: v for k, v in (placements or {}).items() if v}
@@ -96,7 +97,7 @@ def admin_models_table(listing: Listing, placements: dict[str, str] | None = Non
         where = [placements.get(model.name, "")] if placements else []
         table.add_row(model.name, state_text(model.state), source, *where,
                       ", ".join(model.aliases), uptime(model.uptime_s), model.reason or "")
-    return table
+    return Fitted(table, keep=("name", "state"), drop=("aliases", "gpu", "uptime", "source"))
 
 
 def placements_from_status(status: GatewayStatus) -> dict[str, str]:
@@ -106,7 +107,7 @@ def placements_from_status(status: GatewayStatus) -> dict[str, str]:
 
 
 def models_table(models: list[ModelInfo], current: str | None = None,
-                 vram: dict[str, int] | None = None, numbered: bool = False) -> Table:
+                 vram: dict[str, int] | None = None, numbered: bool = False) -> Fitted:
     """The gateway's models for the chat: state, aliases, VRAM when known; the current one marked."""
     table = Table(title="Models", title_justify="left")
     if numbered:
@@ -122,7 +123,7 @@ def models_table(models: list[ModelInfo], current: str | None = None,
             row.append(format_size(vram[model.name]) if model.name in vram else "-")
         row.append(model.reason or "")
         table.add_row(*([str(number)] if numbered else []), *row)
-    return table
+    return Fitted(table, keep=("#", "model", "state"), drop=("aliases", "VRAM"))
 
 
 def vram_by_model(gpu: GpuStatus) -> dict[str, int]:
@@ -152,7 +153,7 @@ def gpu_view(gpu: GpuStatus) -> RenderableType:
             _or_unknown(device.temperature_c, " °C"),
             f"{power:.0f} / {limit:.0f} W" if power is not None and limit else _or_unknown(power, " W"),
         )
-    return table
+    return Fitted(table, keep=("#", "used / total"), drop=("power", "temp", "memory", "util"))
 
 
 def _or_unknown(value: object, unit: str) -> str:

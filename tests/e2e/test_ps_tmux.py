@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import httpx
@@ -26,10 +27,12 @@ if not shutil.which("tmux"):
                            "run scripts/setup-test-tools.sh")
     pytest.skip("tmux is not installed (scripts/setup-test-tools.sh installs it)", allow_module_level=True)
 
+LONG = "a-model-whose-name-is-forty-characters-x"  # 40 characters: never cut (README)
 MODELS = {
     "keep": {"model": "m.gguf", "memory": "100MiB", "pinned": True, "preload": True, "ctx_size": 1024},
     "lazy": {"model": "m.gguf", "memory": "100MiB", "ttl": 120, "ctx_size": 2048, "parallel": 2},
     "slow": {"model": "m.gguf", "memory": "100MiB"},
+    LONG: {"model": "m.gguf", "memory": "100MiB"},
 }
 
 
@@ -67,6 +70,31 @@ def test_make_ps_shows_each_model_with_its_state(stack, terminal):
                               keep), screen
     assert re.search(r"lazy\s+stopped\s+100 MiB\s+100% CPU\s+-\s+2048\s+2\s+-\s+-\s+-", row(screen, "lazy") or ""), \
         screen
+
+
+def test_make_ps_in_an_80_column_terminal_shows_names_and_states_whole(stack, tmp_path):
+    term = Terminal(tmp_path, width=80, height=30)
+    try:
+        term.start(["make", "-C", str(REPO), "--no-print-directory", "ps"], stack.env)
+        term.wait(lambda: term.exit_status() is not None, "make ps to end", timeout=120)
+        screen = term.transcript()
+        assert term.exit_status() == 0, screen
+        assert re.search(rf"^{LONG}\s+stopped\b", screen, re.M), screen
+        assert re.search(r"^keep\s+ready\b", screen, re.M), screen
+        assert "…" not in screen, screen
+    finally:
+        term.stop()
+
+
+def test_make_ps_through_a_pipe_prints_every_column_whole(stack):
+    out = subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "ps"], env={**stack.env, "COLUMNS": "60"},
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout  # no colours into a pipe
+    header = next(line for line in out.stdout.splitlines() if line.startswith("NAME"))
+    assert re.search(r"PLACEMENT\s+CONTEXT\s+SLOTS\s+RUNNING\s+QUEUED\s+UNLOADS IN", header), out.stdout
+    assert re.search(rf"^{LONG}\s+stopped\s+100 MiB\b", out.stdout, re.M), out.stdout
+    assert "…" not in out.stdout
 
 
 def test_ps_watch_follows_a_model_as_a_request_starts_it(stack, terminal):

@@ -23,7 +23,8 @@ WAIT_S = 30
 class Terminal:
     """One program in a detached tmux session, on a private tmux server (its own socket)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, width: int = WIDTH, height: int = HEIGHT) -> None:
+        self.width, self.height = width, height
         self.socket = workdir / "tmux.sock"
         self.config = workdir / "tmux.conf"
         # remain-on-exit: the pane stays after the program ends, so its exit status can be read.
@@ -43,7 +44,7 @@ class Terminal:
         # not the one installed in the virtualenv (another checkout's, for a worktree).
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LLAMADOCK_", "TMUX"))},
                     "PYTHONPATH": str(REPO), **env}
-        self.tmux("new-session", "-d", "-s", "chat", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(self.workdir),
+        self.tmux("new-session", "-d", "-s", "chat", "-x", str(self.width), "-y", str(self.height), "-c", str(self.workdir),
                   shlex.join(argv))
         self.server_pid = int(self.tmux("display-message", "-p", "#{pid}"))
         return self

@@ -138,3 +138,61 @@ def test_unreadable_status_is_a_clear_error():
         lambda request: httpx.Response(200, json={"models": "nope"})))
     with pytest.raises(CallFailed, match="/status does not read as expected"):
         fetch(api)
+
+
+# ---- narrow terminals and pipes: names and states are never cut (cli/tables.py) ----------------
+
+LONG = "a-model-whose-name-is-forty-characters-x"  # 40 characters
+
+
+def render_at(body: dict, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(ps_view(GatewayStatus.model_validate(body)))
+    return console.export_text()
+
+
+def two_models() -> dict:
+    return status({LONG: model(need_bytes={"gpu0": 3 * GIB}, placement={"pools": ["gpu0"], "text": "gpu0"},
+                               ctx_size=8192, parallel=8, limit=8, ttl_s=300),
+                   "bar-tiny": model(phase="stopped", need_bytes={"gpu0": 81 * MIB}, idle_s=None)},
+                  gpu=True, states={"bar-tiny": "stopped"})
+
+
+@pytest.mark.parametrize("width", [40 + 2 + 7 + 2, 60, 80, 100, 120])
+def test_a_narrow_terminal_drops_columns_and_never_cuts_a_name_or_state(width):
+    text = render_at(two_models(), width)
+    assert "…" not in text, text
+    assert all(len(line) <= width for line in text.splitlines()), text
+    assert row(text, LONG)[:2] == [LONG, "ready"], text
+    assert row(text, "bar-tiny")[:2] == ["bar-tiny", "stopped"], text
+
+
+def test_columns_go_in_the_documented_order():
+    from cli.ps import COLUMNS, DROP_FIRST
+
+    shown = []
+    for width in range(51, 200):
+        header = next(line for line in render_at(two_models(), width).splitlines() if line.startswith("NAME"))
+        shown.append(tuple(name for name, _ in COLUMNS if name in header))
+    # Each wider terminal shows the same columns or more, and what is missing is DROP_FIRST's head.
+    assert all(set(a) <= set(b) for a, b in zip(shown, shown[1:]))
+    for columns in set(shown):
+        missing = {name for name, _ in COLUMNS if name not in columns}
+        assert missing == set(DROP_FIRST[:len(missing)]), (columns, missing)
+    assert set(shown[-1]) == {name for name, _ in COLUMNS}  # wide enough: every column
+
+
+def test_no_terminal_prints_every_column_whatever_columns_says(monkeypatch):
+    import io
+
+    from cli.console import make_console
+
+    monkeypatch.setenv("COLUMNS", "60")
+    out = io.StringIO()  # a pipe: no terminal
+    console = make_console(out)
+    console.print(ps_view(GatewayStatus.model_validate(two_models())))
+    text = out.getvalue()
+    assert "\x1b[" not in text  # no colours into a pipe
+    header = next(line for line in text.splitlines() if line.startswith("NAME"))
+    assert "PLACEMENT" in header and "UNLOADS IN" in header
+    assert row(text, LONG)[:2] == [LONG, "ready"]
