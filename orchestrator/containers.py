@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contract.spec import ModelSpec
 
 from .host import HostFacts
+from .launch import describe_launch
 
 LABEL_PROJECT = "io.llamadock.project"
 LABEL_MODEL = "io.llamadock.model"
@@ -70,20 +71,10 @@ def container_name(project: str, model: str) -> str:
     return f"{project}-model-{model}"
 
 
-def server_command(spec: ModelSpec, host: HostFacts) -> list[str]:
+def server_command(spec: ModelSpec, host: HostFacts, placement: Placement | None = None) -> list[str]:
     """llama-server's arguments (the image's entrypoint is llama-server)."""
-    cmd = ["--host", "0.0.0.0", "--port", str(SERVER_PORT), "--alias", spec.name]
-    if spec.model is not None:
-        cmd += ["--model", f"{MODELS_MOUNT}/{spec.model}"]
-    else:
-        cmd += ["--hf-repo", spec.hf]
-    if spec.mmproj is not None:
-        cmd += ["--mmproj", f"{MODELS_MOUNT}/{spec.mmproj}"]
-    layers = 0 if not host.gpu else (999 if spec.gpu_layers == "all" else spec.gpu_layers)
-    cmd += ["--ctx-size", str(spec.ctx_size), "--n-gpu-layers", str(layers), "--parallel", str(spec.parallel)]
-    # Prometheus metrics and the slots view feed llamadock's status and scheduling.
-    cmd += ["--metrics", "--slots"]
-    return cmd + list(spec.args)
+    launch = describe_launch(spec, gpu=host.gpu, placement=placement)
+    return ["--host", "0.0.0.0", "--port", str(SERVER_PORT), *launch.argv(models_dir=MODELS_MOUNT)]
 
 
 def _device_requests(spec: ModelSpec, host: HostFacts) -> list[dict]:
@@ -102,7 +93,7 @@ def _device_requests(spec: ModelSpec, host: HostFacts) -> list[dict]:
 
 
 def _place(kwargs: dict, placement: Placement, host: HostFacts) -> None:
-    """Exactly those GPUs, and the layer split when there are several."""
+    """Exactly those GPUs (the layer split across several is in the launch's command line)."""
     ids = [str(i) for i in placement.gpus]
     if host.gpu_driver == "cdi":
         kwargs["device_requests"] = [{"Driver": "cdi", "DeviceIDs": [f"nvidia.com/gpu={i}" for i in ids]}]
@@ -112,8 +103,6 @@ def _place(kwargs: dict, placement: Placement, host: HostFacts) -> None:
     if len(placement.gpus) > 1:
         # CUDA numbers devices fastest first by default; the split is given in NVML's (PCI) order.
         kwargs["environment"]["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        split = placement.tensor_split or (1,) * len(placement.gpus)
-        kwargs["command"] += ["--split-mode", "layer", "--tensor-split", ",".join(str(s) for s in split)]
 
 
 def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement: Placement | None = None) -> dict:
@@ -160,6 +149,7 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
     if placement is not None and host.gpu:
         _place(kwargs, placement, host)
+        kwargs["command"] = server_command(spec, host, placement)
     kwargs["name"] = container_name(stack.project, spec.name)
     kwargs["labels"] = {
         LABEL_PROJECT: stack.project,

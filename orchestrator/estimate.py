@@ -93,6 +93,8 @@ from typing import Literal
 from contract.listing import MemoryEstimate
 from contract.spec import ModelSpec
 
+from .launch import DEFAULT_BATCH, DEFAULT_UBATCH, describe_launch
+
 GiB = 2**30
 MiB = 2**20
 
@@ -101,10 +103,7 @@ CACHE_TYPE_BYTES: dict[str, float] = {
     "f32": 4, "f16": 2, "bf16": 2,
     "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32, "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32,
 }
-DEFAULT_CACHE_TYPE = "f16"
 CTX_PAD = 256  # llama.cpp's context padding (llama-context.cpp)
-DEFAULT_UBATCH = 512  # llama.cpp's n_ubatch and n_batch defaults (common.h)
-DEFAULT_BATCH = 2048
 CUDA_OVERHEAD = 640 * MiB  # above every per-process overhead measured (see the module docstring)
 COMPUTE_SLACK = 8 * MiB
 DEFAULT_MARGIN = 0.01
@@ -187,57 +186,6 @@ def _read_facts(stamps: tuple[tuple[str, int, int], ...]) -> GgufFacts:
     if "error" in answer:
         raise (OSError if answer["kind"] == "os" else ValueError)(answer["error"])
     return GgufFacts(**{**answer, "block_bytes": tuple(answer["block_bytes"])})
-
-
-def _flag_values(args: tuple[str, ...], flags: dict[str, int], n: int, default: str) -> list[str]:
-    """The value of each flag group in ``args`` (``--flag v`` or ``--flag=v``); the last one wins, as in llama.cpp."""
-    values = [default] * n
-    for i, arg in enumerate(args):
-        flag, eq, value = arg.partition("=")
-        if flag not in flags:
-            continue
-        if not eq:
-            if i + 1 >= len(args):
-                continue
-            value = args[i + 1]
-        values[flags[flag]] = value
-    return values
-
-
-def cache_types(args: tuple[str, ...]) -> tuple[str, str]:
-    """The (K, V) cache types llama-server gets from ``args``; f16 unless set. The last flag wins, as in llama.cpp."""
-    k, v = _flag_values(args, {"--cache-type-k": 0, "-ctk": 0, "--cache-type-v": 1, "-ctv": 1}, 2, DEFAULT_CACHE_TYPE)
-    return k, v
-
-
-def batch_sizes(args: tuple[str, ...]) -> tuple[int, int]:
-    """(n_batch, n_ubatch) from ``-b/--batch-size`` and ``-ub/--ubatch-size``; llama.cpp's defaults otherwise.
-
-    ValueError for a value that is not a positive number (llama-server would refuse it too).
-    """
-    b, ub = _flag_values(args, {"-b": 0, "--batch-size": 0, "-ub": 1, "--ubatch-size": 1}, 2, "")
-    try:
-        n_batch, n_ubatch = int(b or DEFAULT_BATCH), int(ub or DEFAULT_UBATCH)
-    except ValueError:
-        raise ValueError(f"batch sizes must be numbers, got -b {b!r} -ub {ub!r}") from None
-    if n_batch < 1 or n_ubatch < 1:
-        raise ValueError(f"batch sizes must be positive, got -b {n_batch} -ub {n_ubatch}")
-    return n_batch, n_ubatch
-
-
-def flash_attn(args: tuple[str, ...]) -> str:
-    """``on``, ``off`` or ``auto`` (the default) from ``-fa/--flash-attn``; a bare ``-fa`` means on."""
-    mode = "auto"
-    for i, arg in enumerate(args):
-        flag, eq, value = arg.partition("=")
-        if flag not in ("-fa", "--flash-attn"):
-            continue
-        if not eq:
-            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "on"
-        value = value.lower()
-        mode = ("on" if value in ("on", "1", "true", "enabled") else
-                "off" if value in ("off", "0", "false", "disabled") else "auto")
-    return mode
 
 
 def kv_cells(ctx_size: int, parallel: int, n_ctx_train: int) -> int:
@@ -371,21 +319,24 @@ def estimate_need(
 def estimate_spec(spec: ModelSpec, models_dir: Path, **overrides) -> MemoryEstimate | None:
     """``estimate_need`` for a spec, from its files under ``models_dir``; None when that cannot be known.
 
-    None for an ``hf`` source (not downloaded yet) and for a missing or unreadable
-    file.  ``overrides`` go to ``estimate_need``, e.g. ``device="cpu"`` on a
-    CPU-only host, where everything lands in RAM.
+    What llama-server is given (context, slots, GPU layers, cache types, batch sizes,
+    flash attention) is read from the spec's launch (launch.py), as its command line is.
+    None for an ``hf`` source (not downloaded yet), for a missing or unreadable file and
+    for a launch llama-server would refuse.  ``overrides`` go to ``estimate_need``, e.g.
+    ``device="cpu"`` on a CPU-only host, where everything lands in RAM.
     """
     if spec.model is None:
         return None
     models_dir = Path(models_dir)
+    launch = describe_launch(spec, gpu=overrides.get("device", "gpu") == "gpu")
     try:
-        facts = read_gguf_facts(models_dir / spec.model)
-        mmproj_bytes = (models_dir / spec.mmproj).stat().st_size if spec.mmproj else 0  # loaded whole
-        cache_k, cache_v = cache_types(spec.args)
-        n_batch, n_ubatch = batch_sizes(spec.args)
-        params = dict(ctx_size=spec.ctx_size, parallel=spec.parallel, gpu_layers=spec.gpu_layers,
-                      cache_k=cache_k, cache_v=cache_v, mmproj_bytes=mmproj_bytes, n_batch=n_batch,
-                      n_ubatch=n_ubatch, flash_attn=flash_attn(spec.args))
+        if launch.invalid:
+            raise ValueError("; ".join(launch.invalid))
+        facts = read_gguf_facts(models_dir / launch.model)
+        mmproj_bytes = (models_dir / launch.mmproj).stat().st_size if launch.mmproj else 0  # loaded whole
+        params = dict(ctx_size=launch.ctx_size, parallel=launch.parallel, gpu_layers=launch.gpu_layers,
+                      cache_k=launch.cache_type_k, cache_v=launch.cache_type_v, mmproj_bytes=mmproj_bytes,
+                      n_batch=launch.batch_size, n_ubatch=launch.ubatch_size, flash_attn=launch.flash_attn)
         return estimate_need(facts, **{**params, **overrides})
     except (OSError, ValueError):
         return None

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from orchestrator.estimate import (
-    CUDA_OVERHEAD, GiB, MiB, GgufFacts, batch_sizes, cache_types, estimate_need, estimate_spec,
-    flash_attn, kv_cells, read_gguf_facts,
+    CUDA_OVERHEAD, GiB, MiB, GgufFacts, estimate_need, estimate_spec, kv_cells, read_gguf_facts,
 )
 from contract.listing import MemoryEstimate
 from contract.spec import ModelSpec
@@ -314,24 +313,6 @@ def test_more_of_anything_never_needs_less(shape):
         assert e.weights_bytes + e.kv_cache_bytes + e.host_bytes == f.weights_bytes + kv_all + (copy if k else 0)
 
 
-# -- cache types from args -----------------------------------------------------
-
-@pytest.mark.parametrize(("args", "types"), [
-    ((), ("f16", "f16")),
-    (("--flash-attn", "on"), ("f16", "f16")),
-    (("-ctk", "q8_0"), ("q8_0", "f16")),
-    (("--cache-type-k", "q8_0"), ("q8_0", "f16")),
-    (("-ctv", "q4_0"), ("f16", "q4_0")),
-    (("--cache-type-v", "q4_0"), ("f16", "q4_0")),
-    (("--cache-type-k=q5_1", "--cache-type-v=iq4_nl"), ("q5_1", "iq4_nl")),
-    (("-ctk=q8_0", "-fa", "on", "-ctv", "q8_0"), ("q8_0", "q8_0")),
-    (("-ctk", "q4_0", "--cache-type-k", "q8_0"), ("q8_0", "f16")),  # the last one wins
-    (("-ctk",), ("f16", "f16")),  # llama-server refuses this; not our call
-])
-def test_cache_types(args, types):
-    assert cache_types(args) == types
-
-
 # -- GGUF files ----------------------------------------------------------------
 
 LLAMA_KEYS = {"llama.block_count": 3, "llama.context_length": 4096, "llama.embedding_length": 64,
@@ -486,23 +467,6 @@ def test_estimate_spec_reads_batch_and_flash_attention_args(tmp_path):
     assert estimate_spec(spec, tmp_path) == expected
     assert estimate_spec(spec, tmp_path, device="cpu").overhead_bytes == 0
     assert estimate_spec(ModelSpec(name="m", model="m.gguf", args=("-ub", "many")), tmp_path) is None
-
-
-@pytest.mark.parametrize(("args", "sizes"), [
-    ((), (2048, 512)), (("-b", "1024"), (1024, 512)), (("--ubatch-size", "256"), (2048, 256)),
-    (("-ub=128", "-b=64"), (64, 128)),
-])
-def test_batch_sizes(args, sizes):
-    assert batch_sizes(args) == sizes
-
-
-@pytest.mark.parametrize(("args", "mode"), [
-    ((), "auto"), (("-fa", "on"), "on"), (("--flash-attn", "off"), "off"), (("--flash-attn=auto",), "auto"),
-    (("-fa",), "on"), (("-fa", "-ctk", "q8_0"), "on"), (("-fa", "off", "-fa", "1"), "on"),
-])
-def test_flash_attn_mode(args, mode):
-    assert flash_attn(args) == mode
-
 
 
 def test_unknown_estimates_are_none(tmp_path):
