@@ -211,7 +211,7 @@ class Lifecycle:
             self._spawn(self._stop(action.model, held))
 
     def _count_stop(self, stop: Stop) -> None:
-        reason = eviction_reason(stop.reason)
+        reason = eviction_reason(stop.kind)
         self.metrics.evictions.labels(stop.model, reason).inc()
         if stop.swap:
             self.metrics.swaps.labels(stop.model).inc()
