@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from gateway.placement import Demand, Placement
+from contract.placement import Placement as WirePlacement
+from contract.pools import PoolId
+from gateway.placement import Demand, Placement, place, start_body
 from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
                                Released, Start, StartFailed, State, Stop, StopKind, Stopped, Started, Sync, Tick,
                                Waiter, step)
@@ -990,7 +992,8 @@ def test_a_model_that_fits_only_without_an_idle_one_evicts_it():
     s = state(model("sixteen", demand=demand(16)), model("eight", demand=demand(8)), capacity=TWO_12, gpus=TWO_12)
     s, actions = run(s, Arrive(1, "sixteen", 0), Started("sixteen", 1), Finish(1, "sixteen", 2),
                      Arrive(2, "eight", 3))
-    assert actions[-1] == Stop("sixteen", "making room for 'eight'", StopKind.ROOM)  # 7 GB of layers > 2.5 + 2.5 spare
+    # 7 GB of layers > 2.5 + 2.5 spare
+    assert actions[-1] == Stop("sixteen", "making room for 'eight'", StopKind.ROOM)
     s, actions = run(s, Stopped("sixteen", 4), Released("sixteen", 5))
     assert actions == [Start("eight", Placement({"gpu0": gb(8)}))]
 
@@ -1038,6 +1041,63 @@ def test_a_retry_after_oom_on_a_split_pays_the_margin_on_each_gpu():
     assert actions == [Stop("a", "making room for 'big'", StopKind.ROOM)]
     s, actions = run(s, Stopped("a", 4), Released("a", 5))
     assert [type(a) for a in actions] == [Start] and actions[0].placement.need == {"gpu0": gb(10.5), "gpu1": gb(10.5)}
+
+
+# ---- GPUs on two nodes: a model goes on either, never split across them ----------------------------
+
+ON_N1, ON_N2 = "n1/gpu0", "n2/gpu0"
+TWO_NODES = {ON_N1: gb(12), ON_N2: gb(12)}
+
+
+@pytest.mark.parametrize("room, wanted, expected", [
+    (TWO_NODES, demand(6, pools=(ON_N1, ON_N2)), Placement({ON_N1: gb(6)})),  # a tie: the first node
+    ({ON_N1: gb(12), ON_N2: gb(8)}, demand(6, pools=(ON_N1, ON_N2)), Placement({ON_N2: gb(6)})),  # best fit
+    ({ON_N1: gb(12), ON_N2: gb(12)}, demand(6, pools=(ON_N2,)), Placement({ON_N2: gb(6)})),  # the spec's gpus
+    # 16 GB would fit in 12 + 12, but not in one process: there is no split across nodes
+    (TWO_NODES, demand(16, pools=(ON_N1, ON_N2)), None),
+    # the node with two GPUs takes the split; the other node's GPU is no part of it
+    ({ON_N1: gb(12), "n2/gpu0": gb(10), "n2/gpu1": gb(10)}, demand(16, pools=(ON_N1, "n2/gpu0", "n2/gpu1")),
+     Placement({"n2/gpu0": gb(8.5), "n2/gpu1": gb(8.5)}, (7680, 7680))),
+    # both nodes could split it: the one that needs the fewest GPUs
+    ({"n1/gpu0": gb(6), "n1/gpu1": gb(6), "n1/gpu2": gb(6), "n2/gpu0": gb(10), "n2/gpu1": gb(10)},
+     demand(16, pools=("n1/gpu0", "n1/gpu1", "n1/gpu2", "n2/gpu0", "n2/gpu1")),
+     Placement({"n2/gpu0": gb(8.5), "n2/gpu1": gb(8.5)}, (7680, 7680))),
+    # the local node's gpu0 and another node's gpu0 are two pools
+    ({"gpu0": gb(4), ON_N2: gb(12)}, demand(6, pools=("gpu0", ON_N2)), Placement({ON_N2: gb(6)})),
+], ids=["tie-first-node", "best-fit", "spec-gpus", "no-split-across-nodes", "split-within-a-node",
+        "fewest-gpus-node", "local-and-remote-gpu0"])
+def test_placement_on_two_nodes(room, wanted, expected):
+    placement = place(wanted, room)
+    assert placement == expected
+    if placement is not None:
+        assert len({PoolId.parse(p).node for p in placement.pools}) == 1
+
+
+def test_two_nodes_each_take_a_model_and_one_bigger_than_either_gpu_is_refused():
+    both = (ON_N1, ON_N2)
+    s = state(model("a", demand=demand(10, pools=both)), model("b", demand=demand(10, pools=both)),
+              model("c", demand=demand(16, pools=both)), capacity=TWO_NODES, gpus=TWO_NODES)
+    s, actions = run(s, Arrive(1, "a", 0), Started("a", 1), Arrive(2, "b", 2))
+    assert actions == [Start("a", Placement({ON_N1: gb(10)})), Admit(1, "a"), Start("b", Placement({ON_N2: gb(10)}))]
+    s, actions = run(s, Arrive(3, "c", 3))
+    assert actions == [R(3, "c", 503, 30, "cannot be started", "needs 16.0 GiB on one GPU",
+                         f"at most {ON_N1} 12.0 GiB, {ON_N2} 12.0 GiB can be free")]
+
+
+@pytest.mark.parametrize("placement, wire, body", [
+    (Placement({"gpu1": gb(6)}), WirePlacement(gpus=(1,)), {"gpus": [1], "tensor_split": None}),
+    (Placement({"n2/gpu0": gb(8), "n2/gpu1": gb(8)}, (7680, 7680)),
+     WirePlacement(node="n2", gpus=(0, 1), tensor_split=(7680, 7680)),
+     {"node": "n2", "gpus": [0, 1], "tensor_split": [7680, 7680]}),
+], ids=["local", "another-node"])
+def test_a_placement_goes_on_the_wire_with_its_node(placement, wire, body):
+    assert placement.wire() == wire
+    assert start_body(wire) == body  # the local node left out: an orchestrator from before nodes reads it
+
+
+def test_a_placement_across_nodes_has_no_wire_form():
+    with pytest.raises(ValueError, match="one node"):
+        Placement({ON_N1: gb(6), ON_N2: gb(6)}, (1, 1)).wire()
 
 
 # ---- random sequences: invariants after every step ---------------------------------------------
@@ -1110,6 +1170,9 @@ class Sim:
                     or (before.models[action.model].phase is RELEASING and isinstance(event, (Released, Tick))) \
                     or (isinstance(event, StartFailed) and event.oom and event.model == action.model), where
                 assert (action.placement is not None) == (m.policy.demand is not None), where
+                # llama.cpp splits layers only across the GPUs of one process: one node
+                assert action.placement is None or len({PoolId.parse(p).node for p in action.placement.pools}) == 1, \
+                    f"placed across nodes, {where}"
                 assert m.phase is STARTING and m.queue, f"started for nobody, {where}"
                 self.pending[action.model] = "start"
             elif isinstance(action, Stop):
@@ -1121,7 +1184,7 @@ class Sim:
                 was = before.models[action.model]
                 if action.swap and was.phase is READY and event.now - was.ready_since < was.policy.min_residency_s:
                     assert starved, f"stopped within its residency for a rival that did not starve, {where}"
-                assert not m.policy.pinned or action.reason == "unloaded on request", where  # only an admin stops a pinned one
+                assert not m.policy.pinned or action.kind is StopKind.UNLOAD, where  # only an admin stops a pinned one
                 assert m.phase is STOPPING, where
                 self.pending[action.model] = "stop"
         if any(isinstance(a, Start) for a in actions):
@@ -1224,6 +1287,32 @@ class Sim:
                 break
         assert not self.pending and not self.running
         assert self.queued() == [], f"stuck without a timeout: {self.queued()}\n{self.s}"
+
+
+def _two_node_policy(rng: random.Random) -> Policy:
+    """A random policy on n1/gpu0, n2/gpu0 and n2/gpu1: a fixed need on either node, or a demand
+    placed on one of its GPUs or split across n2's two."""
+    policy = _random_policy(rng)
+    on_nodes = {"gpu0": ON_N1, "gpu1": ON_N2}
+    need = {on_nodes.get(p, p): n for p, n in policy.need.items()}
+    pools = rng.choice([(ON_N1, ON_N2, "n2/gpu1"), (ON_N2, "n2/gpu1"), (ON_N1,), (ON_N1, ON_N2)])
+    wanted = None if policy.demand is None else demand(rng.choice([2, 4, 6, 9]), rng.choice([0.5, 1]), pools)
+    return replace(policy, need=need, demand=wanted)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_sequences_on_two_nodes_keep_the_invariants(seed):
+    rng = random.Random(seed)
+    names = ["a", "b", "c", "d"][:rng.randint(3, 4)]
+    pools = {ON_N1: gb(rng.choice([4, 6, 8])), ON_N2: gb(rng.choice([4, 6])), "n2/gpu1": gb(rng.choice([4, 6]))}
+    s = State(models={n: Model(n, _two_node_policy(rng)) for n in names}, capacity=pools,
+              external={ON_N1: gb(rng.choice([0, 0, 1]))}, queue_timeout_s=rng.choice([5.0, 30.0]),
+              gpu_pools=rng.choice([frozenset(), frozenset(pools)]))
+    sim = Sim(s)
+    for _ in range(50):
+        sim.feed(sim.random_event(rng))
+    sim.drain()
+    assert set(sim.answered) | sim.cancelled == sim.asked
 
 
 @pytest.mark.parametrize("seed", range(300))
