@@ -115,18 +115,22 @@ def ours_by_pool(gpu: GpuStatus | None, state: State, listed: Sequence[Pool] = (
 
 
 def need_by_pool(total: int | None, pools: list[str], gpus: Literal["all"] | tuple[int, ...] = "all") -> dict[str, int]:
-    """A model's need spread over the pools it uses (llama.cpp splits layers across GPUs)."""
+    """A model's need spread over the pools it uses (llama.cpp splits layers across GPUs); without
+    a GPU, all of it in a memory budget (the first: it runs on one node)."""
     if not total or not pools:
         return {}
-    if pools == [BUDGET_POOL]:
-        return {BUDGET_POOL: total}
-    mine = pools if gpus == "all" else _with_index(pools, gpus) or pools[:1]
+    on_gpus = [p for p in pools if is_gpu(p)]
+    if not on_gpus:
+        return {pools[0]: total}
+    mine = on_gpus if gpus == "all" else _with_index(on_gpus, gpus) or on_gpus[:1]
     return {pool: total // len(mine) for pool in mine}
 
 
 def gpu_pools_allowed(pools: list[str], gpus: Literal["all"] | tuple[int, ...]) -> list[str]:
-    """The GPU pools a model may use (its spec's ``gpus``: these indices, on whichever node)."""
-    return pools if gpus == "all" else _with_index(pools, gpus) or \
+    """The GPU pools a model may use (its spec's ``gpus``: these indices, on whichever node); never
+    a node's memory budget."""
+    on_gpus = [p for p in pools if is_gpu(p)]
+    return on_gpus if gpus == "all" else _with_index(on_gpus, gpus) or \
         [gpu_pool(i) for i in gpus]  # none of them here: placement says so
 
 
@@ -134,10 +138,21 @@ def _with_index(pools: list[str], gpus: tuple[int, ...]) -> list[str]:
     return [p for p in pools if PoolId.parse(p).gpu in set(gpus)]
 
 
+def running_on(listed: Sequence[Pool]) -> dict[str, list[str]]:
+    """Per model, the pools the orchestrator reports it running on."""
+    where: dict[str, list[str]] = {}
+    for pool in listed:
+        for name in pool.models:
+            where.setdefault(name, []).append(pool.id.key)
+    return where
+
+
 def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str], measured: Mapping[str, int] | None,
-                        overhead: Mapping[str, int] | None = None) -> Policy:
-    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool.
-    On GPUs the model gets a Demand and is placed when it starts; ``need`` then only tells what it holds."""
+                        overhead: Mapping[str, int] | None = None, runs_on: list[str] | None = None) -> Policy:
+    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool;
+    ``runs_on``: the pools the orchestrator reports it running on (its need is counted there until NVML
+    or a placement says more). On GPUs the model gets a Demand and is placed when it starts; ``need``
+    then only tells what it holds."""
     spec = model.spec
     gpus = spec.gpus if spec else "all"
     on_gpus = any(is_gpu(p) for p in pools)
@@ -149,7 +164,7 @@ def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str]
         ttl_s=defaults.ttl_s if spec is None or spec.ttl is None else float(spec.ttl),
         pinned=bool(spec and spec.pinned),
         swap_group=spec.swap_group if spec else None,
-        need=dict(measured) if measured else need_by_pool(model.need_bytes, pools, gpus),
+        need=dict(measured) if measured else need_by_pool(model.need_bytes, runs_on or pools, gpus),
         demand=demand,
         min_residency_s=defaults.min_residency_s if spec is None or spec.min_residency is None
         else float(spec.min_residency),
@@ -165,11 +180,13 @@ def sync_event(listing: Listing, gpu: GpuStatus | None, state: State, defaults: 
     since (a stop just done)."""
     found = pools_from(gpu, listed_pools, defaults, ours_by_pool(gpu, state, listed_pools))
     pools = list(found.capacity)
+    where = running_on(listed_pools)
     models = {}
     for model in listing.models:
         if not model.declared:
             continue
-        policy = policy_from_listing(model, defaults, pools, measured.get(model.name), overheads)
+        runs_on = [p for p in where.get(model.name, ()) if p in found.capacity]
+        policy = policy_from_listing(model, defaults, pools, measured.get(model.name), overheads, runs_on)
         known = state.models.get(model.name)
         if phases_from_listing or known is None:
             models[model.name] = (policy, PHASES[model.state], model.reason)

@@ -7,7 +7,7 @@ from contract.pools import Pool, PoolId
 from gateway.placement import Demand
 from gateway.scheduler import Model, Phase, Policy, State
 from gateway.scheduler_inputs import (BUDGET_POOL, Defaults, Pools, gpu_pools_allowed, need_by_pool, ours_by_pool,
-                                      policy_from_listing, pools_from, pools_from_gpu, sync_event)
+                                      policy_from_listing, pools_from, pools_from_gpu, running_on, sync_event)
 from support.listing import listing as listed_models
 from support.listing import status
 
@@ -121,12 +121,26 @@ def test_ours_on_another_nodes_pool_is_what_the_scheduler_counts_there():
     assert ours_by_pool(None, state) == {}
 
 
-def test_a_specs_gpus_are_indices_on_whichever_node():
-    pools = ["gpu0", "gpu1", "n2/gpu0", "n2/gpu1"]
+def test_a_specs_gpus_are_indices_on_whichever_node_never_a_memory_budget():
+    pools = ["gpu0", "gpu1", "n2/gpu0", "n2/gpu1", "n3/budget"]
     assert gpu_pools_allowed(pools, (1,)) == ["gpu1", "n2/gpu1"]
-    assert gpu_pools_allowed(pools, "all") == pools
+    assert gpu_pools_allowed(pools, "all") == pools[:4]
     assert gpu_pools_allowed(["n2/gpu0"], (3,)) == ["gpu3"]  # none of them here: placement says so
     assert need_by_pool(8 * GiB, pools, (0,)) == {"gpu0": 4 * GiB, "n2/gpu0": 4 * GiB}
+    assert need_by_pool(8 * GiB, ["n2/budget", "n3/budget"]) == {"n2/budget": 8 * GiB}  # on one node
+
+
+def test_a_model_the_orchestrator_reports_running_holds_its_need_where_it_runs():
+    listed = [Pool(id=PoolId(gpu=0), total_bytes=24 * GiB, models=["here"]),
+              Pool(id=PoolId(node="n2", gpu=0), total_bytes=24 * GiB, models=["there", "split"]),
+              Pool(id=PoolId(node="n2", gpu=1), total_bytes=24 * GiB, models=["split"])]
+    assert running_on(listed) == {"here": ["gpu0"], "there": ["n2/gpu0"], "split": ["n2/gpu0", "n2/gpu1"]}
+    models = [status(name, "ready", need_bytes=6 * GiB) for name in ("here", "there", "split", "unknown")]
+    sync = sync_event(listed_models(*models), None, State(), Defaults(vram_reserve=0), {}, {}, 0.0, True, listed)
+    needs = {name: policy.need for name, (policy, _, _) in sync.models.items()}
+    assert needs == {"here": {"gpu0": 6 * GiB}, "there": {"n2/gpu0": 6 * GiB},
+                     "split": {"n2/gpu0": 3 * GiB, "n2/gpu1": 3 * GiB},
+                     "unknown": {"gpu0": 2 * GiB, "n2/gpu0": 2 * GiB, "n2/gpu1": 2 * GiB}}  # not reported: spread
 
 
 def test_the_sync_event_carries_the_listed_pools_and_places_on_them():
