@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from .gpu import GpuStatus
 from .listing import MemoryEstimate, ModelState
+from .pools import PoolId
 
 
 class ModelObject(BaseModel):
@@ -88,7 +89,7 @@ class GatewayStatus(BaseModel):
     def on_gpus(self) -> bool:
         """Models run on GPUs (else on the CPU, in RAM)."""
         if self.scheduler is not None and self.scheduler.pools:
-            return any(pool.startswith("gpu") for pool in self.scheduler.pools)
+            return any(PoolId.parse(pool).gpu is not None for pool in self.scheduler.pools)
         return self.gpu.available
 
 

@@ -11,7 +11,9 @@ one H100; less on consumer cards), so it is learned per GPU, by UUID:
   only when nothing else started or stopped on that GPU meanwhile.
 
 The decisions are pure functions; ``OverheadStore`` keeps the samples in a small JSON
-file (atomic write), so a restart does not forget them.
+file (atomic write), so a restart does not forget them. The scheduler asks by pool key
+(contract/pools.py); ``uuids_by_pool`` says which card is behind each key, so a card keeps
+what it taught wherever it is numbered.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from common.files import atomic_write
+from contract.gpu import GpuStatus
 from contract.listing import MemoryEstimate
+from contract.pools import Pool
 
+from .gpu import devices_by_pool
 from .placement import Demand
 
 log = logging.getLogger("llamadock.calibration")
@@ -43,6 +48,14 @@ def demand_for(need_bytes: int | None, estimate: MemoryEstimate | None, pools: l
     per_gpu = {p: estimate.compute_bytes + estimate.margin_bytes + overhead.get(p, estimate.overhead_bytes)
                for p in pools}
     return Demand(estimate.layered_bytes, per_gpu, tuple(pools))
+
+
+def uuids_by_pool(gpu: GpuStatus | None, listed: Sequence[Pool] = ()) -> dict[str, str]:
+    """The UUID of the card behind each GPU pool: the local ones from NVML, the others as the
+    orchestrator reports them (NVML's word wins where both know a pool)."""
+    uuids = {p.id.key: p.uuid for p in listed if p.uuid and p.id.gpu is not None}
+    uuids.update({pool: dev.uuid for pool, dev in devices_by_pool(gpu).items() if dev.uuid})
+    return uuids
 
 
 def modelled_on_gpu(estimate: MemoryEstimate, share: float) -> int:

@@ -7,6 +7,9 @@ field, never the rest of the GPU or the other GPUs.
 
 ``NvmlReader.read`` blocks (NVML calls into the driver); call it through
 ``asyncio.to_thread`` from async code.
+
+A reading is of the gateway's own node: ``device_pool`` is the one place a device becomes a
+pool key (contract/pools.py), so other nodes' pools, reported by the orchestrator, never clash.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from contract.gpu import Gpu, GpuMemory, GpuProcess, GpuStatus, GpuUtilization
+from contract.pools import gpu_pool
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,16 @@ _INIT_REASONS = {
         "NVML library and kernel driver versions differ (driver upgraded without a reboot?)"
     ),
 }
+
+
+def device_pool(device: Gpu) -> str:
+    """The pool key of a device NVML reports here: a GPU of the local node."""
+    return gpu_pool(device.index)
+
+
+def devices_by_pool(status: GpuStatus | None) -> dict[str, Gpu]:
+    """A reading's devices by pool key (none without a reading)."""
+    return {device_pool(dev): dev for dev in (status.gpus if status is not None else [])}
 
 
 def _call(nvml: Any, fn: str, *args: Any) -> Any:

@@ -34,13 +34,14 @@ from common.errors import ApiError
 from contract.errors import error_detail
 from contract.gpu import GpuStatus
 from contract.listing import HostInfo, Listing, MemoryEstimate, ModelStatus
+from contract.pools import Pool
 from contract.status import SchedulerView
 
-from .calibration import OverheadStore, learn_from_device, learn_from_process
-from .gpu import NvmlReader
+from .calibration import OverheadStore, learn_from_device, learn_from_process, uuids_by_pool
+from .gpu import NvmlReader, device_pool, devices_by_pool
 from .metrics import GatewayMetrics
 from .model_metrics import crashed, eviction_reason
-from .placement import Placement
+from .placement import Placement, start_body
 from .progress import Progress, progress
 from .release import memory_returned
 from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Reject, Released, Start, StartFailed,
@@ -211,7 +212,7 @@ class Lifecycle:
             self._spawn(self._stop(action.model, held))
 
     def _count_stop(self, stop: Stop) -> None:
-        reason = eviction_reason(stop.reason)
+        reason = eviction_reason(stop.kind)
         self.metrics.evictions.labels(stop.model, reason).inc()
         if stop.swap:
             self.metrics.swaps.labels(stop.model).inc()
@@ -233,7 +234,7 @@ class Lifecycle:
         started = self.clock()
         try:
             response = await self._post_idempotent(f"{self.url}/models/{name}/start",
-                                                   json=placement.body() if placement else None)
+                                                   json=start_body(placement.wire()) if placement else None)
         except httpx.HTTPError as exc:
             self.dispatch(StartFailed(name, f"the orchestrator did not answer ({exc})", self.clock()))
             return
@@ -261,7 +262,7 @@ class Lifecycle:
 
     async def _stop(self, name: str, held: dict[str, int]) -> None:
         pids = tuple(listed.pids) if (listed := self.listing.find(name)) else ()
-        used = {f"gpu{d.index}": d.memory.used_bytes for d in (self._gpu.gpus if self._gpu else [])
+        used = {pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()
                 if d.memory.used_bytes is not None}
         try:
             response = await self._post_idempotent(f"{self.url}/models/{name}/stop")
@@ -286,7 +287,7 @@ class Lifecycle:
     # ---- learning the CUDA overhead -------------------------------------------------------------
 
     def _uuids(self) -> dict[str, str]:
-        return {f"gpu{d.index}": d.uuid for d in (self._gpu.gpus if self._gpu else []) if d.uuid}
+        return uuids_by_pool(self._gpu, self._listed_pools())
 
     def _overheads(self) -> dict[str, int]:
         learned = {pool: self.overheads.overhead(uuid) for pool, uuid in self._uuids().items()}
@@ -304,14 +305,14 @@ class Lifecycle:
         freeing = {p for m in self.state.models.values() if m.phase in FREEING and m.name != name for p in m.held}
         self._learning[name] = _Learning(
             placement, estimate,
-            used_before={f"gpu{d.index}": d.memory.used_bytes for d in self._gpu.gpus},
+            used_before={pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()},
             changes={p: -1 if p in freeing else self._changes.get(p, 0) for p in placement.pools})
 
     def _learn(self) -> None:
         """After a start settles, each GPU it runs on teaches its overhead (once per start)."""
         if self._gpu is None:
             return
-        devices = {f"gpu{d.index}": d for d in self._gpu.gpus}
+        devices = devices_by_pool(self._gpu)
         for name, pending in list(self._learning.items()):
             if pending.ready_at is None or self.clock() - pending.ready_at < self.defaults.learn_after_s:
                 continue
@@ -338,7 +339,12 @@ class Lifecycle:
 
     def _sync(self, phases_from_listing: bool) -> None:
         self.dispatch(sync_event(self.listing, self._gpu, self.state, self.defaults, self._measured,
-                                 self._overheads(), self.clock(), phases_from_listing))
+                                 self._overheads(), self.clock(), phases_from_listing, self._listed_pools()))
+
+    def _listed_pools(self) -> list[Pool]:
+        """The pools the orchestrator reports beside NVML's (other nodes): none while the listing
+        does not carry them."""
+        return []
 
     def _read_gpu(self) -> None:
         """NVML: free memory per GPU, and what each running model really uses (once it runs)."""
@@ -351,7 +357,7 @@ class Lifecycle:
             for dev in self._gpu.gpus:
                 for model, used in (dev.models or {}).items():
                     if used:
-                        measured.setdefault(model, {})[f"gpu{dev.index}"] = used
+                        measured.setdefault(model, {})[device_pool(dev)] = used
             self._measured = measured
             self._learn()
 

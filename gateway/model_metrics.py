@@ -7,8 +7,8 @@ with prometheus-client's parser, adds the label and merges the families (a famil
 appear once in a scrape); the effect fetches every ready model at once, each within a
 short timeout, so a model that hangs costs the scrape that timeout and no more.
 
-Also here: what an eviction is called in ``llamadock_evictions_total`` (the scheduler's
-``Stop`` reasons are sentences; a label needs a small fixed set).
+Also here: what an eviction is called in ``llamadock_evictions_total``: a small fixed set of
+labels, read from the kind of the scheduler's ``Stop`` (its reason is a sentence for people).
 """
 
 from __future__ import annotations
@@ -24,26 +24,21 @@ from prometheus_client.samples import Sample
 
 from contract.listing import ModelState, ModelStatus
 
+from .scheduler import StopKind
+
 MODEL_LABEL = "model"
 SCRAPE_TIMEOUT_S = 0.5  # per model; they are fetched at once, so this bounds the whole scrape's wait
 
 EVICTION_REASONS = ("ttl", "room", "swap_group", "admin", "crash", "other")
+EVICTION_LABELS = {StopKind.IDLE: "ttl", StopKind.ROOM: "room", StopKind.SWAP_GROUP: "swap_group",
+                   StopKind.UNLOAD: "admin", StopKind.KEEP_ALIVE: "admin"}
 
 
 # ---- pure ------------------------------------------------------------------------------------------
 
-def eviction_reason(stop_reason: str) -> str:
-    """The label for a scheduler ``Stop`` reason (its wording: gateway/scheduler.py)."""
-    text = stop_reason.lower()
-    if text.startswith("idle for"):
-        return "ttl"
-    if text.startswith("making room"):
-        return "room"
-    if text.startswith("swap group"):
-        return "swap_group"
-    if "admin" in text or "unload" in text or "keep_alive" in text:
-        return "admin"
-    return "other"
+def eviction_reason(kind: StopKind) -> str:
+    """The label for a scheduler ``Stop`` of this kind ("other" for a kind without a label of its own)."""
+    return EVICTION_LABELS.get(kind, "other")
 
 
 def crashed(before: Mapping[str, str], models: Iterable[ModelStatus]) -> list[str]:

@@ -10,22 +10,31 @@ it uses pays in full. So splitting costs memory: it is the fallback, not the def
   larger holes stay free for larger models; ties go to the lower index.
 * None: the fewest GPUs that together hold it, roomiest first, each given a share of
   the layers proportional to the room it has beyond its per-GPU cost.
+
+Pools are keyed by ``contract.pools`` (``gpu0`` on the local node, ``n2/gpu0`` elsewhere). A
+split never spans nodes: llama.cpp splits layers only across the GPUs of one process, so the
+GPUs of a split are all on one node (the one that needs the fewest of them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Mapping
 
 from common.sizes import MiB, format_size
+from contract.placement import Placement as WirePlacement
+from contract.pools import LOCAL_NODE, PoolId
 
 
-def pool_of(index: int) -> str:
-    return f"gpu{index}"
+def order(pool: str) -> tuple[str, int]:
+    """Pools in a stable order: by node, then by GPU index on it (ties in a choice go to the first)."""
+    pid = PoolId.parse(pool)
+    return pid.node, -1 if pid.gpu is None else pid.gpu
 
 
-def index_of(pool: str) -> int:
-    return int(pool.removeprefix("gpu"))
+def node_of(pool: str) -> str:
+    return PoolId.parse(pool).node
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Demand:
     """What a model needs, before it is placed."""
     layered: int  # weights + KV cache + projector: split across GPUs by layer
     per_gpu: Mapping[str, int] = field(default_factory=dict)  # compute + CUDA overhead + margin, on each GPU used
-    pools: tuple[str, ...] = ()  # the GPUs it may use (the spec's `gpus`), in index order
+    pools: tuple[str, ...] = ()  # the GPUs it may use (the spec's `gpus`), in pool order
 
     def on_one(self, pool: str) -> int:
         return self.layered + self.per_gpu.get(pool, 0)
@@ -59,9 +68,14 @@ class Placement:
         total = sum(self.split)
         return self.split[self.pools.index(pool)] / total if total and pool in self.need else 0.0
 
-    def body(self) -> dict:
-        """What the gateway sends with ``POST /models/{name}/start``."""
-        return {"gpus": [index_of(p) for p in self.pools], "tensor_split": list(self.split) or None}
+    def wire(self) -> WirePlacement:
+        """The wire form (``POST /models/{name}/start``): the node, its GPU indices, the split.
+        Only a placement on GPUs of one node has one (``place`` makes no other)."""
+        ids = [PoolId.parse(p) for p in self.pools]
+        nodes = {i.node for i in ids}
+        if len(nodes) != 1 or any(i.gpu is None for i in ids):
+            raise ValueError(f"not a placement on the GPUs of one node: {', '.join(self.pools)}")
+        return WirePlacement(node=nodes.pop(), gpus=tuple(i.gpu for i in ids), tensor_split=self.split or None)
 
     def describe(self) -> str:
         if not self.split:
@@ -69,24 +83,27 @@ class Placement:
         return f"{'+'.join(self.pools)} split {':'.join(str(s) for s in self.split)}"
 
 
+def start_body(placement: WirePlacement) -> dict:
+    """The JSON of ``POST /models/{name}/start``. The local node is left out, so an orchestrator
+    from before nodes existed reads it as it always did."""
+    return placement.model_dump(mode="json", exclude={"node"} if placement.node == LOCAL_NODE else None)
+
+
 def place(demand: Demand, room: Mapping[str, int]) -> Placement | None:
     """The placement for ``demand`` given the free bytes per pool, or None when it fits nowhere."""
-    usable = [p for p in demand.pools if p in room]
+    usable = sorted((p for p in demand.pools if p in room), key=order)
     single = [p for p in usable if demand.on_one(p) <= room[p]]
     if single:
-        best = min(single, key=lambda p: (room[p] - demand.on_one(p), index_of(p)))
+        best = min(single, key=lambda p: (room[p] - demand.on_one(p), order(p)))
         return Placement({best: demand.on_one(best)})
     # Room for layers on each GPU once it has paid its own per-GPU part.
     spare = {p: room[p] - demand.per_gpu.get(p, 0) for p in usable}
-    chosen: list[str] = []
-    for pool in sorted(usable, key=lambda p: (-spare[p], index_of(p))):
-        if spare[pool] <= 0 or sum(spare[p] for p in chosen) >= demand.layered:
-            break
-        chosen.append(pool)
-    total_spare = sum(spare[p] for p in chosen)
-    if len(chosen) < 2 or total_spare < demand.layered:
+    # A split stays on one node: the one that holds it on the fewest GPUs (then the first node).
+    splits = [_split_on(list(pools), spare, demand.layered) for _, pools in groupby(usable, key=node_of)]
+    chosen = min((c for c in splits if c), key=len, default=None)
+    if chosen is None:
         return None
-    chosen.sort(key=index_of)
+    total_spare = sum(spare[p] for p in chosen)
     # Shares proportional to the spare room; never more than a GPU's spare (rounding down,
     # the remainder to the roomiest, which then still fits since the shares sum below the spares).
     shares = {p: demand.layered * spare[p] // total_spare for p in chosen}
@@ -95,6 +112,19 @@ def place(demand: Demand, room: Mapping[str, int]) -> Placement | None:
     need = {p: shares[p] + demand.per_gpu.get(p, 0) for p in chosen}
     split = tuple(max(1, round(shares[p] / MiB)) for p in chosen)
     return Placement(need, split)
+
+
+def _split_on(pools: list[str], spare: Mapping[str, int], layered: int) -> list[str] | None:
+    """The fewest of one node's ``pools`` that together hold ``layered`` bytes of layers, roomiest
+    first, in pool order; None when they cannot."""
+    chosen: list[str] = []
+    for pool in sorted(pools, key=lambda p: (-spare[p], order(p))):
+        if spare[pool] <= 0 or sum(spare[p] for p in chosen) >= layered:
+            break
+        chosen.append(pool)
+    if len(chosen) < 2 or sum(spare[p] for p in chosen) < layered:
+        return None
+    return sorted(chosen, key=order)
 
 
 def explain(demand: Demand, room: Mapping[str, int]) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Collection, Mapping
 
-from .gpu import GpuStatus
+from contract.pools import LOCAL_NODE, PoolId
+
+from .gpu import GpuStatus, devices_by_pool
 
 SEEN_FREE = 0.75  # WSL2: this much of what it held back on the device counts as returned (others move too)
 
@@ -18,11 +20,17 @@ SEEN_FREE = 0.75  # WSL2: this much of what it held back on the device counts as
 def memory_returned(status: GpuStatus, pids: Collection[int], used_before: Mapping[str, int],
                     held: Mapping[str, int]) -> bool:
     """``pids``: the model's server PIDs; ``used_before``: device-wide used bytes per pool while it ran;
-    ``held``: what it held per pool."""
-    by_pool = {f"gpu{dev.index}": dev for dev in status.gpus}
+    ``held``: what it held per pool. Another node's pool is not in this reading: never seen
+    returned here, its wait ends with the scheduler's release timeout (the safe side of a start
+    that could run out of memory there)."""
+    by_pool = devices_by_pool(status)
     for pool, bytes_held in held.items():
+        if not bytes_held:
+            continue
+        if PoolId.parse(pool).node != LOCAL_NODE:
+            return False
         dev = by_pool.get(pool)
-        if dev is None or not bytes_held:
+        if dev is None:
             continue
         if dev.processes is not None and pids:
             if any(p.pid in pids for p in dev.processes):

@@ -253,15 +253,28 @@ class Start:
     placement: Placement | None = None  # the GPUs to use (and the split); None: as the spec says
 
 
+class StopKind(StrEnum):
+    """Why the scheduler stops a model: what metrics and swap counts read (the reason is for people)."""
+    IDLE = "idle"  # its ttl passed with no request
+    ROOM = "room"  # making room for another model
+    SWAP_GROUP = "swap_group"  # another of its swap group is wanted
+    UNLOAD = "unload"  # an admin's unload
+    KEEP_ALIVE = "keep_alive"  # a client's keep_alive 0, once its request ended
+
+
+SWAPS = (StopKind.ROOM, StopKind.SWAP_GROUP)
+
+
 @dataclass(frozen=True)
 class Stop:
     model: str
-    reason: str
+    reason: str  # in words, for logs and people
+    kind: StopKind
 
     @property
     def swap(self) -> bool:
         """Stopped for another model (to make room, or by its swap group), not for being idle."""
-        return self.reason.startswith(("making room", "swap group"))
+        return self.kind in SWAPS
 
 
 Action = Union[Admit, Reject, Start, Stop]
@@ -349,7 +362,7 @@ def _apply(state: State, event: Event, actions: list[Action]) -> State:
                                         last_used=max(model.last_used, event.now)))
     if isinstance(event, Unload):
         if model.phase is Phase.READY and not model.busy:
-            actions.append(Stop(model.name, "unloaded on request"))
+            actions.append(Stop(model.name, "unloaded on request", StopKind.UNLOAD))
             return state.with_model(replace(model, phase=Phase.STOPPING))
     return state
 
@@ -406,7 +419,7 @@ def _unload_idle(state: State, actions: list[Action]) -> State:
     """Models a client asked to unload after its request (keep_alive 0) go as soon as they are idle."""
     for model in list(state.models.values()):
         if model.keep_alive == 0 and model.phase is Phase.READY and not model.busy:
-            actions.append(Stop(model.name, "keep_alive 0: unloaded after its request"))
+            actions.append(Stop(model.name, "keep_alive 0: unloaded after its request", StopKind.KEEP_ALIVE))
             state = state.with_model(replace(model, phase=Phase.STOPPING))
     return state
 
@@ -436,7 +449,7 @@ def _expire(state: State, now: float, actions: list[Action]) -> State:
         ttl = model.policy.ttl_s
         if model.phase is Phase.READY and ttl > 0 and not model.policy.pinned and not model.busy \
                 and now - model.last_used >= ttl:
-            actions.append(Stop(model.name, f"idle for {ttl:g} s"))
+            actions.append(Stop(model.name, f"idle for {ttl:g} s", StopKind.IDLE))
             state = state.with_model(replace(model, phase=Phase.STOPPING))
     return state
 
@@ -566,7 +579,7 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
             for rival in rivals:
                 if _evictable(rival, now, starving) and not rival.in_flight:
                     actions.append(Stop(rival.name, f"swap group '{group}': '{model.name}' is wanted"
-                                        + _starved(model, now, starving)))
+                                        + _starved(model, now, starving), StopKind.SWAP_GROUP))
                     state = state.with_model(replace(rival, phase=Phase.STOPPING, yielding_to=None))
             return state  # start once they have stopped (a Stopped event settles again)
 
@@ -584,7 +597,8 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
     for victim in victims:
         if victim.in_flight:
             continue  # yielding: stopped once its requests in flight end
-        actions.append(Stop(victim.name, f"making room for '{model.name}'" + _starved(model, now, starving)))
+        actions.append(Stop(victim.name, f"making room for '{model.name}'" + _starved(model, now, starving),
+                            StopKind.ROOM))
         state = state.with_model(replace(victim, phase=Phase.STOPPING, yielding_to=None))
     return state  # start once the room is free (a Stopped / Released / Started event settles again)
 

@@ -1,6 +1,9 @@
-"""What the scheduler is fed, as pure functions: memory pools from an NVML reading (or a
-configured budget), each model's policy from the orchestrator's listing, the ``Sync`` event that
-carries both, and the scheduler's view for ``/status``.
+"""What the scheduler is fed, as pure functions: memory pools from an NVML reading, the pools the
+orchestrator reports (or a configured budget), each model's policy from the orchestrator's
+listing, the ``Sync`` event that carries both, and the scheduler's view for ``/status``.
+
+Every pool is keyed by ``contract.pools``: ``gpu0`` on the local node (NVML's), ``n2/gpu0`` on
+another node, ``budget`` for a node's memory without a GPU.
 
 No I/O and no clock of their own: gateway/lifecycle.py reads NVML and the listing, calls these,
 and hands the result to ``scheduler.step``.
@@ -8,19 +11,21 @@ and hands the result to ``scheduler.step``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from contract.gpu import GpuStatus
 from contract.listing import Listing, ModelState, ModelStatus
+from contract.pools import Pool, PoolId, budget_pool, gpu_pool
 from contract.status import PlacementView, PoolView, ScheduledModel, SchedulerView
 
 from .calibration import demand_for
-from .placement import index_of
+from .gpu import devices_by_pool
+from .placement import Placement
 from .scheduler import HOLDS_MEMORY, Phase, Policy, State, Sync
 
-BUDGET_POOL = "budget"
+BUDGET_POOL = budget_pool()  # the configured budget of a box without a GPU
 PHASES = {ModelState.READY: Phase.READY, ModelState.STARTING: Phase.STARTING, ModelState.STOPPED: Phase.STOPPED,
           ModelState.FAILED: Phase.FAILED}
 
@@ -39,60 +44,118 @@ class Defaults:
     max_wait_s: float | None = None  # a model waiting this long for memory goes next; None: no bound
 
 
-def pools_from_gpu(gpu: GpuStatus | None, defaults: Defaults, ours: dict[str, int]) -> tuple[dict, dict]:
-    """(capacity, external) per pool. ``ours``: bytes our models use per pool (to tell other users apart)."""
-    if gpu is not None and gpu.available and gpu.gpus:
-        capacity, external = {}, {}
-        for dev in gpu.gpus:
-            pool = f"gpu{dev.index}"
+@dataclass(frozen=True)
+class Pools:
+    """What the scheduler knows of its memory: bytes it may fill, and bytes others use, per pool."""
+    capacity: dict[str, int] = field(default_factory=dict)
+    external: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> frozenset[str]:
+        """The GPU pools (release waited for, one start at a time), not a memory budget."""
+        return frozenset(p for p in self.capacity if is_gpu(p))
+
+
+def is_gpu(pool: str) -> bool:
+    return PoolId.parse(pool).gpu is not None
+
+
+def pools_from(gpu: GpuStatus | None, listed: Sequence[Pool], defaults: Defaults, ours: Mapping[str, int]) -> Pools:
+    """The pools to schedule on: the local GPUs as NVML reads them (live), then the pools the
+    orchestrator reports that NVML does not show (other nodes, or a gateway without NVML), from
+    their total and free bytes; with neither, the configured budget. ``ours``: bytes our models
+    use per pool (to tell other users apart). No pools listed: the NVML reading alone."""
+    capacity, external = {}, {}
+    if gpu is not None and gpu.available:
+        for pool, dev in devices_by_pool(gpu).items():
             total, used = dev.memory.total_bytes, dev.memory.used_bytes
             if total is None:
                 continue
             capacity[pool] = max(0, total - defaults.vram_reserve)
             external[pool] = max(0, (used or 0) - ours.get(pool, 0))
-        if capacity:
-            return capacity, external
+    for reported in listed:
+        pool = reported.id.key
+        if pool in capacity or reported.total_bytes is None:
+            continue
+        reserve = defaults.vram_reserve if reported.id.gpu is not None else 0
+        capacity[pool] = max(0, reported.total_bytes - reserve)
+        used = 0 if reported.free_bytes is None else reported.total_bytes - reported.free_bytes
+        external[pool] = max(0, used - ours.get(pool, 0))
+    if capacity:
+        return Pools(capacity, external)
     if defaults.memory_budget:
-        return {BUDGET_POOL: defaults.memory_budget}, {}
-    return {}, {}
+        return Pools({BUDGET_POOL: defaults.memory_budget})
+    return Pools()
 
 
-def ours_by_pool(gpu: GpuStatus | None, state: State) -> dict[str, int]:
+def pools_from_gpu(gpu: GpuStatus | None, defaults: Defaults, ours: dict[str, int]) -> tuple[dict, dict]:
+    """(capacity, external) per pool from the NVML reading alone (or the budget)."""
+    pools = pools_from(gpu, (), defaults, ours)
+    return pools.capacity, pools.external
+
+
+def ours_by_pool(gpu: GpuStatus | None, state: State, listed: Sequence[Pool] = ()) -> dict[str, int]:
     """Bytes our models use on each GPU: what NVML attributes to their processes, or, where it
-    cannot list processes (WSL2), what the scheduler counts them to hold."""
+    cannot list processes (WSL2) or does not see the pool (another node's), what the scheduler
+    counts them to hold."""
+    def counted(pool: str) -> int:
+        return sum(m.held.get(pool, 0) for m in state.models.values() if m.phase in HOLDS_MEMORY)
+
     ours: dict[str, int] = {}
-    for dev in gpu.gpus if gpu is not None else []:
-        pool = f"gpu{dev.index}"
+    seen = devices_by_pool(gpu)
+    for pool, dev in seen.items():
         if dev.processes is None:
-            ours[pool] = sum(m.held.get(pool, 0) for m in state.models.values() if m.phase in HOLDS_MEMORY)
+            ours[pool] = counted(pool)
         for used in (dev.models or {}).values():
             ours[pool] = ours.get(pool, 0) + used
+    for reported in listed:
+        if reported.id.key not in seen:
+            ours[reported.id.key] = counted(reported.id.key)
     return ours
 
 
 def need_by_pool(total: int | None, pools: list[str], gpus: Literal["all"] | tuple[int, ...] = "all") -> dict[str, int]:
-    """A model's need spread over the pools it uses (llama.cpp splits layers across GPUs)."""
+    """A model's need spread over the pools it uses (llama.cpp splits layers across GPUs); without
+    a GPU, all of it in a memory budget (the first: it runs on one node)."""
     if not total or not pools:
         return {}
-    if pools == [BUDGET_POOL]:
-        return {BUDGET_POOL: total}
-    mine = pools if gpus == "all" else [p for p in pools if index_of(p) in set(gpus)] or pools[:1]
+    on_gpus = [p for p in pools if is_gpu(p)]
+    if not on_gpus:
+        return {pools[0]: total}
+    mine = on_gpus if gpus == "all" else _with_index(on_gpus, gpus) or on_gpus[:1]
     return {pool: total // len(mine) for pool in mine}
 
 
 def gpu_pools_allowed(pools: list[str], gpus: Literal["all"] | tuple[int, ...]) -> list[str]:
-    """The GPU pools a model may use (its spec's ``gpus``)."""
-    return pools if gpus == "all" else [p for p in pools if index_of(p) in set(gpus)] or \
-        [f"gpu{i}" for i in gpus]  # none of them here: placement says so
+    """The GPU pools a model may use (its spec's ``gpus``: these indices, on whichever node); never
+    a node's memory budget."""
+    on_gpus = [p for p in pools if is_gpu(p)]
+    return on_gpus if gpus == "all" else _with_index(on_gpus, gpus) or \
+        [gpu_pool(i) for i in gpus]  # none of them here: placement says so
+
+
+def _with_index(pools: list[str], gpus: tuple[int, ...]) -> list[str]:
+    return [p for p in pools if PoolId.parse(p).gpu in set(gpus)]
+
+
+def running_on(listed: Sequence[Pool]) -> dict[str, list[str]]:
+    """Per model, the pools the orchestrator reports it running on."""
+    where: dict[str, list[str]] = {}
+    for pool in listed:
+        for name in pool.models:
+            where.setdefault(name, []).append(pool.id.key)
+    return where
 
 
 def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str], measured: Mapping[str, int] | None,
-                        overhead: Mapping[str, int] | None = None) -> Policy:
-    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool.
-    On GPUs the model gets a Demand and is placed when it starts; ``need`` then only tells what it holds."""
+                        overhead: Mapping[str, int] | None = None, runs_on: list[str] | None = None) -> Policy:
+    """``measured``: bytes NVML sees it use per pool (running); ``overhead``: learned CUDA overhead per pool;
+    ``runs_on``: the pools the orchestrator reports it running on (its need is counted there until NVML
+    or a placement says more). On GPUs the model gets a Demand and is placed when it starts; ``need``
+    then only tells what it holds."""
     spec = model.spec
     gpus = spec.gpus if spec else "all"
-    on_gpus = bool(pools) and pools != [BUDGET_POOL]
+    on_gpus = any(is_gpu(p) for p in pools)
     demand = demand_for(model.need_bytes, model.estimate, gpu_pools_allowed(pools, gpus),
                         overhead or {}) if on_gpus else None
     return Policy(
@@ -101,7 +164,7 @@ def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str]
         ttl_s=defaults.ttl_s if spec is None or spec.ttl is None else float(spec.ttl),
         pinned=bool(spec and spec.pinned),
         swap_group=spec.swap_group if spec else None,
-        need=dict(measured) if measured else need_by_pool(model.need_bytes, pools, gpus),
+        need=dict(measured) if measured else need_by_pool(model.need_bytes, runs_on or pools, gpus),
         demand=demand,
         min_residency_s=defaults.min_residency_s if spec is None or spec.min_residency is None
         else float(spec.min_residency),
@@ -111,23 +174,25 @@ def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str]
 
 def sync_event(listing: Listing, gpu: GpuStatus | None, state: State, defaults: Defaults,
                measured: Mapping[str, Mapping[str, int]], overheads: Mapping[str, int], now: float,
-               phases_from_listing: bool) -> Sync:
-    """Policies and pools from the listing and the NVML reading. Phases from the listing only when
-    it is new: replaying an older one would undo what happened since (a stop just done)."""
-    capacity, external = pools_from_gpu(gpu, defaults, ours_by_pool(gpu, state))
-    pools = list(capacity)
+               phases_from_listing: bool, listed_pools: Sequence[Pool] = ()) -> Sync:
+    """Policies and pools from the listing, the NVML reading and the pools the orchestrator reports.
+    Phases from the listing only when it is new: replaying an older one would undo what happened
+    since (a stop just done)."""
+    found = pools_from(gpu, listed_pools, defaults, ours_by_pool(gpu, state, listed_pools))
+    pools = list(found.capacity)
+    where = running_on(listed_pools)
     models = {}
     for model in listing.models:
         if not model.declared:
             continue
-        policy = policy_from_listing(model, defaults, pools, measured.get(model.name), overheads)
+        runs_on = [p for p in where.get(model.name, ()) if p in found.capacity]
+        policy = policy_from_listing(model, defaults, pools, measured.get(model.name), overheads, runs_on)
         known = state.models.get(model.name)
         if phases_from_listing or known is None:
             models[model.name] = (policy, PHASES[model.state], model.reason)
         else:
             models[model.name] = (policy, known.phase, known.reason)
-    gpu_pools = frozenset(pools) if gpu is not None and pools != [BUDGET_POOL] else frozenset()
-    return Sync(models, capacity, external, now, gpu_pools)
+    return Sync(models, found.capacity, found.external, now, found.gpus)
 
 
 def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[str, str],
@@ -150,8 +215,7 @@ def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[st
             need_bytes=dict(m.held), pinned=m.policy.pinned, ttl_s=m.policy.ttl_s,
             swap_group=m.policy.swap_group, min_residency_s=m.policy.min_residency_s, yielding_to=m.yielding_to,
             # How good the estimate was: what it said, the overhead learned where it runs, what NVML sees.
-            placement=None if m.placement is None else PlacementView(**m.placement.body(),
-                                                                     text=m.placement.describe()),
+            placement=None if m.placement is None else _placement_view(m.placement),
             estimate=listed.estimate if listed else None,
             overhead_learned_bytes={p: learned.get(p) for p in m.held if p in uuids} or None,
             actual_bytes=dict(measured[m.name]) if m.name in measured else None,
@@ -160,3 +224,9 @@ def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[st
             ctx_size=spec.ctx_size if spec else None, parallel=spec.parallel if spec else None,
         )
     return SchedulerView(pools=pools, models=models)
+
+
+def _placement_view(placement: Placement) -> PlacementView:
+    wire = placement.wire()  # its node is not shown yet: PlacementView has no field for it
+    return PlacementView(gpus=list(wire.gpus), tensor_split=None if wire.tensor_split is None
+                         else list(wire.tensor_split), text=placement.describe())

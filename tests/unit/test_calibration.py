@@ -10,8 +10,9 @@ import pynvml
 import pytest
 
 from contract.listing import MemoryEstimate
+from contract.pools import Pool, PoolId
 from gateway.calibration import (SAMPLES_KEPT, OverheadStore, demand_for, learn_from_device, learn_from_process,
-                                 modelled_on_gpu, overhead_from, remember)
+                                 modelled_on_gpu, overhead_from, remember, uuids_by_pool)
 from gateway.gpu import GIB, NvmlReader
 from gateway.placement import Demand
 from gateway.release import memory_returned
@@ -131,3 +132,21 @@ def _mem(total, used):
 def test_memory_returned(gpus, returned):
     assert memory_returned(read(gpus), pids=[4242], used_before={"gpu0": 12 * GIB},
                            held={"gpu0": 6 * GIB}) is returned
+
+
+def test_another_nodes_pool_is_never_seen_returned_here_its_wait_ends_with_the_timeout():
+    gone = read([fake_gpu(compute=[proc(7, GIB)])])  # the local GPU shows its process gone
+    assert memory_returned(gone, pids=[4242], used_before={}, held={"gpu0": 6 * GIB})
+    assert not memory_returned(gone, pids=[4242], used_before={}, held={"gpu0": 6 * GIB, "n2/gpu0": 6 * GIB})
+    assert memory_returned(gone, pids=[4242], used_before={}, held={"n2/gpu0": 0})  # held nothing there
+
+
+# ---- which card is behind a pool -----------------------------------------------------------------
+
+def test_uuids_by_pool_from_nvml_here_and_from_the_orchestrator_elsewhere():
+    local = read([fake_gpu(uuid="GPU-a")])
+    listed = [Pool(id=PoolId(node="n2", gpu=0), uuid="GPU-n2"), Pool(id=PoolId(gpu=0), uuid="GPU-stale"),
+              Pool(id=PoolId(node="n2"), uuid="not-a-gpu"), Pool(id=PoolId(node="n3", gpu=1))]
+    assert uuids_by_pool(local, listed) == {"gpu0": "GPU-a", "n2/gpu0": "GPU-n2"}  # NVML's word wins here
+    assert uuids_by_pool(None, listed) == {"gpu0": "GPU-stale", "n2/gpu0": "GPU-n2"}
+    assert uuids_by_pool(local) == {"gpu0": "GPU-a"}

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pynvml
 
-from gateway.gpu import GIB, GpuStatus, NvmlReader
+from gateway.gpu import GIB, GpuStatus, NvmlReader, device_pool, devices_by_pool
 
 NOT_AVAILABLE = pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
 
@@ -320,3 +320,10 @@ def test_real_pynvml():
     else:
         assert not status.available
         assert status.reason.startswith("NVML library not found")
+
+
+def test_a_reading_is_of_the_local_node_its_devices_keyed_as_its_pools():
+    status = NvmlReader(FakeNvml([fake_gpu(uuid="GPU-a"), fake_gpu(uuid="GPU-b")])).read()
+    assert [device_pool(d) for d in status.gpus] == ["gpu0", "gpu1"]
+    assert {p: d.uuid for p, d in devices_by_pool(status).items()} == {"gpu0": "GPU-a", "gpu1": "GPU-b"}
+    assert devices_by_pool(None) == {}

@@ -12,10 +12,12 @@ import pytest
 
 from common.errors import ApiError
 from contract.listing import MemoryEstimate
+from contract.pools import Pool, PoolId
 from gateway.gpu import GIB, NvmlReader
 from gateway.lifecycle import Lifecycle
 from gateway.scheduler_inputs import Defaults
 from gateway.metrics import GatewayMetrics
+from gateway.scheduler import Unload
 from support.waiting import wait_until_async
 from support.listing import listing, status
 from test_gpu import FakeNvml, fake_gpu, proc
@@ -135,5 +137,37 @@ async def test_the_next_start_waits_until_nvml_shows_the_stopped_models_memory_b
     await wait_until_async(lambda: orchestrator.starts, 5, "b started")
     assert orchestrator.starts == [("b", {"gpus": [0], "tensor_split": None})]
     await ticket.wait()
+    ticket.release()
+    await life.stop()
+
+
+async def test_a_stops_kind_reaches_the_evictions_label_and_the_swap_count(tmp_path, clock):
+    nvml = FakeNvml([fake_gpu(uuid="GPU-a", memory=_mem(24 * GIB, 0))])
+    life = await lifecycle(tmp_path, nvml, Orchestrator(), clock,
+                           [listed("a", "ready", swap_group="g"), listed("b", swap_group="g"), listed("c", "ready")])
+    ticket = life.request("b")  # a, of its swap group, must go first
+    life.dispatch(Unload("c", clock()))
+    value = life.metrics.registry.get_sample_value
+    assert value("llamadock_evictions_total", {"model": "a", "reason": "swap_group"}) == 1
+    assert value("llamadock_swaps_total", {"model": "a"}) == 1
+    assert value("llamadock_evictions_total", {"model": "c", "reason": "admin"}) == 1
+    assert value("llamadock_swaps_total", {"model": "c"}) is None  # an unload is no swap
+    ticket.release()
+    await life.stop()
+
+
+async def test_a_model_placed_on_another_nodes_pool_is_started_there(tmp_path, clock):
+    nvml = FakeNvml([fake_gpu(uuid="GPU-a", memory=_mem(24 * GIB, 22 * GIB))])  # 2 GB free here: too little
+    orchestrator = Orchestrator()
+    life = await lifecycle(tmp_path, nvml, orchestrator, clock, [listed("q")])
+    life._listed_pools = lambda: [Pool(id=PoolId(node="n2", gpu=1), uuid="GPU-n2", total_bytes=24 * GIB,
+                                       free_bytes=24 * GIB)]
+    life._sync(phases_from_listing=False)
+    ticket = life.request("q")
+    await settle(life)
+    await ticket.wait()
+    assert orchestrator.starts == [("q", {"node": "n2", "gpus": [1], "tensor_split": None})]
+    assert life.describe().models["q"].placement.text == "n2/gpu1"
+    assert life.describe().pools["n2/gpu1"].uuid == "GPU-n2"
     ticket.release()
     await life.stop()

@@ -14,7 +14,7 @@ from support.listing import listing as listed, status
 from gateway.metrics import GatewayMetrics
 from support import dashboard
 from gateway.model_metrics import (EVICTION_REASONS, Families, crashed, eviction_reason, parse, relabel)
-from gateway.scheduler import Arrive, Phase, Policy, State, Stop, Model, Tick, step
+from gateway.scheduler import Arrive, KeepAlive, Phase, Policy, State, Stop, StopKind, Model, Tick, Unload, step
 
 # Captured from the vendored llama-server (--metrics) after one chat request.
 CAPTURED = (Path(__file__).parent / "data" / "llama_server_metrics.txt").read_text()
@@ -95,18 +95,25 @@ def _state(*models: Model) -> State:
     (_state(_model("a", Phase.READY, need=3 * 2**30), _model("b")), Arrive(1, "b", 1), "room"),
     (_state(_model("a", Phase.READY, group="g", need=1), _model("b", group="g", need=1)), Arrive(1, "b", 1),
      "swap_group"),
-], ids=["ttl", "room", "swap_group"])
+    (_state(_model("a", Phase.READY)), Unload("a", 1), "admin"),
+    (_state(_model("a", Phase.READY)), KeepAlive("a", 0, 1), "admin"),
+], ids=["ttl", "room", "swap_group", "unload", "keep_alive"])
 def test_the_schedulers_own_stop_reasons_map_to_their_label(state, event, expected):
     stops = _stops(state, event)
-    assert [eviction_reason(s.reason) for s in stops] == [expected]
+    assert [eviction_reason(s.kind) for s in stops] == [expected]
 
 
-@pytest.mark.parametrize("reason, label", [
-    ("idle for 60 s", "ttl"), ("making room for 'c'", "room"), ("swap group 'g': 'b' is wanted", "swap_group"),
-    ("unloaded by an admin", "admin"), ("keep_alive 0", "admin"), ("something new", "other"),
+@pytest.mark.parametrize("kind, label", [
+    (StopKind.IDLE, "ttl"), (StopKind.ROOM, "room"), (StopKind.SWAP_GROUP, "swap_group"),
+    (StopKind.UNLOAD, "admin"), (StopKind.KEEP_ALIVE, "admin"),
 ])
-def test_eviction_reason_table(reason, label):
-    assert eviction_reason(reason) == label and label in EVICTION_REASONS
+def test_eviction_reason_table(kind, label):
+    assert eviction_reason(kind) == label and label in EVICTION_REASONS
+
+
+def test_every_stop_kind_has_its_label_and_a_new_one_is_other():
+    assert {eviction_reason(kind) for kind in StopKind} <= set(EVICTION_REASONS) - {"other"}
+    assert eviction_reason("something new") == "other"  # a kind added without a label of its own
 
 
 def test_crashed_is_a_ready_model_the_listing_shows_stopped_or_failed():

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from gateway.placement import Demand, Placement
+from contract.placement import Placement as WirePlacement
+from contract.pools import PoolId
+from gateway.placement import Demand, Placement, place, start_body
 from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
-                               Released, Start, StartFailed, State, Stop, Stopped, Started, Sync, Tick, Waiter, step)
+                               Released, Start, StartFailed, State, Stop, StopKind, Stopped, Started, Sync, Tick,
+                               Waiter, step)
 from gateway.scheduler import TICK_S, KeepAlive, Unload, next_tick
 
 READY, STARTING, STOPPING, STOPPED, FAILED, RELEASING = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
@@ -200,7 +203,7 @@ def test_finish_never_goes_below_zero():
 ], ids=["before-ttl", "at-ttl", "ttl0", "pinned", "in-flight", "queued", "starting", "stopped", "failed"])
 def test_idle_unload(m, now, stops):
     s, actions = step(state(m), Tick(now))
-    assert actions == ([Stop("a", "idle for 60 s")] if stops else [])
+    assert actions == ([Stop("a", "idle for 60 s", StopKind.IDLE)] if stops else [])
     assert s.models["a"].phase is (STOPPING if stops else m.phase)
 
 
@@ -209,7 +212,7 @@ def test_use_resets_the_idle_clock():
     s, actions = run(s, Arrive(1, "a", 50.0), Tick(100.0), Finish(1, "a", 90.0), Tick(149.0))
     assert actions == [Admit(1, "a")]
     s, actions = run(s, Tick(150.0))
-    assert actions == [Stop("a", "idle for 60 s")]
+    assert actions == [Stop("a", "idle for 60 s", StopKind.IDLE)]
 
 
 def test_ttl_counts_from_ready_not_from_the_last_request():
@@ -217,7 +220,7 @@ def test_ttl_counts_from_ready_not_from_the_last_request():
                      Tick(35.0))
     assert actions == [Start("a")]  # the start carries on for nobody; it is not stopped on arrival
     s, actions = run(s, Tick(40.0))
-    assert actions == [Stop("a", "idle for 10 s")]
+    assert actions == [Stop("a", "idle for 10 s", StopKind.IDLE)]
 
 
 # ---- races (the issue's table) -----------------------------------------------------------------
@@ -231,25 +234,26 @@ RACES = [
     pytest.param(
         state(model("a", READY, need=gb(4), ttl=10)),
         [Tick(10), Arrive(1, "a", 11), Stopped("a", 12), Started("a", 15)],
-        [Stop("a", "idle for 10 s"), Start("a"), Admit(1, "a")],
+        [Stop("a", "idle for 10 s", StopKind.IDLE), Start("a"), Admit(1, "a")],
         id="request-during-unload"),
     pytest.param(
         state(model("a", READY, need=gb(4), ttl=10)),
         [Tick(10), Arrive(1, "a", 11), Cancel(1, "a", 11.5), Stopped("a", 12)],
-        [Stop("a", "idle for 10 s")],
+        [Stop("a", "idle for 10 s", StopKind.IDLE)],
         id="request-during-unload-gone-before-it-stopped"),
     pytest.param(
         state(model("a", READY, need=gb(6), in_flight=1, last_used=1),
               model("b", READY, need=gb(2), last_used=5), model("c", need=gb(4))),
         [Arrive(1, "c", 10), Finish(0, "a", 11), Stopped("a", 12), Stopped("b", 12), Started("c", 13)],
-        [Stop("b", "making room for 'c'"), Stop("a", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        [Stop("b", "making room for 'c'", StopKind.ROOM), Stop("a", "making room for 'c'", StopKind.ROOM), Start("c"),
+         Admit(1, "c")],
         id="eviction-waits-for-requests-in-flight"),  # b alone is not enough: nothing stops until a is idle,
     # then least recently used first (a was just used, so b goes too)
     pytest.param(
         state(model("a", READY, need=gb(4), in_flight=1, last_used=1),
               model("b", READY, need=gb(4), last_used=5), model("c", need=gb(4))),
         [Arrive(1, "c", 10), Stopped("b", 11), Started("c", 12)],
-        [Stop("b", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        [Stop("b", "making room for 'c'", StopKind.ROOM), Start("c"), Admit(1, "c")],
         id="eviction-with-requests-in-flight"),
     pytest.param(
         state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(2)), model("b", need=gb(2))),
@@ -260,7 +264,7 @@ RACES = [
         state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(2)), model("b", need=gb(2))),
         [Arrive(1, "a", 1), Arrive(2, "b", 2), Started("a", 3), Finish(1, "a", 4), Stopped("a", 5),
          Started("b", 6)],
-        [Start("a"), Admit(1, "a"), Stop("a", "making room for 'b'"), Start("b"), Admit(2, "b")],
+        [Start("a"), Admit(1, "a"), Stop("a", "making room for 'b'", StopKind.ROOM), Start("b"), Admit(2, "b")],
         id="the-loser-gets-the-gb-once-the-winner-is-idle"),
 ]
 
@@ -287,7 +291,7 @@ def test_lru_eviction_order_and_only_as_many_as_needed():
     s = state(model("a", READY, need=gb(2), last_used=3), model("b", READY, need=gb(2), last_used=1),
               model("c", READY, need=gb(2), last_used=2), model("d", need=gb(5)))
     s, actions = run(s, Arrive(1, "d", 10))  # 2 GB free, 3 missing: the two least recently used go
-    assert actions == [Stop("b", "making room for 'd'"), Stop("c", "making room for 'd'")]
+    assert actions == [Stop("b", "making room for 'd'", StopKind.ROOM), Stop("c", "making room for 'd'", StopKind.ROOM)]
     s, actions = run(s, Stopped("b", 11))
     assert actions == []  # not yet: c still holds its part
     s, actions = run(s, Stopped("c", 12), Started("d", 13))
@@ -310,7 +314,7 @@ def test_lru_eviction_order_and_only_as_many_as_needed():
 def test_never_evict_busy_pinned_or_useless(others, victims):
     s = state(*others, model("new", need=gb(3)), capacity={"gpu0": gb(8), "gpu1": gb(8)})
     s, actions = run(s, Arrive(1, "new", 10))
-    assert actions == [Stop(v, "making room for 'new'") for v in victims]
+    assert actions == [Stop(v, "making room for 'new'", StopKind.ROOM) for v in victims]
 
 
 def test_memory_being_freed_counts_no_extra_eviction():
@@ -345,7 +349,7 @@ def test_busy_models_hold_the_room_wait_then_start():
     s, actions = run(s, Arrive(1, "b", 1))
     assert actions == []
     s, steps = trace(s, Finish(99, "a", 2), Stopped("a", 3), Started("b", 4))
-    assert steps == [[Stop("a", "making room for 'b'")], [Start("b")], [Admit(1, "b")]]
+    assert steps == [[Stop("a", "making room for 'b'", StopKind.ROOM)], [Start("b")], [Admit(1, "b")]]
 
 
 def test_busy_models_hold_the_room_until_the_queue_timeout():
@@ -379,7 +383,7 @@ def test_multi_pool_need_must_fit_in_each_pool():
               model("on1", READY, need={"gpu1": gb(6)}, last_used=1),
               model("split", need={"gpu0": gb(2), "gpu1": gb(4)}), capacity=caps)
     s, actions = run(s, Arrive(1, "split", 5))
-    assert actions == [Stop("on1", "making room for 'split'")]  # gpu0 has its 2 GB; gpu1 lacks 2
+    assert actions == [Stop("on1", "making room for 'split'", StopKind.ROOM)]  # gpu0 has its 2 GB; gpu1 lacks 2
     s, actions = run(s, Stopped("on1", 6))
     assert actions == [Start("split")]
     assert _memory_ok(s)
@@ -392,13 +396,14 @@ def test_multi_pool_evicts_in_lru_order_until_every_pool_fits():
               model("on1", READY, need={"gpu1": gb(4)}, last_used=2),
               model("split", need={"gpu0": gb(4), "gpu1": gb(4)}), capacity=caps)
     _, actions = run(s, Arrive(1, "split", 5))
-    assert actions == [Stop("on0", "making room for 'split'"), Stop("on1", "making room for 'split'")]
+    assert actions == [Stop("on0", "making room for 'split'", StopKind.ROOM),
+                       Stop("on1", "making room for 'split'", StopKind.ROOM)]
 
 
 def test_oldest_demand_starts_first_when_room_frees():
     s = state(model("x", READY, need=gb(6), in_flight=1), model("a", need=gb(4)), model("b", need=gb(4)))
     s, actions = run(s, Arrive(1, "b", 1), Arrive(2, "a", 2), Finish(99, "x", 3))
-    assert actions == [Stop("x", "making room for 'b'")]
+    assert actions == [Stop("x", "making room for 'b'", StopKind.ROOM)]
     s, actions = run(s, Stopped("x", 4))
     assert actions == [Start("b"), Start("a")]  # both fit in the 8 GB x left
     assert _memory_ok(s)
@@ -409,7 +414,7 @@ def test_oldest_demand_starts_first_when_room_frees():
 def test_swap_group_stops_the_idle_one_then_starts():
     s = state(model("a", READY, group="g"), model("b", group="g"), model("c", READY))
     s, steps = trace(s, Arrive(1, "b", 1), Stopped("a", 2), Started("b", 3))
-    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")], [Admit(1, "b")]]
+    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted", StopKind.SWAP_GROUP)], [Start("b")], [Admit(1, "b")]]
     assert s.models["c"].phase is READY  # not in the group
 
 
@@ -417,7 +422,8 @@ def test_swap_waits_for_the_running_one_to_be_idle():
     s = state(model("a", READY, group="g", limit=2, in_flight=1), model("b", group="g"))
     s, steps = trace(s, Arrive(1, "b", 1), Arrive(2, "a", 2), Finish(99, "a", 3), Finish(2, "a", 4),
                      Stopped("a", 5))
-    assert steps == [[], [Admit(2, "a")], [], [Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")]]
+    assert steps == [[], [Admit(2, "a")], [], [Stop("a", "swap group 'g': 'b' is wanted", StopKind.SWAP_GROUP)],
+                     [Start("b")]]
 
 
 @pytest.mark.parametrize("rival", [model("a", STARTING, group="g"), model("a", STOPPING, group="g")],
@@ -431,8 +437,8 @@ def test_swap_waits_for_a_rival_in_transition(rival):
 def test_swap_after_a_rival_finishes_starting():
     s = state(model("a", STARTING, group="g", waiting=[1]), model("b", group="g"))
     s, steps = trace(s, Arrive(2, "b", 1), Started("a", 2), Finish(1, "a", 3), Stopped("a", 4), Started("b", 5))
-    assert steps == [[], [Admit(1, "a")], [Stop("a", "swap group 'g': 'b' is wanted")], [Start("b")],
-                     [Admit(2, "b")]]
+    assert steps == [[], [Admit(1, "a")], [Stop("a", "swap group 'g': 'b' is wanted", StopKind.SWAP_GROUP)],
+                     [Start("b")], [Admit(2, "b")]]
 
 
 def test_pinned_member_of_a_swap_group_blocks_the_others():
@@ -459,14 +465,14 @@ def test_swap_group_member_that_is_stopped_does_not_block():
 def test_cancel_before_anything_started_starts_nothing():
     s = state(model("a", READY, group="g"), model("b", group="g"))
     s, steps = trace(s, Arrive(1, "b", 1), Cancel(1, "b", 2), Stopped("a", 3))
-    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted")], [], []]
+    assert steps == [[Stop("a", "swap group 'g': 'b' is wanted", StopKind.SWAP_GROUP)], [], []]
     assert s.models["b"].phase is STOPPED
 
 
 def test_cancel_while_waiting_for_room_starts_nothing():
     s = state(model("a", READY, need=gb(6)), model("b", need=gb(4)))
     s, steps = trace(s, Arrive(1, "b", 1), Cancel(1, "b", 2), Stopped("a", 3))
-    assert steps == [[Stop("a", "making room for 'b'")], [], []]
+    assert steps == [[Stop("a", "making room for 'b'", StopKind.ROOM)], [], []]
     assert s.models["b"].phase is STOPPED
 
 
@@ -570,7 +576,7 @@ def test_a_ready_model_first_seen_in_a_listing_gets_its_whole_ttl():
     # A gateway restarted next to running models: its first tick must not stop them all.
     s, _ = step(State(), _sync({"a": (Policy(ttl_s=60), READY, None)}, now=500.0))
     assert step(s, Tick(501.0))[1] == []
-    assert step(s, Tick(560.0))[1] == [Stop("a", "idle for 60 s")]
+    assert step(s, Tick(560.0))[1] == [Stop("a", "idle for 60 s", StopKind.IDLE)]
 
 
 def test_sync_removing_a_model_rejects_its_waiters_with_404():
@@ -645,13 +651,13 @@ A_B_A_B = [  # one 8 GB GPU; a and b need 6 GB each, so they take turns
     (Arrive(1, "a", 0), [Start("a")], {"a": STARTING}),
     (Started("a", 1), [Admit(1, "a")], {"a": READY}),
     (Finish(1, "a", 2), [], {"a": READY}),
-    (Arrive(2, "b", 3), [Stop("a", "making room for 'b'")], {"a": STOPPING, "b": STOPPED}),
+    (Arrive(2, "b", 3), [Stop("a", "making room for 'b'", StopKind.ROOM)], {"a": STOPPING, "b": STOPPED}),
     (Stopped("a", 4), [], {"a": RELEASING}),  # the container is gone, the memory not yet seen free: b waits
     (Tick(5), [], {"a": RELEASING}),
     (Released("a", 6), [Start("b")], {"a": STOPPED, "b": STARTING}),  # NVML shows it free: now b
     (Started("b", 7), [Admit(2, "b")], {"b": READY}),
     (Finish(2, "b", 8), [], {"b": READY}),
-    (Arrive(3, "a", 9), [Stop("b", "making room for 'a'")], {"b": STOPPING}),
+    (Arrive(3, "a", 9), [Stop("b", "making room for 'a'", StopKind.ROOM)], {"b": STOPPING}),
     (Stopped("b", 10), [], {"b": RELEASING}),
     (Tick(19.9), [], {"b": RELEASING}),
     (Tick(20), [Start("a")], {"b": STOPPED, "a": STARTING}),  # NVML never said so: the 10 s bound goes on
@@ -674,7 +680,7 @@ def test_a_b_a_b_on_a_cpu_budget_needs_no_release():
     s = State(models={n: replace(m, policy=replace(m.policy, need={"budget": gb(6)})) for n, m in s.models.items()},
               capacity={"budget": gb(8)})
     s, steps = trace(s, Arrive(1, "b", 1), Stopped("a", 2))
-    assert steps == [[Stop("a", "making room for 'b'")], [Start("b")]]  # no NVML: released at once
+    assert steps == [[Stop("a", "making room for 'b'", StopKind.ROOM)], [Start("b")]]  # no NVML: released at once
     assert s.models["a"].phase is STOPPED
 
 
@@ -730,14 +736,14 @@ OOM = [
               model("c", need=gb(4)), gpus=["gpu0"]),
         [Arrive(1, "c", 5), StartFailed("c", "cudaMalloc failed: out of memory", 6, oom=True), Stopped("a", 7),
          Released("a", 8), Started("c", 9)],
-        [Start("c"), Stop("a", "making room for 'c'"), Start("c"), Admit(1, "c")],
+        [Start("c"), Stop("a", "making room for 'c'", StopKind.ROOM), Start("c"), Admit(1, "c")],
         {"a": STOPPED, "b": READY, "c": READY}, id="evicts-lru-then-retries"),
     pytest.param(  # the retry runs out too: 503 naming the need, the free memory and what is loaded
         state(model("a", READY, need=gb(2), last_used=1), model("b", READY, need=gb(2), last_used=2, in_flight=1),
               model("c", need=gb(4)), gpus=["gpu0"]),
         [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True), Stopped("a", 7), Released("a", 8),
          StartFailed("c", "CUDA error: out of memory", 9, oom=True)],
-        [Start("c"), Stop("a", "making room for 'c'"), Start("c"),
+        [Start("c"), Stop("a", "making room for 'c'", StopKind.ROOM), Start("c"),
          R(1, "c", 503, 30, "ran out of GPU memory while loading, also after making room",
            "CUDA error: out of memory", "needs 4.0 GiB in gpu0", "free: gpu0 6.0 GiB", "Loaded: b 2.0 GiB (busy)")],
         {"a": STOPPED, "c": FAILED}, id="second-oom-is-503"),
@@ -753,7 +759,8 @@ OOM = [
         state(model("a", READY, need=gb(4), in_flight=1), model("c", need=gb(4)), gpus=["gpu0"]),
         [Arrive(1, "c", 5), StartFailed("c", "oom", 6, oom=True), Finish(0, "a", 7), Stopped("a", 8),
          Released("a", 9)],
-        [Start("c"), Stop("a", "making room for 'c'"), Start("c")], {"c": STARTING}, id="busy-model-waited-for"),
+        [Start("c"), Stop("a", "making room for 'c'", StopKind.ROOM), Start("c")], {"c": STARTING},
+        id="busy-model-waited-for"),
     pytest.param(  # the client left: no retry for nobody
         state(model("c", need=gb(4)), gpus=["gpu0"]),
         [Arrive(1, "c", 5), Cancel(1, "c", 5.5), StartFailed("c", "oom", 6, oom=True)],
@@ -794,7 +801,8 @@ def _two(group: bool, residency: float = 0.0, max_wait: float | None = None, *, 
 
 
 def _evicts(group: bool) -> Stop:
-    return Stop("a", "swap group 'g': 'b' is wanted" if group else "making room for 'b'")
+    return Stop("a", "swap group 'g': 'b' is wanted", StopKind.SWAP_GROUP) if group \
+        else Stop("a", "making room for 'b'", StopKind.ROOM)
 
 
 @pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
@@ -830,7 +838,7 @@ def test_a_starving_model_ends_a_residency(group):
     s, actions = run(_two(group, residency=60, max_wait=5, ready_since=0.0), Arrive(1, "b", 1), Tick(5.9))
     assert actions == []
     s, actions = run(s, Tick(6))
-    assert actions == [Stop("a", _evicts(group).reason + " (it waited 5 s, its max_wait)")]
+    assert actions == [Stop("a", _evicts(group).reason + " (it waited 5 s, its max_wait)", _evicts(group).kind)]
 
 
 @pytest.mark.parametrize("group", [True, False], ids=["swap-group", "memory"])
@@ -840,7 +848,8 @@ def test_a_starving_model_drains_a_busy_one_and_goes_next(group):
     s, actions = run(s, Arrive(3, "b", 1), Tick(30.9))
     assert actions == []
     s, actions = run(s, Tick(31), Finish(1, "a", 31.5), Arrive(4, "a", 31.6))
-    assert actions == [Stop("a", _evicts(group).reason + " (it waited 30 s, its max_wait)")]  # 2 not admitted
+    # 2 not admitted
+    assert actions == [Stop("a", _evicts(group).reason + " (it waited 30 s, its max_wait)", _evicts(group).kind)]
     assert rids(s.models["a"]) == [2, 4]  # a's requests wait for its next turn
     s, actions = run(s, Stopped("a", 32))
     assert actions == [Start("b")]  # b first: a's wait for memory counts from its stop
@@ -983,7 +992,8 @@ def test_a_model_that_fits_only_without_an_idle_one_evicts_it():
     s = state(model("sixteen", demand=demand(16)), model("eight", demand=demand(8)), capacity=TWO_12, gpus=TWO_12)
     s, actions = run(s, Arrive(1, "sixteen", 0), Started("sixteen", 1), Finish(1, "sixteen", 2),
                      Arrive(2, "eight", 3))
-    assert actions[-1] == Stop("sixteen", "making room for 'eight'")  # 7 GB of layers > 2.5 + 2.5 spare
+    # 7 GB of layers > 2.5 + 2.5 spare
+    assert actions[-1] == Stop("sixteen", "making room for 'eight'", StopKind.ROOM)
     s, actions = run(s, Stopped("sixteen", 4), Released("sixteen", 5))
     assert actions == [Start("eight", Placement({"gpu0": gb(8)}))]
 
@@ -1028,9 +1038,66 @@ def test_a_retry_after_oom_on_a_split_pays_the_margin_on_each_gpu():
     assert actions[0].placement.pools == ("gpu0", "gpu1")
     s, actions = run(s, StartFailed("big", "oom", 3, oom=True))
     # a quarter more on each GPU (4 GB) could never fit in 24; half that can, once a is gone
-    assert actions == [Stop("a", "making room for 'big'")]
+    assert actions == [Stop("a", "making room for 'big'", StopKind.ROOM)]
     s, actions = run(s, Stopped("a", 4), Released("a", 5))
     assert [type(a) for a in actions] == [Start] and actions[0].placement.need == {"gpu0": gb(10.5), "gpu1": gb(10.5)}
+
+
+# ---- GPUs on two nodes: a model goes on either, never split across them ----------------------------
+
+ON_N1, ON_N2 = "n1/gpu0", "n2/gpu0"
+TWO_NODES = {ON_N1: gb(12), ON_N2: gb(12)}
+
+
+@pytest.mark.parametrize("room, wanted, expected", [
+    (TWO_NODES, demand(6, pools=(ON_N1, ON_N2)), Placement({ON_N1: gb(6)})),  # a tie: the first node
+    ({ON_N1: gb(12), ON_N2: gb(8)}, demand(6, pools=(ON_N1, ON_N2)), Placement({ON_N2: gb(6)})),  # best fit
+    ({ON_N1: gb(12), ON_N2: gb(12)}, demand(6, pools=(ON_N2,)), Placement({ON_N2: gb(6)})),  # the spec's gpus
+    # 16 GB would fit in 12 + 12, but not in one process: there is no split across nodes
+    (TWO_NODES, demand(16, pools=(ON_N1, ON_N2)), None),
+    # the node with two GPUs takes the split; the other node's GPU is no part of it
+    ({ON_N1: gb(12), "n2/gpu0": gb(10), "n2/gpu1": gb(10)}, demand(16, pools=(ON_N1, "n2/gpu0", "n2/gpu1")),
+     Placement({"n2/gpu0": gb(8.5), "n2/gpu1": gb(8.5)}, (7680, 7680))),
+    # both nodes could split it: the one that needs the fewest GPUs
+    ({"n1/gpu0": gb(6), "n1/gpu1": gb(6), "n1/gpu2": gb(6), "n2/gpu0": gb(10), "n2/gpu1": gb(10)},
+     demand(16, pools=("n1/gpu0", "n1/gpu1", "n1/gpu2", "n2/gpu0", "n2/gpu1")),
+     Placement({"n2/gpu0": gb(8.5), "n2/gpu1": gb(8.5)}, (7680, 7680))),
+    # the local node's gpu0 and another node's gpu0 are two pools
+    ({"gpu0": gb(4), ON_N2: gb(12)}, demand(6, pools=("gpu0", ON_N2)), Placement({ON_N2: gb(6)})),
+], ids=["tie-first-node", "best-fit", "spec-gpus", "no-split-across-nodes", "split-within-a-node",
+        "fewest-gpus-node", "local-and-remote-gpu0"])
+def test_placement_on_two_nodes(room, wanted, expected):
+    placement = place(wanted, room)
+    assert placement == expected
+    if placement is not None:
+        assert len({PoolId.parse(p).node for p in placement.pools}) == 1
+
+
+def test_two_nodes_each_take_a_model_and_one_bigger_than_either_gpu_is_refused():
+    both = (ON_N1, ON_N2)
+    s = state(model("a", demand=demand(10, pools=both)), model("b", demand=demand(10, pools=both)),
+              model("c", demand=demand(16, pools=both)), capacity=TWO_NODES, gpus=TWO_NODES)
+    s, actions = run(s, Arrive(1, "a", 0), Started("a", 1), Arrive(2, "b", 2))
+    assert actions == [Start("a", Placement({ON_N1: gb(10)})), Admit(1, "a"), Start("b", Placement({ON_N2: gb(10)}))]
+    s, actions = run(s, Arrive(3, "c", 3))
+    assert actions == [R(3, "c", 503, 30, "cannot be started", "needs 16.0 GiB on one GPU",
+                         f"at most {ON_N1} 12.0 GiB, {ON_N2} 12.0 GiB can be free")]
+
+
+@pytest.mark.parametrize("placement, wire, body", [
+    (Placement({"gpu1": gb(6)}), WirePlacement(gpus=(1,)), {"gpus": [1], "tensor_split": None}),
+    (Placement({"n2/gpu0": gb(8), "n2/gpu1": gb(8)}, (7680, 7680)),
+     WirePlacement(node="n2", gpus=(0, 1), tensor_split=(7680, 7680)),
+     {"node": "n2", "gpus": [0, 1], "tensor_split": [7680, 7680]}),
+], ids=["local", "another-node"])
+def test_a_placement_goes_on_the_wire_with_its_node(placement, wire, body):
+    assert placement.wire() == wire
+    assert start_body(wire) == body  # the local node left out: an orchestrator from before nodes reads it
+
+
+def test_a_placement_across_nodes_has_no_wire_form():
+    with pytest.raises(ValueError, match="one node"):
+        Placement({ON_N1: gb(6), ON_N2: gb(6)}, (1, 1)).wire()
 
 
 # ---- random sequences: invariants after every step ---------------------------------------------
@@ -1103,6 +1170,9 @@ class Sim:
                     or (before.models[action.model].phase is RELEASING and isinstance(event, (Released, Tick))) \
                     or (isinstance(event, StartFailed) and event.oom and event.model == action.model), where
                 assert (action.placement is not None) == (m.policy.demand is not None), where
+                # llama.cpp splits layers only across the GPUs of one process: one node
+                assert action.placement is None or len({PoolId.parse(p).node for p in action.placement.pools}) == 1, \
+                    f"placed across nodes, {where}"
                 assert m.phase is STARTING and m.queue, f"started for nobody, {where}"
                 self.pending[action.model] = "start"
             elif isinstance(action, Stop):
@@ -1114,7 +1184,7 @@ class Sim:
                 was = before.models[action.model]
                 if action.swap and was.phase is READY and event.now - was.ready_since < was.policy.min_residency_s:
                     assert starved, f"stopped within its residency for a rival that did not starve, {where}"
-                assert not m.policy.pinned or action.reason == "unloaded on request", where  # only an admin stops a pinned one
+                assert not m.policy.pinned or action.kind is StopKind.UNLOAD, where  # only an admin stops a pinned one
                 assert m.phase is STOPPING, where
                 self.pending[action.model] = "stop"
         if any(isinstance(a, Start) for a in actions):
@@ -1219,6 +1289,32 @@ class Sim:
         assert self.queued() == [], f"stuck without a timeout: {self.queued()}\n{self.s}"
 
 
+def _two_node_policy(rng: random.Random) -> Policy:
+    """A random policy on n1/gpu0, n2/gpu0 and n2/gpu1: a fixed need on either node, or a demand
+    placed on one of its GPUs or split across n2's two."""
+    policy = _random_policy(rng)
+    on_nodes = {"gpu0": ON_N1, "gpu1": ON_N2}
+    need = {on_nodes.get(p, p): n for p, n in policy.need.items()}
+    pools = rng.choice([(ON_N1, ON_N2, "n2/gpu1"), (ON_N2, "n2/gpu1"), (ON_N1,), (ON_N1, ON_N2)])
+    wanted = None if policy.demand is None else demand(rng.choice([2, 4, 6, 9]), rng.choice([0.5, 1]), pools)
+    return replace(policy, need=need, demand=wanted)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_sequences_on_two_nodes_keep_the_invariants(seed):
+    rng = random.Random(seed)
+    names = ["a", "b", "c", "d"][:rng.randint(3, 4)]
+    pools = {ON_N1: gb(rng.choice([4, 6, 8])), ON_N2: gb(rng.choice([4, 6])), "n2/gpu1": gb(rng.choice([4, 6]))}
+    s = State(models={n: Model(n, _two_node_policy(rng)) for n in names}, capacity=pools,
+              external={ON_N1: gb(rng.choice([0, 0, 1]))}, queue_timeout_s=rng.choice([5.0, 30.0]),
+              gpu_pools=rng.choice([frozenset(), frozenset(pools)]))
+    sim = Sim(s)
+    for _ in range(50):
+        sim.feed(sim.random_event(rng))
+    sim.drain()
+    assert set(sim.answered) | sim.cancelled == sim.asked
+
+
 @pytest.mark.parametrize("seed", range(300))
 def test_random_sequences_keep_the_invariants(seed):
     rng = random.Random(seed)
@@ -1255,18 +1351,19 @@ def test_keep_alive_overrides_ttl_and_pin(m, seconds, ttl, pinned):
 def test_keep_alive_zero_unloads_after_the_request_it_came_with():
     s = state(model("a", READY, ttl=0))
     s, out = trace(s, Arrive(1, "a", 0.0), KeepAlive("a", 0, 0.0), Tick(1.0), Finish(1, "a", 2.0))
-    assert out == [[Admit(1, "a")], [], [], [Stop("a", "keep_alive 0: unloaded after its request")]]
+    assert out == [[Admit(1, "a")], [], [], [Stop("a", "keep_alive 0: unloaded after its request",
+                                                  StopKind.KEEP_ALIVE)]]
 
 
 def test_keep_alive_zero_on_an_idle_model_unloads_it_at_once():
     s, actions = step(state(model("a", READY)), KeepAlive("a", 0, 1.0))
-    assert actions == [Stop("a", "keep_alive 0: unloaded after its request")]
+    assert actions == [Stop("a", "keep_alive 0: unloaded after its request", StopKind.KEEP_ALIVE)]
 
 
 def test_keep_alive_ttl_counts_from_the_last_use_and_ends_with_the_run():
     s = state(model("a", READY, ttl=600))
     s, out = trace(s, KeepAlive("a", 5, 100.0), Tick(104.9), Tick(105.0))
-    assert out == [[], [], [Stop("a", "idle for 5 s")]]
+    assert out == [[], [], [Stop("a", "idle for 5 s", StopKind.IDLE)]]
     s, _ = step(s, Stopped("a", 106.0))  # the override was for that run: the catalog's ttl is back
     assert (s.models["a"].policy.ttl_s, s.models["a"].keep_alive) == (600, None)
 
@@ -1291,7 +1388,7 @@ def test_pinned_by_keep_alive_is_never_evicted_and_survives_a_sync():
 ], ids=["idle", "pinned", "in-flight", "queued", "starting", "stopped"])
 def test_unload(m, stops):
     s, actions = step(state(m), Unload("a", 1.0))
-    assert actions == ([Stop("a", "unloaded on request")] if stops else [])
+    assert actions == ([Stop("a", "unloaded on request", StopKind.UNLOAD)] if stops else [])
     assert s.models["a"].phase is (STOPPING if stops else m.phase)
 
 
@@ -1327,4 +1424,4 @@ def test_a_ttl_expiry_found_by_next_tick_is_the_tick_that_stops_it():
     s = state(model("a", READY, ttl=60, last_used=10.0))
     due = next_tick(s, 0.0)
     assert step(s, Tick(due - 0.001))[1] == []
-    assert step(s, Tick(due))[1] == [Stop("a", "idle for 60 s")]
+    assert step(s, Tick(due))[1] == [Stop("a", "idle for 60 s", StopKind.IDLE)]
