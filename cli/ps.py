@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.sizes import format_size
+from contract.pools import LOCAL_NODE, PoolId
 from contract.status import GatewayStatus, ScheduledModel
 
 from .api import Api, CallFailed
@@ -77,7 +78,17 @@ def placement(model: ScheduledModel, on_gpus: bool) -> str:
         split = model.placement.tensor_split
         return f"GPU {','.join(map(str, gpus))}" + (f" split {':'.join(map(str, split))}" if split else "")
     pools = sorted(model.actual_bytes or model.need_bytes)  # placed before the gateway started: where NVML sees it
-    return "GPU " + ",".join(p.removeprefix("gpu") for p in pools) if pools else "GPU"
+    return "GPU " + ",".join(_gpu_number(p) for p in pools) if pools else "GPU"
+
+
+def _gpu_number(pool: str) -> str:
+    """``gpu1`` -> ``1``, another node's ``n2/gpu1`` -> ``n2/1`` (contract/pools.py keys)."""
+    try:
+        found = PoolId.parse(pool)
+    except ValueError:
+        return pool
+    own = "RAM" if found.gpu is None else str(found.gpu)
+    return own if found.node == LOCAL_NODE else f"{found.node}/{own}"
 
 
 def until_unload(model: ScheduledModel) -> str:
