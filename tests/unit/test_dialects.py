@@ -10,15 +10,19 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from common.errors import ApiError
-from gateway import errors
+from gateway import errors, relay
 from gateway.app import SURFACES, create_app
 from gateway.dialects import Asked, Dialect, UpstreamCall, anthropic, dialect_for, ollama, openai
 from gateway.routing import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
+from support.net import free_port
+from support.waiting import wait_until
 
 EVERY = {"openai": openai.PLAIN, "anthropic": anthropic.DIALECT, "ollama": ollama.CHAT}
 NO_REQUEST = SimpleNamespace(headers={}, query_params={})
@@ -141,8 +145,9 @@ class BreakingServer:
 
     EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, complete: bool = False) -> None:
         self.status = status
+        self.complete = complete  # end the stream properly instead
         self.seen: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -170,7 +175,8 @@ class BreakingServer:
                                  % (self.status, len(error), error))
                     continue
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                             + b"%x\r\n%s\r\n" % (len(self.EVENT), self.EVENT))
+                             + b"%x\r\n%s\r\n" % (len(self.EVENT), self.EVENT)
+                             + (b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n" if self.complete else b""))
 
     def close(self) -> None:
         self.sock.close()
@@ -239,3 +245,35 @@ def test_errors_before_any_route_speak_the_paths_dialect(tmp_path: Path):
         assert client.get("/v1/nope").json()["error"]["param"] == "model"
         assert client.post("/api/chat", content=b"{").json()["error"].startswith("The request body is not valid JSON")
 
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_under_uvicorn_a_stream_still_takes_the_direct_pipe(tmp_path: Path, monkeypatch, fast):
+    """The fast path (the upstream's read callback writes to uvicorn's transport) is what keeps a
+    streamed token cheap: the exchange must still choose it, unless told not to."""
+    piped = []
+    direct = relay.pipe_direct
+
+    async def watched(response, server, count):
+        piped.append(server)
+        await direct(response, server, count)
+
+    monkeypatch.setattr(relay, "pipe_direct", watched)
+    upstream = BreakingServer(complete=True)
+    port = free_port()
+    app = create_app(GatewaySettings(upstreams_file=tmp_path / "none.yaml", fast_relay=fast),
+                     registry=OneRoute(upstream.url))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           http="httptools", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "the gateway to listen")
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                            json={"model": "m", "messages": [], "stream": True})
+        assert answer.status_code == 200 and answer.content == BreakingServer.EVENT + b"data: [DONE]\n\n"
+        assert len(piped) == (1 if fast else 0)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        upstream.close()
