@@ -50,7 +50,7 @@ SURFACES = (
 class GatewayApp(FastAPI):
     async def __call__(self, scope, receive, send) -> None:
         # Keep the server's own `send` within reach of the relay's fast path,
-        # before Starlette's middleware wraps it (see relay.Relay._pipe_direct).
+        # before Starlette's middleware wraps it (see relay.pipe_direct).
         scope[SERVER_SEND_KEY] = send
         await super().__call__(scope, receive, send)
 

@@ -4,6 +4,7 @@ app, the one exchange answers every surface's failures in that surface's own sha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -19,6 +20,7 @@ from common.errors import ApiError
 from gateway import errors, relay
 from gateway.app import SURFACES, create_app
 from gateway.dialects import Asked, Dialect, UpstreamCall, anthropic, dialect_for, ollama, openai
+from gateway.progress import Kind, Progress
 from gateway.routing import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
 from support.net import free_port
@@ -277,3 +279,98 @@ def test_under_uvicorn_a_stream_still_takes_the_direct_pipe(tmp_path: Path, monk
         server.should_exit = True
         thread.join(10)
         upstream.close()
+
+
+class WaitingLifecycle:
+    """The scheduler's side, faked: every request for "m" waits ``wait_s`` while its model loads,
+    then is let through (or refused with ``refusal``)."""
+
+    def __init__(self, wait_s: float, refusal: ApiError | None = None) -> None:
+        self.wait_s, self.refusal = wait_s, refusal
+        self.released = 0
+
+    def knows(self, name: str) -> bool:
+        return name == "m"
+
+    async def stop(self) -> None: ...
+
+    class client:  # its HTTP client to the orchestrator, closed at shutdown
+        @staticmethod
+        async def aclose() -> None: ...
+
+    def request(self, name: str):
+        lifecycle = self
+        future = asyncio.get_running_loop().create_future()
+        decide = (lambda: future.set_exception(self.refusal)) if self.refusal else (lambda: future.set_result(None))
+        asyncio.get_running_loop().call_later(self.wait_s, lambda: future.done() or decide())
+
+        class Ticket:
+            def __init__(self) -> None:
+                self.future = future
+
+            async def wait(self) -> None:
+                await asyncio.shield(future)
+
+            def progress(self):
+                if future.done():
+                    return None
+                return Progress(Kind.LOADING, "loading m 0.1 s", model="m", position=1, queue_length=1,
+                                estimated_wait_s=None, loading_s=0.1)
+
+            def release(self) -> None:
+                lifecycle.released += 1
+        return Ticket()
+
+
+@pytest.fixture
+def waiting(tmp_path: Path):
+    upstream = BreakingServer(complete=True)
+
+    def make(lifecycle: WaitingLifecycle) -> TestClient:
+        app = create_app(GatewaySettings(upstreams_file=tmp_path / "none.yaml"), registry=OneRoute(upstream.url))
+        app.state.gateway.lifecycle = lifecycle
+        return TestClient(app)
+    yield make
+    upstream.close()
+
+
+def test_a_waiting_stream_hears_its_dialects_progress_then_the_answer(waiting):
+    lifecycle = WaitingLifecycle(wait_s=0.3)
+    with waiting(lifecycle) as client:
+        told = client.post("/v1/chat/completions", headers={"x-llamadock-progress": "reasoning"},
+                           json={"model": "m", "messages": [], "stream": True})
+        quiet = client.post("/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert told.status_code == 200 and told.headers["content-type"] == "text/event-stream"
+    assert told.text.startswith(": loading m 0.1 s\n\ndata: ")
+    assert '"reasoning_content": "Loading m' in told.text
+    assert told.text.endswith(BreakingServer.EVENT.decode() + "data: [DONE]\n\n")
+    assert quiet.text.splitlines()[0].startswith('{"model": "m"')  # Ollama: no word while it waited
+    assert json.loads(quiet.text.splitlines()[-1])["load_duration"] >= 0.3e9
+    assert lifecycle.released == 2
+
+
+@pytest.mark.parametrize("path, body, last", [
+    ("/v1/chat/completions", {"model": "m", "messages": [], "stream": True},
+     lambda text: json.loads(text.rsplit("data: ", 1)[1])["error"]["code"] == "cannot_fit"),
+    ("/v1/messages", {"model": "m", "max_tokens": 1, "messages": [], "stream": True},
+     lambda text: json.loads(text.rsplit("data: ", 1)[1])["type"] == "error"),
+])
+def test_a_refusal_after_the_stream_began_is_the_dialects_error_event(waiting, path, body, last):
+    lifecycle = WaitingLifecycle(wait_s=0.3, refusal=ApiError(503, "it can never fit", "cannot_fit"))
+    with waiting(lifecycle) as client:
+        answer = client.post(path, json=body)
+    assert answer.status_code == 200 and answer.text.startswith(": loading m")
+    assert "event: error\n" in answer.text and last(answer.text)
+    assert lifecycle.released == 1
+
+
+def test_a_refusal_before_anything_was_sent_is_the_dialects_error_json(waiting):
+    lifecycle = WaitingLifecycle(wait_s=0.05, refusal=ApiError(503, "it can never fit", "cannot_fit",
+                                                                 headers={"Retry-After": "9"}))
+    with waiting(lifecycle) as client:
+        openai_answer = client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        ollama_answer = client.post("/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert openai_answer.status_code == 503 and openai_answer.json()["error"]["code"] == "cannot_fit"
+    assert ollama_answer.status_code == 503 and ollama_answer.json() == {"error": "it can never fit"}
+    assert ollama_answer.headers["retry-after"] == "9"
+    assert lifecycle.released == 2
