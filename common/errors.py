@@ -67,13 +67,9 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
-    def sse_event(self, anthropic: bool = False) -> bytes:
+    def sse_event(self) -> bytes:
         """The error as one SSE event, for a stream that already started (its status is sent)."""
-        if anthropic:
-            payload = {"type": "error", "error": {"type": "api_error", "message": self.message}}
-        else:
-            payload = self.body()
-        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+        return b"event: error\ndata: " + json.dumps(self.body()).encode() + b"\n\n"
 
 
 def validation_error(exc: RequestValidationError, prefix: str, code: str) -> ApiError:

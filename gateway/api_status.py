@@ -27,8 +27,7 @@ async def read_gpu(ctx: GatewayContext) -> GpuStatus:
     # The scheduler reads NVML every 2 s while a GPU is seen: one reader, not two.
     if ctx.lifecycle is not None and (recent := ctx.lifecycle.recent_reading()) is not None:
         return recent
-    catalog = ctx.registry.catalog()
-    model_pids = {route.name: route.pids for route in catalog.routes if route.pids}
+    model_pids = {route.name: route.pids for route in ctx.registry.route_table().routes if route.pids}
     # NVML calls block (tens of ms on some drivers): keep them off the event loop.
     return await asyncio.to_thread(ctx.gpu.read, model_pids)
 
@@ -42,7 +41,7 @@ async def health(request: Request, response: Response) -> Health:
     registry = _context(request).registry
     if not registry.synced:
         response.status_code = 503
-        return Health(status="starting", reason=getattr(registry, "error", None))
+        return Health(status="starting", reason=registry.error)
     return Health()
 
 
@@ -55,10 +54,9 @@ async def gpu(request: Request) -> GpuStatus:
 @router.get("/status", tags=["Gateway"], response_model=GatewayStatus, summary="Models and GPUs in one view")
 async def status(request: Request) -> GatewayStatus:
     ctx = _context(request)
-    catalog = ctx.registry.catalog()
-    return GatewayStatus(models=[model_object(r) for r in catalog.routes], gpu=await read_gpu(ctx),
-                         upstreams_file_error=getattr(ctx.registry, "file_error", None),
-                         orchestrator_error=getattr(ctx.registry, "error", None),
+    return GatewayStatus(models=[model_object(r) for r in ctx.registry.route_table().routes], gpu=await read_gpu(ctx),
+                         upstreams_file_error=ctx.registry.file_error,
+                         orchestrator_error=ctx.registry.error,
                          scheduler=ctx.lifecycle.describe() if ctx.lifecycle else None)
 
 
@@ -68,7 +66,7 @@ async def metrics(request: Request) -> Response:
     # The gateway's own series, then each ready model's llama-server series with a `model` label.
     # Models are scraped first so that this scrape's misses are already in the error counter.
     ctx = _context(request)
-    urls = {r.name: r.url for r in ctx.registry.catalog().routes if r.state is ModelState.READY and r.url}
+    urls = {r.name: r.url for r in ctx.registry.route_table().routes if r.state is ModelState.READY and r.url}
     scraped = await model_metrics.scrape(urls)
     for name, reason in scraped.errors.items():
         ctx.metrics.model_scrape_errors.labels(name, reason).inc()

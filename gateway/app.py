@@ -12,6 +12,7 @@ from common.errors import ApiError, install_error_handlers
 
 from . import __version__, api_admin, api_models, api_ollama, api_status
 from .context import GatewayContext
+from .dialects import Surface, anthropic, dialect_for, ollama, openai
 from .docs import serve_docs
 from .gpu import NvmlReader
 from .lifecycle import Lifecycle
@@ -37,10 +38,19 @@ Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 """
 
 
+# The API surfaces a client may speak, one line each: a dialect, its routes, and the paths whose
+# errors it answers (the rest answer in OpenAI's shape).
+SURFACES = (
+    Surface(openai.PLAIN, (openai.router,)),
+    Surface(anthropic.DIALECT, (anthropic.router,)),
+    Surface(ollama.DIALECT, (ollama.router, api_ollama.router), prefix="/api/"),
+)
+
+
 class GatewayApp(FastAPI):
     async def __call__(self, scope, receive, send) -> None:
         # Keep the server's own `send` within reach of the relay's fast path,
-        # before Starlette's middleware wraps it (see relay.Relay._pipe_direct).
+        # before Starlette's middleware wraps it (see relay.pipe_direct).
         scope[SERVER_SEND_KEY] = send
         await super().__call__(scope, receive, send)
 
@@ -101,13 +111,14 @@ def create_app(
     serve_docs(app)  # /docs and /redoc with their assets served from here: they work offline
     app.state.gateway = context
     app.include_router(api_status.router)
-    app.include_router(api_models.router)
+    for surface in SURFACES:
+        for router in surface.routers:
+            app.include_router(router)
+    app.include_router(api_models.router)  # after the surfaces: its /v1/{path} would match their routes
     app.include_router(api_admin.router)
-    app.include_router(api_ollama.router)
 
     def _answer(request: Request, error: ApiError):
-        # /api/* speaks Ollama's error shape, the rest OpenAI's.
-        return api_ollama.error_response(error) if api_ollama.is_ollama(request) else error.response()
+        return dialect_for(SURFACES, request.url.path, default=openai.PLAIN).error_response(error)
 
     install_error_handlers(app, service="gateway", validation_prefix="Invalid request",
                            validation_code="invalid_request", render=_answer)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from contract.listing import Listing, ModelStatus
 
 from .registry import StaticRegistry
-from .routing import Catalog, ModelRoute
+from .routing import ModelRoute, RouteTable
 
 log = logging.getLogger("llamadock.registry")
 
@@ -53,7 +53,7 @@ class OrchestratorRegistry:
         self.error: str | None = "not contacted yet"
         self._routes: list[ModelRoute] = []
         self._created: dict[str, int] = {}
-        self._catalog = Catalog()
+        self._table = RouteTable()
         self._client = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"},
                                          timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0))
         self._task: asyncio.Task | None = None
@@ -72,12 +72,12 @@ class OrchestratorRegistry:
     def file_error(self) -> str | None:
         return self.static.file_error if self.static else None
 
-    def catalog(self) -> Catalog:
+    def route_table(self) -> RouteTable:
         if self.static is None:
-            return self._catalog
+            return self._table
         # Orchestrated models win a name clash with the static file.
         names = {r.name for r in self._routes}
-        return Catalog.of(self._routes + [r for r in self.static.catalog().routes if r.name not in names])
+        return RouteTable.of(self._routes + [r for r in self.static.route_table().routes if r.name not in names])
 
     async def start(self) -> None:
         if self.static:
@@ -103,17 +103,16 @@ class OrchestratorRegistry:
             self._floor = max(self._floor, model.listing_version)
         route = route_of(model, self._created.setdefault(model.name, int(time.time())))
         self._routes = [route if r.name == route.name else r for r in self._routes]
-        self._catalog = Catalog.of(self._routes)
+        self._table = RouteTable.of(self._routes)
 
     async def refresh(self, name: str) -> ModelRoute | None:
-        if self.static and any(r.name == name for r in self.static.catalog().routes) \
-                and not any(r.name == name for r in self._routes):
+        if self.static and self.static.route_table().get(name) is not None and self._table.get(name) is None:
             return await self.static.refresh(name)
         try:
             await self._poll(after=None)  # one fresh listing, which also probes starting models
         except (httpx.HTTPError, ListingUnreadable):
             pass
-        return next((r for r in self._routes if r.name == name), None)
+        return self._table.get(name)
 
     async def _loop(self) -> None:
         backoff = 0.2
@@ -145,7 +144,7 @@ class OrchestratorRegistry:
         now = int(time.time())
         # `created` is when the gateway first saw the model, stable across polls.
         self._routes = [route_of(m, self._created.setdefault(m.name, now)) for m in listing.models]
-        self._catalog = Catalog.of(self._routes)
+        self._table = RouteTable.of(self._routes)
         self.version = listing.version
         self.synced = True
         if self.on_listing is not None:

@@ -3,7 +3,7 @@
 ``ModelRegistry`` is the seam. ``StaticRegistry`` feeds it from a YAML file
 (name -> URL, aliases) and probes each server's ``/health``; the orchestrator
 plugs in a live source behind the same interface. Both publish an immutable
-``Catalog``, swapped whole, so a request reads a consistent view without locks.
+``RouteTable``, swapped whole, so a request reads a consistent view without locks.
 
 Static file format (``config/upstreams.yaml``)::
 
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from common.files import file_stamp
 from contract.listing import ModelState
 
-from .routing import Catalog, ModelRoute
+from .routing import ModelRoute, RouteTable
 
 log = logging.getLogger("llamadock.registry")
 
@@ -37,8 +37,10 @@ log = logging.getLogger("llamadock.registry")
 class ModelRegistry(Protocol):
     synced: bool  # the model list has been read at least once
     current: bool  # synced, and its source answers now: only then is a name not in it unknown
+    error: str | None  # why its source does not answer now (the orchestrator is away), if it does not
+    file_error: str | None  # why the static upstreams file was not taken, if it was not
 
-    def catalog(self) -> Catalog:
+    def route_table(self) -> RouteTable:
         """The current view; cheap, called on every request."""
 
     async def refresh(self, name: str) -> ModelRoute | None:
@@ -92,12 +94,13 @@ class StaticRegistry:
     """Models from a YAML file, re-read when it changes, each probed on /health."""
 
     synced = current = True  # the file is read in start(), before the first request
+    error = None  # a file has no source to lose; its own problems are file_error
 
     def __init__(self, path: Path, interval_s: float = 1.0) -> None:
         self.path = path
         self.interval_s = interval_s
         self.file_error: str | None = None
-        self._catalog = Catalog()
+        self._table = RouteTable()
         self._stamp: tuple[int, int, int] | None = None
         # No keep-alive: a probe's connection must not outlive the probe (a model's
         # server may restart between probes, and idle connections tie it up).
@@ -105,8 +108,8 @@ class StaticRegistry:
                                          limits=httpx.Limits(max_keepalive_connections=0))
         self._task: asyncio.Task | None = None
 
-    def catalog(self) -> Catalog:
-        return self._catalog
+    def route_table(self) -> RouteTable:
+        return self._table
 
     async def start(self) -> None:
         await self._tick()  # a correct view before the first request
@@ -119,13 +122,13 @@ class StaticRegistry:
         await self._client.aclose()
 
     async def refresh(self, name: str) -> ModelRoute | None:
-        route = next((r for r in self._catalog.routes if r.name == name), None)
+        route = self._table.get(name)
         if route is None:
             return None
         fresh = await self._probe(route)
-        current = self._catalog
-        if any(r.name == name for r in current.routes):
-            self._catalog = current.with_route(fresh)
+        current = self._table
+        if current.get(name) is not None:
+            self._table = current.with_route(fresh)
         return fresh
 
     async def _loop(self) -> None:
@@ -139,9 +142,9 @@ class StaticRegistry:
     async def _tick(self) -> None:
         routes = self._reload_if_changed()
         if routes is None:
-            routes = list(self._catalog.routes)
+            routes = list(self._table.routes)
         probed = await asyncio.gather(*(self._probe(route) for route in routes))
-        self._catalog = Catalog.of(probed)
+        self._table = RouteTable.of(probed)
 
     def _reload_if_changed(self) -> list[ModelRoute] | None:
         stamp = file_stamp(self.path)
@@ -157,7 +160,7 @@ class StaticRegistry:
             return None
         self._stamp = stamp
         self.file_error = None
-        known = {r.name: r for r in self._catalog.routes}
+        known = {r.name: r for r in self._table.routes}
         log.info("upstreams file loaded: %d model(s)", len(routes))
         # Keep the known state and creation time of models whose URL did not change.
         return [

@@ -1,7 +1,8 @@
 """Pure routing decisions: which model a request names, and where that model is.
 
-No I/O here: the registry hands over an immutable ``Catalog`` and these
-functions answer from it, so every rule is tested without a server.
+No I/O here: the registry hands over an immutable ``RouteTable`` and these
+functions answer from it, so every rule is tested without a server. (The orchestrator's
+"catalog" is something else: the models declared in config/models.yaml.)
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ class ModelRoute:
 
 
 @dataclass(frozen=True)
-class Catalog:
-    """An immutable view of every known model, indexed by name and alias."""
+class RouteTable:
+    """An immutable view of every model the gateway can route to, indexed by name and alias."""
 
     routes: tuple[ModelRoute, ...] = ()
     _index: Mapping[str, ModelRoute] = field(default_factory=dict, repr=False, compare=False)
     _folded: Mapping[str, ModelRoute] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, routes: list[ModelRoute] | tuple[ModelRoute, ...]) -> "Catalog":
+    def of(cls, routes: list[ModelRoute] | tuple[ModelRoute, ...]) -> "RouteTable":
         """Build the index. Names win over aliases; the first claim on a name wins."""
         index: dict[str, ModelRoute] = {}
         for route in routes:
@@ -53,12 +54,17 @@ class Catalog:
         """Exact name or alias first, then the same ignoring case."""
         return self._index.get(requested) or self._folded.get(requested.casefold())
 
+    def get(self, name: str) -> ModelRoute | None:
+        """The model of that exact name (not an alias): how a route is found again by its own name."""
+        route = self._index.get(name)
+        return route if route is not None and route.name == name else None
+
     def names(self) -> list[str]:
         return [route.name for route in self.routes]
 
-    def with_route(self, route: ModelRoute) -> "Catalog":
-        """The same catalog with one model's entry replaced (by name)."""
-        return Catalog.of([route if r.name == route.name else r for r in self.routes])
+    def with_route(self, route: ModelRoute) -> "RouteTable":
+        """The same table with one model's entry replaced (by name)."""
+        return RouteTable.of([route if r.name == route.name else r for r in self.routes])
 
 
 class RequestError(ValueError):

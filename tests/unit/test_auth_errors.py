@@ -2,6 +2,7 @@ import json
 
 from gateway import errors
 from gateway.auth import key_is_valid
+from gateway.dialects import anthropic, openai
 
 
 def test_keys_off_lets_everyone_in():
@@ -30,8 +31,8 @@ def test_not_ready_carries_retry_after():
 
 def test_sse_error_event_is_one_complete_event_in_either_dialect():
     error = errors.upstream_broken("a", "gone")
-    for anthropic in (False, True):
-        event = error.sse_event(anthropic)
+    for dialect, is_anthropic in ((openai.PLAIN, False), (anthropic.DIALECT, True)):
+        event = dialect.stream_error(error)
         assert event.startswith(b"event: error\ndata: ") and event.endswith(b"\n\n") and event.count(b"\n\n") == 1
         payload = json.loads(event.split(b"data: ", 1)[1])
-        assert ("type" in payload) is anthropic and "gone" in json.dumps(payload)
+        assert ("type" in payload) is is_anthropic and "gone" in json.dumps(payload)

@@ -29,7 +29,7 @@ def test_a_listing_older_than_an_applied_status_is_skipped():
         await registry._poll(after=None)  # the model is known, stopped
         registry.apply_status(status("m", "ready", url="http://m:8080", listing_version=10))
         await registry._poll(after=8)  # made before the start's answer, arriving after it
-        state_after_stale = registry.catalog().resolve("m").state
+        state_after_stale = registry.route_table().resolve("m").state
         await registry._poll(after=9)
         return state_after_stale, registry.version
     stale_state, version = asyncio.run(scenario())

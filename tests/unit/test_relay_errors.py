@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.routing import Catalog, ModelRoute, ModelState
+from gateway.routing import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
 from support.net import free_port
 
@@ -18,14 +18,14 @@ class OneRoute:
     """The registry seam: one model the gateway believes ready."""
 
     synced = current = True
-    file_error = None
+    error = file_error = None
 
     def __init__(self, url: str | None) -> None:
         self.route = ModelRoute(name="m", url=url, state=ModelState.READY)
         self.refreshed = 0
 
-    def catalog(self) -> Catalog:
-        return Catalog.of([self.route])
+    def route_table(self) -> RouteTable:
+        return RouteTable.of([self.route])
 
     async def refresh(self, name: str) -> ModelRoute:
         self.refreshed += 1

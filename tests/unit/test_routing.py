@@ -1,13 +1,13 @@
 import pytest
 
-from gateway.routing import Catalog, ModelRoute, ModelState, RequestError, model_from_body, retry_after_s
+from gateway.routing import ModelRoute, ModelState, RouteTable, RequestError, model_from_body, retry_after_s
 
 
 def route(name, *aliases, state=ModelState.READY):
     return ModelRoute(name=name, url=f"http://{name}:8080", aliases=aliases, state=state)
 
 
-CATALOG = Catalog.of([route("qwen3-8b", "llamacpp:qwen3", "gpt-4o-mini"), route("gemma", "Gemma-3")])
+TABLE = RouteTable.of([route("qwen3-8b", "llamacpp:qwen3", "gpt-4o-mini"), route("gemma", "Gemma-3")])
 
 
 @pytest.mark.parametrize(
@@ -23,26 +23,26 @@ CATALOG = Catalog.of([route("qwen3-8b", "llamacpp:qwen3", "gpt-4o-mini"), route(
     ],
 )
 def test_resolve_by_name_alias_and_case(requested, expected):
-    found = CATALOG.resolve(requested)
+    found = TABLE.resolve(requested)
     assert (found.name if found else None) == expected
 
 
 def test_a_name_wins_over_another_models_alias():
-    catalog = Catalog.of([route("a", "b"), route("b")])
-    assert catalog.resolve("b").name == "b"
+    table = RouteTable.of([route("a", "b"), route("b")])
+    assert table.resolve("b").name == "b"
 
 
 def test_exact_case_wins_over_folded_match():
-    catalog = Catalog.of([route("Model"), route("model")])
-    assert catalog.resolve("model").name == "model"
-    assert catalog.resolve("Model").name == "Model"
+    table = RouteTable.of([route("Model"), route("model")])
+    assert table.resolve("model").name == "model"
+    assert table.resolve("Model").name == "Model"
 
 
 def test_with_route_replaces_one_entry_and_keeps_aliases_indexed():
-    updated = CATALOG.with_route(route("gemma", "Gemma-3", state=ModelState.STOPPED))
+    updated = TABLE.with_route(route("gemma", "Gemma-3", state=ModelState.STOPPED))
     assert updated.resolve("gemma-3").state is ModelState.STOPPED
     assert updated.resolve("qwen3-8b").state is ModelState.READY
-    assert CATALOG.resolve("gemma").state is ModelState.READY  # the old view is untouched
+    assert TABLE.resolve("gemma").state is ModelState.READY  # the old view is untouched
 
 
 def test_model_from_body_reads_the_model():
