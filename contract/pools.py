@@ -54,6 +54,11 @@ def budget_pool(node: str = LOCAL_NODE) -> str:
     return PoolId(node=node).key
 
 
+def is_gpu(key: str) -> bool:
+    """Whether the pool ``key`` names is a GPU (on any node), not a memory budget."""
+    return PoolId.parse(key).gpu is not None
+
+
 class Pool(BaseModel):
     """A pool as the backend reports it: what it is, how big, and which of our models run there.
     Live free memory on a GPU comes from NVML on that node (the gateway's reading); ``total_bytes``

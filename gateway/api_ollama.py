@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from contract.listing import ModelState, ModelStatus
+from contract.pools import is_gpu
 
 from . import errors, ollama
 from .auth import require_api_key
@@ -73,7 +74,7 @@ async def ps(request: Request) -> JSONResponse:
                 continue
             held = sum(model.held.values())
             entry["size"] = held or entry["size"]
-            entry["size_vram"] = sum(n for p, n in model.held.items() if p.startswith("gpu"))
+            entry["size_vram"] = sum(n for p, n in model.held.items() if is_gpu(p))
             ttl = model.policy.ttl_s
             if model.policy.pinned or ttl <= 0:
                 entry["expires_at"] = FOREVER

@@ -17,7 +17,7 @@ from typing import Literal, Mapping, Sequence
 
 from contract.gpu import GpuStatus
 from contract.listing import Listing, ModelState, ModelStatus
-from contract.pools import Pool, PoolId, budget_pool, gpu_pool
+from contract.pools import Pool, PoolId, budget_pool, gpu_pool, is_gpu
 from contract.status import PlacementView, PoolView, ScheduledModel, SchedulerView
 
 from .calibration import demand_for
@@ -54,10 +54,6 @@ class Pools:
     def gpus(self) -> frozenset[str]:
         """The GPU pools (release waited for, one start at a time), not a memory budget."""
         return frozenset(p for p in self.capacity if is_gpu(p))
-
-
-def is_gpu(pool: str) -> bool:
-    return PoolId.parse(pool).gpu is not None
 
 
 def pools_from(gpu: GpuStatus | None, listed: Sequence[Pool], defaults: Defaults, ours: Mapping[str, int]) -> Pools:
