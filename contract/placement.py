@@ -1,7 +1,7 @@
 """Where the gateway's scheduler placed a model: the wire type of ``POST /models/{name}/start``.
 
 One definition for both services: the gateway builds it from its placement decision
-(gateway/placement.py ``Placement.wire``), the orchestrator hands it to its runtime backend.
+(gateway/scheduling/placement.py ``Placement.wire``), the orchestrator hands it to its runtime backend.
 """
 
 from __future__ import annotations

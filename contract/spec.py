@@ -60,7 +60,7 @@ class ModelSpec(BaseModel):
     args: tuple[str, ...] = Field((), description="Extra llama-server arguments, e.g. ['--flash-attn', 'on'].")
     gpus: Literal["all"] | tuple[int, ...] = Field("all", description="GPUs to use: 'all' or indices like [0].")
     image: str | None = Field(None, description="llama-server image; default: the stack's image for this host.")
-    # Scheduling (see gateway/scheduler.py): none of these change the container.
+    # Scheduling (see gateway/scheduling/scheduler.py): none of these change the container.
     ttl: float | None = Field(None, ge=0, description="Stop after this many seconds idle; 0 = never; unset: the default.")
     pinned: bool = Field(False, description="Never stopped to make room, nor when idle.")
     preload: bool = Field(False, description="Started with the stack, not on its first request.")

@@ -10,16 +10,18 @@ import httpx
 
 from common.errors import ApiError, install_error_handlers
 
-from . import __version__, api_admin, api_models, api_ollama, api_status
+from . import __version__
+from .api import admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
-from .dialects import Surface, anthropic, dialect_for, ollama, openai
-from .docs import serve_docs
+from .api.dialect import Surface, dialect_for
+from .api import anthropic, ollama, openai
+from .api.docs import serve_docs
 from .gpu import NvmlReader
-from .lifecycle import Lifecycle
-from .scheduler_inputs import Defaults
-from .orchestrated import OrchestratorRegistry
-from .registry import ModelRegistry, StaticRegistry
-from .relay import SERVER_SEND_KEY
+from .scheduling.lifecycle import Lifecycle
+from .scheduling.inputs import Defaults
+from .routes.orchestrated import OrchestratorRegistry
+from .routes.registry import ModelRegistry, StaticRegistry
+from .proxy.relay import SERVER_SEND_KEY
 from .settings import GatewaySettings
 
 DESCRIPTION = """

@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from .gpu import NvmlReader
-from .lifecycle import Lifecycle
+from .scheduling.lifecycle import Lifecycle
 from .metrics import GatewayMetrics
-from .registry import ModelRegistry
+from .routes.registry import ModelRegistry
 from .settings import GatewaySettings
 
 

@@ -24,7 +24,7 @@ from prometheus_client.samples import Sample
 
 from contract.listing import ModelState, ModelStatus
 
-from .scheduler import StopKind
+from .scheduling.scheduler import StopKind
 
 MODEL_LABEL = "model"
 SCRAPE_TIMEOUT_S = 0.5  # per model; they are fetched at once, so this bounds the whole scrape's wait

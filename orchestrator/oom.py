@@ -5,7 +5,7 @@ The lines are llama.cpp's own (ggml-cuda.cu, ggml-alloc.c, llama-model.cpp), e.g
 ``alloc_tensor_range: failed to allocate CUDA0 buffer of size 1073741824``,
 ``llama_model_load: error loading model: unable to allocate CUDA0 buffer``,
 ``CUDA error: out of memory`` (any CUDA call, through ggml_cuda_error).
-The gateway's scheduler retries such a start once after making room (gateway/scheduler.py).
+The gateway's scheduler retries such a start once after making room (gateway/scheduling/scheduler.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ import json
 
 from gateway import errors
 from gateway.auth import key_is_valid
-from gateway.dialects import anthropic, openai
+from gateway.api import anthropic, openai
 
 
 def test_keys_off_lets_everyone_in():

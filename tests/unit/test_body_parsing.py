@@ -3,7 +3,7 @@
 
 import pytest
 
-from gateway.routing import RequestError, asks_for_stream, routed_body
+from gateway.routes.table import RequestError, asks_for_stream, routed_body
 
 
 def test_routed_body_reads_model_and_stream_in_one_parse():

@@ -11,11 +11,11 @@ import pytest
 
 from contract.listing import MemoryEstimate
 from contract.pools import Pool, PoolId
-from gateway.calibration import (SAMPLES_KEPT, OverheadStore, demand_for, learn_from_device, learn_from_process,
+from gateway.scheduling.calibration import (SAMPLES_KEPT, OverheadStore, demand_for, learn_from_device, learn_from_process,
                                  modelled_on_gpu, overhead_from, remember, uuids_by_pool)
 from gateway.gpu import GIB, NvmlReader
-from gateway.placement import Demand
-from gateway.release import memory_returned
+from gateway.scheduling.placement import Demand
+from gateway.scheduling.release import memory_returned
 from test_gpu import FakeNvml, err, fake_gpu, proc
 
 MiB = 2**20

@@ -17,7 +17,7 @@ GIB, MIB = 2**30, 2**20
 
 def status(models: dict[str, dict], *, gpu: bool, pools: dict | None = None, states: dict | None = None,
            reasons: dict | None = None) -> dict:
-    """A /status body shaped as the gateway sends it (gateway/lifecycle.py describe)."""
+    """A /status body shaped as the gateway sends it (gateway/scheduling/lifecycle.py describe)."""
     pools = pools if pools is not None else ({"gpu0": {"capacity_bytes": 80 * GIB}} if gpu else {})
     return {
         "models": [{"id": name, "state": (states or {}).get(name, "ready"), "reason": (reasons or {}).get(name),

@@ -17,11 +17,13 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from common.errors import ApiError
-from gateway import errors, relay
+from gateway import errors
+from gateway.proxy import relay
 from gateway.app import SURFACES, create_app
-from gateway.dialects import Asked, Dialect, UpstreamCall, anthropic, dialect_for, ollama, openai
-from gateway.progress import Kind, Progress
-from gateway.routing import ModelRoute, ModelState, RouteTable
+from gateway.api.dialect import Asked, Dialect, UpstreamCall, dialect_for
+from gateway.api import anthropic, ollama, openai
+from gateway.proxy.progress import Kind, Progress
+from gateway.routes.table import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
 from support.net import free_port
 from support.waiting import wait_until

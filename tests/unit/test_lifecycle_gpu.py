@@ -14,10 +14,10 @@ from common.errors import ApiError
 from contract.listing import MemoryEstimate
 from contract.pools import Pool, PoolId
 from gateway.gpu import GIB, NvmlReader
-from gateway.lifecycle import Lifecycle
-from gateway.scheduler_inputs import Defaults
+from gateway.scheduling.lifecycle import Lifecycle
+from gateway.scheduling.inputs import Defaults
 from gateway.metrics import GatewayMetrics
-from gateway.scheduler import Unload
+from gateway.scheduling.scheduler import Unload
 from support.waiting import wait_until_async
 from support.listing import listing, status
 from test_gpu import FakeNvml, fake_gpu, proc

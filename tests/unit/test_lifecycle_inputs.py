@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from contract.gpu import Gpu, GpuMemory, GpuStatus
 from contract.pools import Pool, PoolId
-from gateway.placement import Demand
-from gateway.scheduler import Model, Phase, Policy, State
-from gateway.scheduler_inputs import (BUDGET_POOL, Defaults, Pools, gpu_pools_allowed, need_by_pool, ours_by_pool,
+from gateway.scheduling.placement import Demand
+from gateway.scheduling.scheduler import Model, Phase, Policy, State
+from gateway.scheduling.inputs import (BUDGET_POOL, Defaults, Pools, gpu_pools_allowed, need_by_pool, ours_by_pool,
                                       policy_from_listing, pools_from, pools_from_gpu, running_on, sync_event)
 from support.listing import listing as listed_models
 from support.listing import status

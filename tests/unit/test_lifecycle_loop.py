@@ -7,10 +7,10 @@ from __future__ import annotations
 import httpx
 
 from gateway.gpu import NvmlReader
-from gateway.lifecycle import Lifecycle
-from gateway.scheduler_inputs import Defaults
+from gateway.scheduling.lifecycle import Lifecycle
+from gateway.scheduling.inputs import Defaults
 from gateway.metrics import GatewayMetrics
-from gateway.scheduler import KeepAlive, Tick
+from gateway.scheduling.scheduler import KeepAlive, Tick
 from support.waiting import wait_until_async
 from support.listing import listing, status
 from test_gpu import FakeNvml

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 
 from contract.listing import ModelState
-from gateway.orchestrated import OrchestratorRegistry
+from gateway.routes.orchestrated import OrchestratorRegistry
 from support.listing import listing, status
 
 

@@ -55,8 +55,8 @@ def test_while_the_orchestrator_is_away_an_unlisted_name_is_not_a_404():
     from types import SimpleNamespace
 
     from common.errors import ApiError
-    from gateway.exchange import resolve
-    from gateway.orchestrated import OrchestratorRegistry
+    from gateway.proxy.exchange import resolve
+    from gateway.routes.orchestrated import OrchestratorRegistry
 
     registry = OrchestratorRegistry("http://127.0.0.1:9", "t")  # never started: no background poll
     ctx = SimpleNamespace(registry=registry)

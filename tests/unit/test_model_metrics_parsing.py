@@ -14,7 +14,7 @@ from support.listing import listing as listed, status
 from gateway.metrics import GatewayMetrics
 from support import dashboard
 from gateway.model_metrics import (EVICTION_REASONS, Families, crashed, eviction_reason, parse, relabel)
-from gateway.scheduler import Arrive, KeepAlive, Phase, Policy, State, Stop, StopKind, Model, Tick, Unload, step
+from gateway.scheduling.scheduler import Arrive, KeepAlive, Phase, Policy, State, Stop, StopKind, Model, Tick, Unload, step
 
 # Captured from the vendored llama-server (--metrics) after one chat request.
 CAPTURED = (Path(__file__).parent / "data" / "llama_server_metrics.txt").read_text()
@@ -161,8 +161,8 @@ def test_the_lifecycle_counts_evictions_swaps_and_crashes():
     import httpx
 
     from gateway.gpu import NvmlReader
-    from gateway.lifecycle import Lifecycle
-    from gateway.scheduler_inputs import Defaults
+    from gateway.scheduling.lifecycle import Lifecycle
+    from gateway.scheduling.inputs import Defaults
 
     class NoGpu(NvmlReader):
         def read(self, pids):  # the scheduler's pools come from the budget here

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from contract.listing import Listing
-from gateway.orchestrated import route_of
+from gateway.routes.orchestrated import route_of
 from contract.listing import ModelState
 from contract.spec import ModelSpec
 from orchestrator.status import container_view, model_state, model_url, uptime_s

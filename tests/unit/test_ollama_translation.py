@@ -1,4 +1,4 @@
-"""Ollama <-> OpenAI translation (gateway/ollama.py): requests, answers, streams, keep_alive."""
+"""Ollama <-> OpenAI translation (gateway/api/ollama_translation.py): requests, answers, streams, keep_alive."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from contract.spec import ModelSpec
-from gateway import ollama
-from gateway.ollama import Answer, OllamaRequestError, SseDecoder, parse_keep_alive
+from gateway.api import ollama_translation as ollama
+from gateway.api.ollama_translation import Answer, OllamaRequestError, SseDecoder, parse_keep_alive
 
 
 @pytest.mark.parametrize("given, seconds", [

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.registry import load_upstreams, state_from_health
-from gateway.routing import ModelState
+from gateway.routes.registry import load_upstreams, state_from_health
+from gateway.routes.table import ModelState
 
 
 def test_missing_file_means_no_models(tmp_path):

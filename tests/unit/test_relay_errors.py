@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.routing import ModelRoute, ModelState, RouteTable
+from gateway.routes.table import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
 from support.net import free_port
 

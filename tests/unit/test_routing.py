@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.routing import ModelRoute, ModelState, RouteTable, RequestError, model_from_body, retry_after_s
+from gateway.routes.table import ModelRoute, ModelState, RouteTable, RequestError, model_from_body, retry_after_s
 
 
 def route(name, *aliases, state=ModelState.READY):

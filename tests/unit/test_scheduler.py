@@ -17,11 +17,11 @@ import pytest
 
 from contract.placement import Placement as WirePlacement
 from contract.pools import PoolId
-from gateway.placement import Demand, Placement, place, start_body
-from gateway.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
+from gateway.scheduling.placement import Demand, Placement, place, start_body
+from gateway.scheduling.scheduler import (GiB, HOLDS_MEMORY, Admit, Arrive, Cancel, Finish, Model, Phase, Policy, Reject,
                                Released, Start, StartFailed, State, Stop, StopKind, Stopped, Started, Sync, Tick,
                                Waiter, step)
-from gateway.scheduler import TICK_S, KeepAlive, Unload, next_tick
+from gateway.scheduling.scheduler import TICK_S, KeepAlive, Unload, next_tick
 
 READY, STARTING, STOPPING, STOPPED, FAILED, RELEASING = (Phase.READY, Phase.STARTING, Phase.STOPPING, Phase.STOPPED,
                                                          Phase.FAILED, Phase.RELEASING)
@@ -871,7 +871,7 @@ def test_a_starving_model_yields_the_busy_one_but_nothing_more():
 class _Replay:
     """Feeds ``arrivals`` ((time, model) pairs) through ``step`` in time order, with the effects' answers
     on time: each admitted request finishes ``service`` s later, a start is ready ``load`` s after it is
-    asked, a stop done ``unload`` s after. A Tick each 0.25 s, as gateway/lifecycle.py does."""
+    asked, a stop done ``unload`` s after. A Tick each 0.25 s, as gateway/scheduling/lifecycle.py does."""
     s: State
     service: float = 0.5
     load: float = 0.5

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from contract.listing import Listing, ModelStatus
 
 from .registry import StaticRegistry
-from .routing import ModelRoute, RouteTable
+from .table import ModelRoute, RouteTable
 
 log = logging.getLogger("llamadock.registry")
 

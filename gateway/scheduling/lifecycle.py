@@ -11,10 +11,10 @@ budget when there is no GPU.
 On a GPU it also: places models (the scheduler's ``Start`` carries the GPUs, sent with the
 start), polls NVML after a stop until the memory is back (``Released``), tells a start
 that ran out of GPU memory apart (``StartFailed(oom=True)``), and learns each GPU's CUDA
-overhead after a start (gateway/calibration.py).
+overhead after a start (gateway/scheduling/calibration.py).
 
 What the scheduler is fed (pools, policies, the Sync event) and the view it gives /status are
-pure functions in gateway/scheduler_inputs.py; here are only the effects, on one injected clock.
+pure functions in gateway/scheduling/inputs.py; here are only the effects, on one injected clock.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from contract.pools import Pool
 from contract.status import SchedulerView
 
 from .calibration import OverheadStore, learn_from_device, learn_from_process, uuids_by_pool
-from .gpu import NvmlReader, device_pool, devices_by_pool
-from .metrics import GatewayMetrics
-from .model_metrics import crashed, eviction_reason
+from ..gpu import NvmlReader, device_pool, devices_by_pool
+from ..metrics import GatewayMetrics
+from ..model_metrics import crashed, eviction_reason
 from .placement import Placement, start_body
-from .progress import Progress, progress
+from ..proxy.progress import Progress, progress
 from .release import memory_returned
 from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Reject, Released, Start, StartFailed,
                         State, Stop, Stopped, Started, Tick, next_tick, step)
-from .scheduler_inputs import Defaults, scheduler_view, sync_event
+from .inputs import Defaults, scheduler_view, sync_event
 
 log = logging.getLogger("llamadock.lifecycle")
 

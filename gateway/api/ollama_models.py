@@ -1,6 +1,6 @@
 """Ollama's view of the models (/api/tags, /api/ps, /api/show, /api/version), for apps that speak
 Ollama. Its requests (/api/chat, /api/generate, /api/embed) are the Ollama dialect's, in
-gateway/dialects/ollama.py, over the one exchange. Errors: {"error": "..."}."""
+gateway/api/ollama.py, over the one exchange. Errors: {"error": "..."}."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from fastapi.responses import JSONResponse
 from contract.listing import ModelState, ModelStatus
 from contract.pools import is_gpu
 
-from . import errors, ollama
-from .auth import require_api_key
-from .context import GatewayContext
-from .dialects.ollama import checked, parsed
-from .exchange import context, known_name, read_body, resolve
-from .routing import ModelRoute
-from .scheduler import Phase
+from .. import errors
+from . import ollama_translation as ollama
+from ..auth import require_api_key
+from ..context import GatewayContext
+from .ollama import checked, parsed
+from ..proxy.exchange import context, known_name, read_body, resolve
+from ..routes.table import ModelRoute
+from ..scheduling.scheduler import Phase
 
 router = APIRouter(prefix="/api", tags=["Ollama"], dependencies=[Depends(require_api_key)])
 

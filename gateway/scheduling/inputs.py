@@ -5,7 +5,7 @@ listing, the ``Sync`` event that carries both, and the scheduler's view for ``/s
 Every pool is keyed by ``contract.pools``: ``gpu0`` on the local node (NVML's), ``n2/gpu0`` on
 another node, ``budget`` for a node's memory without a GPU.
 
-No I/O and no clock of their own: gateway/lifecycle.py reads NVML and the listing, calls these,
+No I/O and no clock of their own: gateway/scheduling/lifecycle.py reads NVML and the listing, calls these,
 and hands the result to ``scheduler.step``.
 """
 
@@ -21,7 +21,7 @@ from contract.pools import Pool, PoolId, budget_pool, gpu_pool, is_gpu
 from contract.status import PlacementView, PoolView, ScheduledModel, SchedulerView
 
 from .calibration import demand_for
-from .gpu import devices_by_pool
+from ..gpu import devices_by_pool
 from .placement import Placement
 from .scheduler import HOLDS_MEMORY, Phase, Policy, State, Sync
 

@@ -43,7 +43,7 @@ out of memory (see README, "GPU memory"):
 * A start that ran out of CUDA memory (``StartFailed(oom=True)``) is retried once, after
   least recently used idle models made room beyond its need; failing again, its
   requests get 503 naming the need, the free memory and what is loaded.
-A model with a ``Demand`` (its need before placement) is placed by gateway/placement.py
+A model with a ``Demand`` (its need before placement) is placed by gateway/scheduling/placement.py
 when it starts: on one GPU, or split across several; its ``Start`` carries the placement.
 """
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from common.files import file_stamp
 from contract.listing import ModelState
 
-from .routing import ModelRoute, RouteTable
+from .table import ModelRoute, RouteTable
 
 log = logging.getLogger("llamadock.registry")
 

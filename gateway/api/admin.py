@@ -16,8 +16,8 @@ from common.errors import ApiError
 from contract.spec import NAME_PATTERN, ModelSpec
 from contract.status import Loaded, Unloaded, UnloadedIdle
 
-from . import control
-from .api_models import resolve
+from ..scheduling import control
+from .models import resolve
 
 
 async def require_admin(request: Request) -> None:

@@ -2,7 +2,7 @@
 
 A request to /api/chat, /api/generate or /api/embed becomes a body for /v1/chat/completions,
 /v1/completions or /v1/embeddings; the answer (JSON, or SSE chunks) becomes Ollama's
-(one JSON object, or NDJSON lines). gateway/api_ollama.py does the exchange around it.
+(one JSON object, or NDJSON lines). gateway/api/ollama_models.py does the exchange around it.
 
 Shapes follow Ollama's docs/api.md: durations in nanoseconds, `done_reason` "stop" or
 "length", counts from llama-server's `timings` (or `usage`) where it sends them.

@@ -1,7 +1,7 @@
 """One exchange for every API surface: resolve the model → the scheduler's ticket → wait for the
 go → the call to the model's llama-server → its failures mapped to errors → the ticket released.
 
-The dialect (gateway/dialects/) reads the request and writes the answer; everything between is
+The dialect (gateway/api/) reads the request and writes the answer; everything between is
 here, once. ``relay`` does what can fail before a byte is sent (a name nobody knows, a model not
 ready) and returns an ``Exchange``: an ASGI response that does the rest itself. Doing it there,
 not in the route, lets one watcher cover the whole exchange: a client that goes away while the
@@ -22,11 +22,13 @@ from starlette.responses import Response
 from common.errors import ApiError
 from contract.listing import ModelState
 
-from . import control, errors, progress, relay as pipes, upstream
-from .context import GatewayContext
-from .dialects import Asked, Dialect, UpstreamCall
-from .lifecycle import Ticket
-from .routing import ModelRoute, retry_after_s
+from ..scheduling import control
+from .. import errors
+from . import progress, relay as pipes, upstream
+from ..context import GatewayContext
+from ..api.dialect import Asked, Dialect, UpstreamCall
+from ..scheduling.lifecycle import Ticket
+from ..routes.table import ModelRoute, retry_after_s
 
 # Never forwarded: hop-by-hop headers, and the client's credentials for the gateway.
 _DROP_REQUEST_HEADERS = upstream.HOP_BY_HOP | {b"authorization", b"x-api-key"}

@@ -3,7 +3,7 @@
 The body is forwarded piece by piece as it arrives: never parsed, never re-encoded, never held
 back. Pieces that arrived together leave together. Under uvicorn, a chunked (streamed) answer is
 written straight to its transport from the upstream's read callback (``pipe_direct``); anything
-else gets one ASGI send per piece (``pipe_via_asgi``). gateway/exchange.py decides which, around
+else gets one ASGI send per piece (``pipe_via_asgi``). gateway/proxy/exchange.py decides which, around
 the request this belongs to.
 """
 

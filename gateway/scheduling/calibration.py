@@ -28,7 +28,7 @@ from contract.gpu import GpuStatus
 from contract.listing import MemoryEstimate
 from contract.pools import Pool
 
-from .gpu import devices_by_pool
+from ..gpu import devices_by_pool
 from .placement import Demand
 
 log = logging.getLogger("llamadock.calibration")

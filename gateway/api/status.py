@@ -11,9 +11,9 @@ from contract.gpu import GpuStatus
 from contract.listing import ModelState
 from contract.status import GatewayStatus
 
-from . import model_metrics
-from .api_models import model_object
-from .context import GatewayContext
+from .. import model_metrics
+from .models import model_object
+from ..context import GatewayContext
 from .schemas import Health
 
 router = APIRouter()

@@ -1,5 +1,5 @@
 """API dialects: the ways a client may speak to the gateway (OpenAI, Anthropic, Ollama), over one
-exchange (gateway/exchange.py) that does the same for all of them: resolve the model, take the
+exchange (gateway/proxy/exchange.py) that does the same for all of them: resolve the model, take the
 scheduler's ticket, wait for the go, call the model's llama-server, map its failures, release.
 
 A dialect says only what differs: how to read the model, stream and keep_alive from a body; how a
@@ -22,8 +22,8 @@ from starlette.responses import Response
 from common.errors import ApiError
 
 if TYPE_CHECKING:
-    from ..progress import Progress
-    from ..upstream import UpstreamResponse
+    from ..proxy.progress import Progress
+    from ..proxy.upstream import UpstreamResponse
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from starlette.responses import Response
 
 from common.errors import ApiError
 
-from .. import errors, progress
+from .. import errors
+from ..proxy import progress
 from ..auth import require_api_key
-from ..exchange import relay_by_body
-from ..ollama import OllamaRequestError, parse_keep_alive
-from ..routing import RequestError, routed_body
-from ..schemas import EXAMPLES
-from . import Asked, Client, UpstreamCall
+from ..proxy.exchange import relay_by_body
+from .ollama_translation import OllamaRequestError, parse_keep_alive
+from ..routes.table import RequestError, routed_body
+from .schemas import EXAMPLES
+from .dialect import Asked, Client, UpstreamCall
 
 
 class OpenAI:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from common.errors import ApiError
 
 from ..auth import require_api_key
-from ..exchange import relay_by_body
+from ..proxy.exchange import relay_by_body
 from .openai import OpenAI, body_doc
 
 

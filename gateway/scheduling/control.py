@@ -1,5 +1,5 @@
 """Explicit control of what is loaded: load, unload, keep_alive. Effects around the scheduler's
-``KeepAlive`` and ``Unload`` events (gateway/scheduler.py); used by /admin and the Ollama API.
+``KeepAlive`` and ``Unload`` events (gateway/scheduling/scheduler.py); used by /admin and the Ollama API.
 
 A load is a request that holds nothing: it takes a ticket (which starts the model, making room
 as any request would), waits for its turn and gives it back at once. An unload stops an idle

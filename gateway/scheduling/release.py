@@ -12,7 +12,7 @@ from typing import Collection, Mapping
 
 from contract.pools import LOCAL_NODE, PoolId
 
-from .gpu import GpuStatus, devices_by_pool
+from ..gpu import GpuStatus, devices_by_pool
 
 SEEN_FREE = 0.75  # WSL2: this much of what it held back on the device counts as returned (others move too)
 

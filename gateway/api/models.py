@@ -1,6 +1,6 @@
 """The models as OpenAI lists them (/v1/models), and the routes that relay whatever else a model's
 llama-server serves: any other /v1 endpoint, and /upstream/{model}/* raw. These speak OpenAI's
-dialect (gateway/dialects/openai.py) and are registered after every surface's own routes, since
+dialect (gateway/api/openai.py) and are registered after every surface's own routes, since
 ``/v1/{path}`` would match those too."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Request
 
 from contract.status import ModelList, ModelObject
 
-from . import errors
-from .auth import require_api_key
-from .dialects import Asked
-from .dialects.openai import PLAIN
-from .exchange import context, incoming, read_body, relay, relay_by_body, resolve
-from .routing import ModelRoute, asks_for_stream
+from .. import errors
+from ..auth import require_api_key
+from .dialect import Asked
+from .openai import PLAIN
+from ..proxy.exchange import context, incoming, read_body, relay, relay_by_body, resolve
+from ..routes.table import ModelRoute, asks_for_stream
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 

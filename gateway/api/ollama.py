@@ -1,9 +1,9 @@
 """Ollama's API (/api/chat, /api/generate, /api/embed, /api/embeddings), for apps that speak
 Ollama: the same models, routing, scheduling and exchange as /v1. A request is translated to the
 /v1 call llama-server takes, and its answer (JSON, or SSE chunks) back to Ollama's (one JSON, or
-NDJSON lines) by gateway/ollama.py's pure translation. Errors: ``{"error": "..."}``, in a
+NDJSON lines) by gateway/api/ollama_translation.py's pure translation. Errors: ``{"error": "..."}``, in a
 stream as one such line. A waiting client is told nothing (Ollama has no way to say it).
-The model list in Ollama's shapes (/api/tags, /api/ps, /api/show) is gateway/api_ollama.py.
+The model list in Ollama's shapes (/api/tags, /api/ps, /api/show) is gateway/api/ollama_models.py.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from fastapi.responses import JSONResponse
 from common.errors import ApiError
 from contract.listing import ModelState
 
-from .. import control, errors, ollama as translation, upstream
+from ..scheduling import control
+from .. import errors
+from . import ollama_translation as translation
+from ..proxy import upstream
 from ..auth import require_api_key
 from ..context import GatewayContext
-from ..exchange import context, incoming, known_name, read_body, relay, resolve
-from . import Asked, Client, UpstreamCall
+from ..proxy.exchange import context, incoming, known_name, read_body, relay, resolve
+from .dialect import Asked, Client, UpstreamCall
 
 NDJSON = b"application/x-ndjson"
 _JSON_CALL = [(b"content-type", b"application/json")]
