@@ -13,7 +13,7 @@ from common.errors import ApiError, install_error_handlers
 from . import __version__
 from .api import admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
-from .api.dialect import Surface, dialect_for
+from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai
 from .api.docs import serve_docs
 from .gpu import NvmlReader

@@ -13,7 +13,7 @@ from contract.status import ModelList, ModelObject
 
 from .. import errors
 from ..auth import require_api_key
-from .dialect import Asked
+from ..proxy.dialect import Asked
 from .openai import PLAIN
 from ..proxy.exchange import context, incoming, read_body, relay, relay_by_body, resolve
 from ..routes.table import ModelRoute, asks_for_stream

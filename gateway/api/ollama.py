@@ -24,7 +24,7 @@ from ..proxy import upstream
 from ..auth import require_api_key
 from ..context import GatewayContext
 from ..proxy.exchange import context, incoming, known_name, read_body, relay, resolve
-from .dialect import Asked, Client, UpstreamCall
+from ..proxy.dialect import Asked, Client, UpstreamCall
 
 NDJSON = b"application/x-ndjson"
 _JSON_CALL = [(b"content-type", b"application/json")]

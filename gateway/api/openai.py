@@ -17,13 +17,13 @@ from starlette.responses import Response
 from common.errors import ApiError
 
 from .. import errors
-from ..proxy import progress
+from ..scheduling import progress
 from ..auth import require_api_key
 from ..proxy.exchange import relay_by_body
 from .ollama_translation import OllamaRequestError, parse_keep_alive
 from ..routes.table import RequestError, routed_body
 from .schemas import EXAMPLES
-from .dialect import Asked, Client, UpstreamCall
+from ..proxy.dialect import Asked, Client, UpstreamCall
 
 
 class OpenAI:

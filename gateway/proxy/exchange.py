@@ -24,9 +24,10 @@ from contract.listing import ModelState
 
 from ..scheduling import control
 from .. import errors
-from . import progress, relay as pipes, upstream
+from ..scheduling import progress
+from . import relay as pipes, upstream
 from ..context import GatewayContext
-from ..api.dialect import Asked, Dialect, UpstreamCall
+from .dialect import Asked, Dialect, UpstreamCall
 from ..scheduling.lifecycle import Ticket
 from ..routes.table import ModelRoute, retry_after_s
 

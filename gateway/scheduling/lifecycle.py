@@ -42,7 +42,7 @@ from ..gpu import NvmlReader, device_pool, devices_by_pool
 from ..metrics import GatewayMetrics
 from ..model_metrics import crashed, eviction_reason
 from .placement import Placement, start_body
-from ..proxy.progress import Progress, progress
+from .progress import Progress, progress
 from .release import memory_returned
 from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Reject, Released, Start, StartFailed,
                         State, Stop, Stopped, Started, Tick, next_tick, step)

@@ -20,9 +20,9 @@ from common.errors import ApiError
 from gateway import errors
 from gateway.proxy import relay
 from gateway.app import SURFACES, create_app
-from gateway.api.dialect import Asked, Dialect, UpstreamCall, dialect_for
+from gateway.proxy.dialect import Asked, Dialect, UpstreamCall, dialect_for
 from gateway.api import anthropic, ollama, openai
-from gateway.proxy.progress import Kind, Progress
+from gateway.scheduling.progress import Kind, Progress
 from gateway.routes.table import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
 from support.net import free_port

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from gateway.proxy.progress import (Kind, Progress, ordinal, progress, reasoning_chunk, reasoning_text, sse_comment,
+from gateway.scheduling.progress import (Kind, Progress, ordinal, progress, reasoning_chunk, reasoning_text, sse_comment,
                               wants_reasoning)
 from gateway.scheduling.scheduler import (RECENT, Arrive, Finish, Model, Phase, Policy, Reject, Started, State, Tick, Waiter,
                                estimated_wait_s, queue_position, retry_after, step)

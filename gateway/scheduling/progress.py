@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..scheduling.scheduler import FREEING, HOLDS_MEMORY, Phase, State, _waiting_for, estimated_wait_s, queue_position
+from .scheduler import FREEING, HOLDS_MEMORY, Phase, State, _waiting_for, estimated_wait_s, queue_position
 
 OPT_IN_HEADER = "x-llamadock-progress"
 OPT_IN_VALUE = "reasoning"

@@ -22,8 +22,8 @@ from starlette.responses import Response
 from common.errors import ApiError
 
 if TYPE_CHECKING:
-    from ..proxy.progress import Progress
-    from ..proxy.upstream import UpstreamResponse
+    from ..scheduling.progress import Progress
+    from .upstream import UpstreamResponse
 
 
 @dataclass(frozen=True)
