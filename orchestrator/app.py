@@ -15,7 +15,7 @@ from common.errors import ApiError, install_error_handlers
 from contract.listing import Listing, ModelStatus, ReconcileReport
 from contract.spec import ModelSpec
 
-from .containers import Placement
+from .backends.docker.containers import Placement
 from .manager import ModelManager
 from .settings import OrchestratorSettings
 

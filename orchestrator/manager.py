@@ -30,15 +30,15 @@ from contract.spec import ModelSpec
 
 from . import catalog as catalog_file
 from .estimate import estimate_spec
-from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, create_kwargs,
+from .backends.docker.containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts, create_kwargs,
                          spec_hash)
 from .errors import catalog_not_saved, not_found
-from .host import HostFacts
+from .backends.docker.host import HostFacts
 from .oom import out_of_gpu_memory
 from .plan import Decision, Reuse, Wanted, needs_placement, plan
 from .settings import OrchestratorSettings
 from .sources import SourceError, check_sources
-from .status import STARTING, ContainerView, container_view, model_state, model_url, uptime_s
+from .backends.docker.status import STARTING, ContainerView, container_view, model_state, model_url, uptime_s
 
 log = logging.getLogger("llamadock.orchestrator")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .status import ContainerView
+from .backends.docker.status import ContainerView
 
 # Docker's restart policy brings a restarting container back by itself: it counts as running.
 RUNNING = ("running", "restarting")

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 
 from . import catalog
 from .app import create_app
-from .discovery import own_container_attrs, stack_facts
-from .host import detect_host
+from .backends.docker.discovery import own_container_attrs, stack_facts
+from .backends.docker.host import detect_host
 from .manager import ModelManager
 from .settings import OrchestratorSettings
-from .watch import EventWatcher, LogCopier
+from .backends.docker.watch import EventWatcher, LogCopier
 
 log = logging.getLogger("llamadock.orchestrator")
 

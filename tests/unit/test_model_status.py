@@ -10,7 +10,7 @@ from contract.listing import Listing
 from gateway.orchestrated import route_of
 from contract.listing import ModelState
 from contract.spec import ModelSpec
-from orchestrator.status import container_view, model_state, model_url, uptime_s
+from orchestrator.backends.docker.status import container_view, model_state, model_url, uptime_s
 
 
 def attrs(status="running", health=None, exit_code=0, oom=False, restarts=0, started="2026-11-22T10:00:00.123456789Z"):
@@ -76,7 +76,7 @@ def test_gateway_reads_the_listing():
 
 
 def test_docker_timestamps():
-    from orchestrator.status import docker_time
+    from orchestrator.backends.docker.status import docker_time
     assert docker_time("2026-11-22T10:00:00.123456789Z") == datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert docker_time("2026-11-22T10:00:00Z") == datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
     assert docker_time("0001-01-01T00:00:00Z") is None and docker_time(None) is None and docker_time("junk") is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.containers import LABEL_HASH, LABEL_MODEL
+from orchestrator.backends.docker.containers import LABEL_HASH, LABEL_MODEL
 from orchestrator.plan import Decision, Reuse, Wanted, needs_placement, plan
-from orchestrator.status import container_view
+from orchestrator.backends.docker.status import container_view
 
 HASH, OLD = "h-now", "h-before"
 HERE, ELSEWHERE = '{"gpus": [0]}', '{"gpus": [1]}'  # placement labels

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import catalog as catalog_file
-from orchestrator.host import HostFacts
+from orchestrator.backends.docker.host import HostFacts
 from orchestrator.manager import ModelManager
 from orchestrator.settings import OrchestratorSettings
 
