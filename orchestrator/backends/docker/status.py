@@ -1,45 +1,38 @@
-"""A model's state, read from its container: pure functions over ``docker inspect`` data.
+"""A model container as the runtime's neutral ``Instance``: pure functions over ``docker inspect`` data.
 
-The states are the contract's ``ModelState`` (ready, starting, stopped, failed), each with a
-reason in words, so a user asking "why is my model not answering" gets an answer.
+Docker's words stay here: its status strings become an ``InstanceState`` ("dead" reads as exited),
+its timestamps datetimes, its network endpoint the model's URL and the address its /health is
+probed at.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from pydantic import ValidationError
 
-from contract.listing import ModelState
+from contract.listing import InstanceState
 from contract.spec import ModelSpec
 
-from .containers import LABEL_HASH, LABEL_MODEL, LABEL_SPEC, SERVER_PORT
+from ..runtime import Instance
+from .containers import LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_SPEC, SERVER_PORT
 
-READY, STARTING, STOPPED, FAILED = ModelState.READY, ModelState.STARTING, ModelState.STOPPED, ModelState.FAILED
-
-
-@dataclass(frozen=True)
-class ContainerView:
-    id: str
-    name: str
-    model: str
-    spec_hash: str
-    spec: ModelSpec | None  # the spec it was created from (label), for models no longer declared
-    image: str
-    status: str  # created, running, restarting, paused, exited, dead, removing
-    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
-    started_at: str | None
-    exit_code: int
-    restart_count: int
-    oom_killed: bool
-    pid: int
-    ip: str | None
+# Docker's container statuses, in the runtime's words.
+STATES = {
+    "created": InstanceState.CREATED,
+    "running": InstanceState.RUNNING,
+    "restarting": InstanceState.RESTARTING,
+    "paused": InstanceState.PAUSED,
+    "exited": InstanceState.EXITED,
+    "dead": InstanceState.EXITED,  # could not be removed; as stopped as an exited one
+    "removing": InstanceState.REMOVING,
+}
 
 
-def container_view(attrs: dict, network: str) -> ContainerView:
-    """The parts of ``docker inspect`` llamadock uses."""
+def instance_from_attrs(attrs: dict, network: str, url_by: Literal["name", "ip"] = "name") -> Instance:
+    """The parts of ``docker inspect`` llamadock uses, as an Instance."""
     labels = attrs.get("Config", {}).get("Labels") or {}
     state = attrs.get("State") or {}
     networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
@@ -48,54 +41,27 @@ def container_view(attrs: dict, network: str) -> ContainerView:
         spec = ModelSpec.model_validate(json.loads(labels.get(LABEL_SPEC, "null")))
     except (json.JSONDecodeError, ValidationError):
         spec = None  # none, or written by a version whose spec no longer reads: shown without one
-    started = state.get("StartedAt")
-    return ContainerView(
+    name = attrs.get("Name", "").lstrip("/")
+    ip = endpoint.get("IPAddress") or None
+    pid = int(state.get("Pid") or 0)
+    return Instance(
         id=attrs.get("Id", ""),
-        name=attrs.get("Name", "").lstrip("/"),
+        name=name,
         model=labels.get(LABEL_MODEL, ""),
+        state=STATES.get(state.get("Status", "unknown"), InstanceState.UNKNOWN),
         spec_hash=labels.get(LABEL_HASH, ""),
         spec=spec,
+        placement=labels.get(LABEL_PLACEMENT, ""),
         image=attrs.get("Config", {}).get("Image", ""),
-        status=state.get("Status", "unknown"),
         health=(state.get("Health") or {}).get("Status"),
-        started_at=None if not started or started.startswith("0001-") else started,
+        started_at=docker_time(state.get("StartedAt")),
         exit_code=int(state.get("ExitCode") or 0),
         restart_count=int(attrs.get("RestartCount") or 0),
         oom_killed=bool(state.get("OOMKilled")),
-        pid=int(state.get("Pid") or 0),
-        ip=endpoint.get("IPAddress") or None,
+        pids=(pid,) if pid else (),
+        url=model_url(name, ip, url_by),
+        probe_url=f"http://{ip}:{SERVER_PORT}" if ip else None,
     )
-
-
-def model_state(view: ContainerView | None, probed_ready: bool = False,
-                stopping: bool = False) -> tuple[ModelState, str | None]:
-    """(state, reason) of a model from its container; ``probed_ready``: our own /health probe said 200
-    since the container last started (faster than Docker's healthcheck interval); ``stopping``: a stop
-    we were asked for is under way."""
-    if view is None:
-        return STOPPED, "not running (no container)"
-    if stopping and view.status in ("running", "restarting", "paused"):
-        # Not "starting": the gateway would take a listing made mid-stop, arriving after the stop's
-        # answer, for a start it did not ask for, and start the model again.
-        return STOPPED, "stopping"
-    if view.status == "running":
-        if view.health == "unhealthy":
-            return FAILED, "running, but its /health check keeps failing"
-        if probed_ready or view.health == "healthy":
-            return READY, None
-        return STARTING, "loading the model"
-    if view.status == "restarting":
-        return STARTING, f"restarting after it exited with code {view.exit_code} (restart {view.restart_count})"
-    if view.status in ("exited", "dead"):
-        if view.oom_killed:
-            return FAILED, f"killed: out of memory (exit code {view.exit_code})"
-        if view.exit_code in (0, 143):  # 143: it ended on SIGTERM, i.e. it was stopped
-            return STOPPED, "stopped"
-        killed = " (killed)" if view.exit_code == 137 else ""
-        return FAILED, f"exited with code {view.exit_code}{killed}"
-    if view.status == "created":
-        return STOPPED, "created, not started"
-    return STOPPED, view.status
 
 
 def docker_time(stamp: str | None) -> datetime | None:
@@ -110,15 +76,8 @@ def docker_time(stamp: str | None) -> datetime | None:
         return None
 
 
-def uptime_s(view: ContainerView | None, now: datetime) -> float | None:
-    if view is None or view.status != "running":
-        return None
-    started = docker_time(view.started_at)
-    return None if started is None else max(0.0, (now - started).total_seconds())
-
-
-def model_url(view: ContainerView, by: str) -> str | None:
+def model_url(name: str, ip: str | None, by: str) -> str | None:
     """Where the model's server answers: by container name on the stack's network, or by IP."""
     if by == "ip":
-        return f"http://{view.ip}:{SERVER_PORT}" if view.ip else None
-    return f"http://{view.name}:{SERVER_PORT}"
+        return f"http://{ip}:{SERVER_PORT}" if ip else None
+    return f"http://{name}:{SERVER_PORT}"
