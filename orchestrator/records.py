@@ -32,8 +32,8 @@ class Records:
 
     def __getitem__(self, name: str) -> ModelRecord:
         record = self._by_name.get(name)
-        if record is None:
-            record = self._by_name[name] = ModelRecord(name)
+        if record is None:  # setdefault: a listing's thread and the loop never make two for one name
+            record = self._by_name.setdefault(name, ModelRecord(name))
         return record
 
     def __iter__(self):
