@@ -430,3 +430,27 @@ def test_a_refresh_that_read_the_runtime_before_a_start_never_outranks_the_start
         return stale.version, fresh.version, manager.listing.find("tiny").state
     stale_version, fresh_version, final = run(scenario)
     assert fresh_version > stale_version and final == "ready"
+
+
+# ---- through the orchestrator's API ---------------------------------------------------------------------
+
+def test_a_start_or_stop_answer_is_as_new_as_the_listing_that_shows_it(make):
+    # What the gateway relies on to skip a listing made before the answer (test_listing_order.py):
+    # the answer's listing_version is the version of a listing that already shows it.
+    from fastapi.testclient import TestClient
+
+    from contract.listing import Listing
+    from orchestrator.app import create_app
+
+    manager, _ = make(declared(*model("a")))
+    auth = {"authorization": "Bearer t"}
+    with TestClient(create_app(manager.settings, manager)) as client:
+        before = client.get("/models", headers=auth).json()["version"]
+        started = client.post("/models/a/start", headers=auth).json()
+        after_start = Listing.model_validate(client.get("/models", headers=auth).json())
+        stopped = client.post("/models/a/stop", headers=auth).json()
+        after_stop = Listing.model_validate(client.get("/models", headers=auth).json())
+    assert started["state"] == "ready" and started["listing_version"] == after_start.version > before
+    assert after_start.find("a").state == "ready" and after_start.find("a").instance.state == "running"
+    assert stopped["state"] == "stopped" and stopped["listing_version"] == after_stop.version > after_start.version
+    assert after_stop.find("a").state == "stopped" and [p.models for p in after_stop.pools] == [[]]

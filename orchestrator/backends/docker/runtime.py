@@ -31,7 +31,7 @@ from .watch import EventWatcher, LogCopier, change_of, is_start
 
 log = logging.getLogger("llamadock.orchestrator")
 
-RUNNING = ("running", "restarting", "paused")  # Docker's statuses a container is stopped from
+STOPPABLE_STATUSES = ("running", "restarting", "paused")  # Docker's statuses a container is stopped from
 
 
 class DockerRuntime:
@@ -195,7 +195,7 @@ class DockerRuntime:
         for container in found:
             self._changed(Change(container.id, down=True))
             try:
-                if container.status in RUNNING:
+                if container.status in STOPPABLE_STATUSES:
                     container.stop(timeout=int(self.settings.stop_grace_s))
                 container.remove(force=True)
             except docker.errors.NotFound:
