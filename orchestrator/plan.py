@@ -83,6 +83,6 @@ def plan(wanted: Wanted | None, observed: Instance | None, placed: str | None = 
 
 def needs_placement(wanted: Wanted | None, observed: Instance | None) -> bool:
     """Whether ``plan`` needs the observed container's placement label: only to start a stopped
-    container on the GPUs asked for (reading the label is one more Docker call, made only then)."""
+    container on the GPUs asked for (any other decision ignores the label)."""
     return (wanted is not None and wanted.placement is not None
             and plan(wanted, observed, placed=wanted.placement) is Decision.START)
