@@ -2,8 +2,9 @@
 its start, stop, add and restart; parsed once by the gateway and the CLI.
 
 One vocabulary for a model's state (``ModelState``): the orchestrator derives it from the
-container (orchestrator/status.py), the gateway routes by it and the scheduler starts from it
-(its own ``Phase`` adds the steps only it knows: stopping, releasing memory).
+instance its runtime backend reports (orchestrator/model_state.py), the gateway routes by it and
+the scheduler starts from it (its own ``Phase`` adds the steps only it knows: stopping, releasing
+memory). An instance (``InstanceInfo``) is described in words any backend has, not Docker's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from common.sizes import format_size
 
+from .pools import LOCAL_NODE, Pool
 from .spec import ModelSpec
 
 
@@ -24,16 +26,37 @@ class ModelState(StrEnum):
     FAILED = "failed"  # it exited with an error, ran out of memory, or its health check fails
 
 
-class ContainerInfo(BaseModel):
-    """The model's container, as Docker reports it."""
-    id: str = Field(description="Short container id.")
+class InstanceState(StrEnum):
+    """Where a model's server process is, in any backend's terms (a Docker container's "dead"
+    reads as exited)."""
+    CREATED = "created"  # made, never started
+    RUNNING = "running"
+    RESTARTING = "restarting"  # exited; the backend brings it back by itself
+    PAUSED = "paused"
+    EXITED = "exited"
+    REMOVING = "removing"
+    UNKNOWN = "unknown"
+
+
+class InstanceInfo(BaseModel):
+    """The model's server as its runtime backend runs it (a Docker container on one box)."""
+    id: str = Field(description="Short instance id (a container's short id).")
     name: str
-    status: str = Field(description="Docker's: created, running, restarting, paused, exited, dead, removing.")
-    health: str | None = Field(None, description="starting, healthy, unhealthy; null without a healthcheck.")
+    node: str = Field(LOCAL_NODE, description="The node it runs on (`local` on a single-box backend).")
+    state: InstanceState
+    health: str | None = Field(None, description="The backend's own check: starting, healthy, unhealthy; "
+                               "null without one.")
     image: str = ""
-    started_at: str | None = None
+    started_at: str | None = Field(None, description="When it last started (ISO 8601, UTC).")
     exit_code: int = 0
     restart_count: int = 0
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _unknown_state(cls, value: object) -> object:
+        """A state this version does not know (a newer backend's) reads as unknown."""
+        known = {s.value for s in InstanceState}
+        return value if isinstance(value, InstanceState) or value in known else InstanceState.UNKNOWN
 
 
 class MemoryEstimate(BaseModel):
@@ -79,7 +102,7 @@ class ModelStatus(BaseModel):
     state: ModelState
     reason: str | None = Field(None, description="Why it is not ready, in words.")
     url: str | None = Field(None, description="Where its server answers, e.g. http://llamadock-model-qwen:8080.")
-    container: ContainerInfo | None = None
+    instance: InstanceInfo | None = Field(None, description="Its server's instance, when there is one.")
     pids: list[int] = Field(default_factory=list, description="Host PIDs of its server (for NVML attribution).")
     uptime_s: float | None = None
     need_bytes: int | None = Field(None, description="Memory it needs: the spec's `memory`, else the estimate.")
@@ -108,6 +131,8 @@ class Listing(BaseModel):
     catalog_error: str | None = Field(None, description="Why config/models.yaml could not be read.")
     available: list[str] = Field(default_factory=list, description="GGUF files under models/ not declared yet.")
     models: list[ModelStatus] = Field(default_factory=list)
+    pools: list[Pool] = Field(default_factory=list, description="Where models can run, as the runtime backend "
+                              "reports it: each node's GPUs (or its memory budget) and the models there.")
 
     def find(self, name: str) -> ModelStatus | None:
         return next((m for m in self.models if m.name == name), None)

@@ -13,9 +13,9 @@ from fastapi.responses import StreamingResponse
 from common.auth import bearer_matches
 from common.errors import ApiError, install_error_handlers
 from contract.listing import Listing, ModelStatus, ReconcileReport
+from contract.placement import Placement
 from contract.spec import ModelSpec
 
-from .containers import Placement
 from .manager import ModelManager
 from .settings import OrchestratorSettings
 

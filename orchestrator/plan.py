@@ -1,4 +1,5 @@
-"""What to do with a model's container: a pure decision over what is wanted and what Docker shows.
+"""What to do with a model's instance (its container): a pure decision over what is wanted and what
+the runtime shows (its neutral ``Instance``, whatever backend runs it).
 
 add, start, restart and reconcile all ask one question (is the container there current, and what
 must happen to it?) and carry out the answer in manager.py. The rules, in order:
@@ -25,10 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .status import ContainerView
-
-# Docker's restart policy brings a restarting container back by itself: it counts as running.
-RUNNING = ("running", "restarting")
+from .backends.runtime import LIVE, Instance
 
 
 class Decision(Enum):
@@ -60,7 +58,7 @@ class Wanted:
     restart: bool = False  # restart whatever container is there, in place
 
 
-def plan(wanted: Wanted | None, observed: ContainerView | None, placed: str | None = None) -> Decision:
+def plan(wanted: Wanted | None, observed: Instance | None, placed: str | None = None) -> Decision:
     """The decision for a model's container. ``placed``: the observed container's placement label,
     needed only when ``needs_placement`` says so (without it, a placed start recreates the container)."""
     if wanted is None:
@@ -69,7 +67,7 @@ def plan(wanted: Wanted | None, observed: ContainerView | None, placed: str | No
         return Decision.CREATE if wanted.run_now else Decision.NOTHING
     if wanted.restart:
         return Decision.RESTART
-    running = observed.status in RUNNING
+    running = observed.state in LIVE  # a restarting one comes back by itself: it counts as running
     if wanted.reuse is Reuse.NONE or observed.spec_hash != wanted.spec_hash:
         return Decision.RECREATE if running or wanted.run_now else Decision.REMOVE
     if running:
@@ -83,8 +81,8 @@ def plan(wanted: Wanted | None, observed: ContainerView | None, placed: str | No
     return Decision.START
 
 
-def needs_placement(wanted: Wanted | None, observed: ContainerView | None) -> bool:
+def needs_placement(wanted: Wanted | None, observed: Instance | None) -> bool:
     """Whether ``plan`` needs the observed container's placement label: only to start a stopped
-    container on the GPUs asked for (reading the label is one more Docker call, made only then)."""
+    container on the GPUs asked for (any other decision ignores the label)."""
     return (wanted is not None and wanted.placement is not None
             and plan(wanted, observed, placed=wanted.placement) is Decision.START)

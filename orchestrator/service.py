@@ -1,4 +1,4 @@
-"""Wiring: Docker client, host and stack facts, the manager, its background readers, the API."""
+"""Wiring: the runtime backend (LLAMADOCK_RUNTIME), the manager, its refresh loop, the API."""
 
 from __future__ import annotations
 
@@ -6,70 +6,42 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-import docker
 from fastapi import FastAPI
 
 from . import catalog
 from .app import create_app
-from .discovery import own_container_attrs, stack_facts
-from .host import detect_host
+from .backends import make_runtime
+from .backends.runtime import Runtime
 from .manager import ModelManager
 from .settings import OrchestratorSettings
-from .watch import EventWatcher, LogCopier
 
 log = logging.getLogger("llamadock.orchestrator")
 
 
-def build(settings: OrchestratorSettings | None = None, client: docker.DockerClient | None = None) -> FastAPI:
+def build(settings: OrchestratorSettings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or OrchestratorSettings()
-    client = client or docker.from_env()
-    host = detect_host(client.info(), settings.gpu)
-    for warning in host.warnings:
-        log.warning("%s", warning)
     try:
         if catalog.ensure_catalog(settings.catalog_file):
             log.info("created %s (your catalog; `make add` fills it)", settings.catalog_file)
     except OSError as exc:  # a read-only config dir: adds will say so; listing and serving still work
         log.error("cannot create %s: %s", settings.catalog_file, exc)
-    stack = stack_facts(settings, own_container_attrs(client))
-    log.info("host: %s; project %s, network %s, models in %s", host.kind, stack.project, stack.network,
-             stack.models_dir)
-    manager = ModelManager(client, settings, stack, host)
-    copier = LogCopier(client) if settings.follow_model_logs else None
+    runtime = runtime or make_runtime(settings)
+    manager = ModelManager(runtime, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loop = asyncio.get_running_loop()
-
-        def on_event(event: dict) -> None:  # on the watcher's thread
-            action = event.get("Action") or event.get("status") or ""
-            cid = event.get("id") or event.get("Actor", {}).get("ID", "")
-            if action.startswith("exec_"):
-                return  # each healthcheck run is an exec: every 5 s per model, and no change of state
-            if action in ("die", "stop", "kill", "restart", "destroy"):
-                loop.call_soon_threadsafe(manager.forget_ready, cid)
-            if action == "start" and copier is not None:
-                copier.follow(cid, since_now=False)
-            loop.call_soon_threadsafe(manager.kick)
-
-        watcher = EventWatcher(client, stack.project, on_event,
-                               on_connect=lambda: loop.call_soon_threadsafe(manager.kick))
-        watcher.start()
-        await manager.refresh()
-        if copier is not None:
-            for model in manager.listing.models:
-                if model.container and model.container.status == "running":
-                    copier.follow(model.container.id, since_now=True)
+        await manager.refresh()  # binds the manager to this loop before the runtime reports changes
+        await runtime.open()
         tasks = [asyncio.create_task(manager.refresh_loop(), name="refresh")]
         if settings.reconcile_on_start:
             tasks.append(asyncio.create_task(_reconcile_at_start(manager), name="reconcile"))
         try:
             yield
         finally:
-            watcher.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await runtime.close()
 
     app = create_app(settings, manager, lifespan)
     app.state.manager = manager

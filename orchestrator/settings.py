@@ -21,6 +21,8 @@ class OrchestratorSettings(BaseSettings):
     orchestrator_port: int = Field(8081, description="Its port on the stack's network (published on 127.0.0.1 only "
                                    "with the host-network override, for the gateway).")
     admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
+    runtime: str = Field("docker", description="Where models run: a backend named in orchestrator/backends "
+                         "(docker: the Docker engine on this box).")
     gpu: Literal["auto", "nvidia", "none"] = Field("auto", description="GPU mode; auto asks the Docker daemon.")
     catalog_file: Path = Field(Path("config/models.yaml"), description="Declared models (persisted on add/remove).")
     models_dir: Path = Field(Path("models"), description="models/ as this process sees it (for checks).")

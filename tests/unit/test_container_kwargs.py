@@ -8,9 +8,10 @@ import docker.types
 import pydantic
 import pytest
 
-from orchestrator.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Placement, StackFacts,
+from orchestrator.backends.docker.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts,
                                      create_kwargs, server_command)
-from orchestrator.host import HostFacts, detect_host
+from orchestrator.backends.docker.host import HostFacts, detect_host
+from contract.placement import Placement
 from contract.spec import ModelSpec
 
 STACK = StackFacts(project="llamadock", network="llamadock_default", models_dir="/home/u/llamadock/models",

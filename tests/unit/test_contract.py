@@ -14,7 +14,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from contract.errors import error_detail
-from contract.listing import ContainerInfo, Listing, MemoryEstimate, ModelState, ModelStatus
+from contract.listing import InstanceInfo, Listing, MemoryEstimate, ModelState, ModelStatus
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from orchestrator.app import create_app as create_orchestrator
@@ -55,8 +55,8 @@ SERVED = listing(
     status("gone", "failed", reason="exited with code 1"),
     version=41,
 ).model_copy(update={"available": ["other.gguf"]})
-SERVED.models[0] = SERVED.models[0].model_copy(update={"container": ContainerInfo(
-    id="0123456789ab", name="llamadock-model-tiny", status="running", health="healthy", image="llama:cpu")})
+SERVED.models[0] = SERVED.models[0].model_copy(update={"instance": InstanceInfo(
+    id="0123456789ab", name="llamadock-model-tiny", state="running", health="healthy", image="llama:cpu")})
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_the_listing_reads_back_as_served(orchestrator):
     tiny = parsed.find("tiny")
     assert tiny.state is ModelState.READY and tiny.spec.gpus == (0,) and tiny.spec.ctx_size == 8192
     assert tiny.estimate == MemoryEstimate(weights_bytes=200 * 2**20, total_bytes=300 * 2**20)
-    assert tiny.container.health == "healthy" and parsed.available == ["other.gguf"]
+    assert tiny.instance.health == "healthy" and parsed.available == ["other.gguf"]
 
 
 def test_a_start_answer_carries_the_listing_version(orchestrator):

@@ -1,4 +1,5 @@
-"""A model's state from `docker inspect` data, and the gateway's reading of the orchestrator's listing."""
+"""A model's state from `docker inspect` data (read as the runtime's neutral Instance), and the
+gateway's reading of the orchestrator's listing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from contract.listing import Listing
 from gateway.routes.orchestrated import route_of
 from contract.listing import ModelState
 from contract.spec import ModelSpec
-from orchestrator.status import container_view, model_state, model_url, uptime_s
+from orchestrator.backends.docker.status import instance_from_attrs, model_url
+from orchestrator.model_state import model_state, uptime_s
+
+
+def container_view(attrs: dict, network: str):
+    return instance_from_attrs(attrs, network)
 
 
 def attrs(status="running", health=None, exit_code=0, oom=False, restarts=0, started="2026-11-22T10:00:00.123456789Z"):
@@ -46,13 +52,14 @@ def test_no_container_is_stopped():
 
 def test_view_fields_url_and_uptime():
     view = container_view(attrs(health="healthy"), "llamadock_default")
-    assert (view.model, view.pid, view.ip, view.spec) == ("tiny", 4242, "172.18.0.5",
-                                                          ModelSpec(name="tiny", model="tiny.gguf"))
+    assert (view.model, view.pids, view.probe_url, view.spec) == ("tiny", (4242,), "http://172.18.0.5:8080",
+                                                                  ModelSpec(name="tiny", model="tiny.gguf"))
     old = attrs()
     old["Config"]["Labels"]["io.llamadock.spec"] = '{"name": "tiny", "retired_field": 1}'
     assert container_view(old, "llamadock_default").spec is None  # a label that no longer reads: no spec, no crash
-    assert model_url(view, "name") == "http://llamadock-model-tiny:8080"
-    assert model_url(view, "ip") == "http://172.18.0.5:8080"
+    assert model_url(view.name, "172.18.0.5", "name") == view.url == "http://llamadock-model-tiny:8080"
+    assert model_url(view.name, "172.18.0.5", "ip") == "http://172.18.0.5:8080"
+    assert instance_from_attrs(attrs(), "llamadock_default", url_by="ip").url == "http://172.18.0.5:8080"
     now = datetime(2026, 11, 22, 10, 1, 0, tzinfo=timezone.utc)
     assert uptime_s(view, now) == pytest.approx(59.877, abs=1e-3)
     assert uptime_s(container_view(attrs(status="exited"), "x"), now) is None
@@ -62,10 +69,10 @@ def test_gateway_reads_the_listing():
     listing = Listing.model_validate({"version": 7, "host": {"kind": "linux"}, "models": [
         {"name": "tiny", "aliases": ["gpt-4o-mini"], "state": "ready", "reason": None,
          "url": "http://llamadock-model-tiny:8080", "pids": [4242], "declared": True,
-         "container": {"id": "0123456789ab", "name": "llamadock-model-tiny", "status": "running"}},
+         "instance": {"id": "0123456789ab", "name": "llamadock-model-tiny", "state": "running"}},
         {"name": "gone", "aliases": [], "state": "stopped", "reason": "not running (no container)", "url": None,
          "declared": True,
-         "pids": [], "container": None},
+         "pids": [], "instance": None},
         {"name": "odd", "declared": True, "state": "something-new", "url": None},
     ]})
     tiny, gone, odd = (route_of(m, created=100) for m in listing.models)
@@ -76,7 +83,7 @@ def test_gateway_reads_the_listing():
 
 
 def test_docker_timestamps():
-    from orchestrator.status import docker_time
+    from orchestrator.backends.docker.status import docker_time
     assert docker_time("2026-11-22T10:00:00.123456789Z") == datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert docker_time("2026-11-22T10:00:00Z") == datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
     assert docker_time("0001-01-01T00:00:00Z") is None and docker_time(None) is None and docker_time("junk") is None

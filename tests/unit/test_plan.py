@@ -1,21 +1,21 @@
-"""The container plan: for each operation's situation, the decision it carries out (orchestrator/plan.py)."""
+"""The instance plan: for each operation's situation, the decision it carries out (orchestrator/plan.py).
+Over the runtime's neutral Instance: no backend's words."""
 
 from __future__ import annotations
 
 import pytest
 
-from orchestrator.containers import LABEL_HASH, LABEL_MODEL
+from contract.listing import InstanceState
+from orchestrator.backends.runtime import Instance
 from orchestrator.plan import Decision, Reuse, Wanted, needs_placement, plan
-from orchestrator.status import container_view
 
 HASH, OLD = "h-now", "h-before"
 HERE, ELSEWHERE = '{"gpus": [0]}', '{"gpus": [1]}'  # placement labels
 
 
-def container(status: str, spec_hash: str = HASH, exit_code: int = 0, restarts: int = 0):
-    return container_view({"Id": "abc", "Name": "/p-model-tiny", "RestartCount": restarts,
-                           "State": {"Status": status, "ExitCode": exit_code},
-                           "Config": {"Labels": {LABEL_MODEL: "tiny", LABEL_HASH: spec_hash}}}, "net")
+def container(state: str, spec_hash: str = HASH, exit_code: int = 0, restarts: int = 0) -> Instance:
+    return Instance(id="abc", name="p-model-tiny", model="tiny", state=InstanceState(state), spec_hash=spec_hash,
+                    exit_code=exit_code, restart_count=restarts)
 
 
 NONE = None

@@ -11,8 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from contract.placement import Placement
 from contract.spec import ModelSpec
 
 from .host import HostFacts
@@ -43,28 +42,6 @@ class StackFacts:
     user: str | None = None  # "uid:gid" the servers run as (so downloads belong to the user)
     log_max_size: str = "10m"
     log_max_files: int = 3
-
-
-class Placement(BaseModel):
-    """The GPUs the gateway's scheduler placed a model on, and how its layers are split across them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gpus: tuple[int, ...] = Field(min_length=1, description="GPU indices (as NVML and nvidia-smi number them).")
-    tensor_split: tuple[int, ...] | None = Field(
-        None, description="Share of the layers per GPU, in the order of `gpus` (llama-server --tensor-split).")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Placement":
-        if any(i < 0 for i in self.gpus) or len(set(self.gpus)) != len(self.gpus):
-            raise ValueError("gpus must be distinct GPU indices >= 0")
-        if self.tensor_split is not None and (len(self.tensor_split) != len(self.gpus)
-                                              or any(s <= 0 for s in self.tensor_split)):
-            raise ValueError("tensor_split needs one positive number per GPU")
-        return self
-
-    def label(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
 def container_name(project: str, model: str) -> str:

@@ -23,6 +23,8 @@ class HostFacts:
     # WSL2 distro needs /usr/lib/wsl and /dev/dxg passed by hand.
     docker_desktop: bool = False
     warnings: tuple[str, ...] = ()
+    # The GPU indices the daemon lists (CDI devices, Docker >= 28.2); () when it does not say.
+    gpu_indices: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -34,6 +36,15 @@ class HostFacts:
 def _has_cdi_nvidia(info: dict) -> bool:
     devices = info.get("DiscoveredDevices") or []  # API >= 1.48
     return any(str(d.get("ID", "")).startswith("nvidia.com/gpu") for d in devices if isinstance(d, dict))
+
+
+def _cdi_gpu_indices(info: dict) -> tuple[int, ...]:
+    """``nvidia.com/gpu=0``, ``=1``, ...: the GPUs by index (the ``all`` and UUID names left out)."""
+    devices = info.get("DiscoveredDevices") or []
+    found = {int(name) for d in devices if isinstance(d, dict)
+             for kind, _, name in [str(d.get("ID", "")).partition("=")]
+             if kind == "nvidia.com/gpu" and name.isdigit()}
+    return tuple(sorted(found))
 
 
 def detect_host(info: dict, mode: GpuMode = "auto") -> HostFacts:
@@ -51,11 +62,13 @@ def detect_host(info: dict, mode: GpuMode = "auto") -> HostFacts:
         # Forced: trust the user even when the daemon does not list the runtime
         # (Docker Desktop, or a toolkit configured only as a prestart hook).
         return HostFacts(gpu=True, gpu_driver="cdi" if cdi and not nvidia_runtime else "nvidia",
-                         wsl2=wsl2, docker_desktop=desktop)
+                         wsl2=wsl2, docker_desktop=desktop, gpu_indices=_cdi_gpu_indices(info))
     if nvidia_runtime or desktop and wsl2:
-        return HostFacts(gpu=True, gpu_driver="nvidia", wsl2=wsl2, docker_desktop=desktop)
+        return HostFacts(gpu=True, gpu_driver="nvidia", wsl2=wsl2, docker_desktop=desktop,
+                         gpu_indices=_cdi_gpu_indices(info))
     if cdi:
-        return HostFacts(gpu=True, gpu_driver="cdi", wsl2=wsl2, docker_desktop=desktop)
+        return HostFacts(gpu=True, gpu_driver="cdi", wsl2=wsl2, docker_desktop=desktop,
+                         gpu_indices=_cdi_gpu_indices(info))
     hint = ("install the NVIDIA Container Toolkit inside the WSL2 distro and run "
             "`sudo nvidia-ctk runtime configure --runtime=docker`, then restart Docker"
             if wsl2 else

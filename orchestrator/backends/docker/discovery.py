@@ -16,7 +16,7 @@ import docker
 import docker.errors
 
 from .containers import StackFacts
-from .settings import OrchestratorSettings
+from ...settings import OrchestratorSettings
 
 MODELS_MOUNT_IN_ORCHESTRATOR = "/models"
 

@@ -19,6 +19,7 @@ from typing import Callable
 import docker
 import docker.errors
 
+from ..runtime import Change
 from .containers import LABEL_MODEL, LABEL_PROJECT
 from .status import docker_time
 
@@ -57,6 +58,22 @@ class EventWatcher:
                 if not self._stopped.is_set():
                     log.warning("docker event stream ended (%s); reconnecting", exc)
             self._stopped.wait(1.0)
+
+
+# Events after which a container's server is gone, or about to be: its readiness must be seen again.
+DOWN_ACTIONS = ("die", "stop", "kill", "restart", "destroy")
+
+
+def change_of(event: dict) -> Change | None:
+    """The change a container event reports; None for one that changes no state."""
+    action = event.get("Action") or event.get("status") or ""
+    if action.startswith("exec_"):
+        return None  # each healthcheck run is an exec: every 5 s per model, and no change of state
+    return Change(instance_id=event.get("id") or event.get("Actor", {}).get("ID", ""), down=action in DOWN_ACTIONS)
+
+
+def is_start(event: dict) -> bool:
+    return (event.get("Action") or event.get("status")) == "start"
 
 
 def _started_epoch(attrs: dict) -> float | None:
