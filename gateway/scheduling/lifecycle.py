@@ -342,9 +342,9 @@ class Lifecycle:
                                  self._overheads(), self.clock(), phases_from_listing, self._listed_pools()))
 
     def _listed_pools(self) -> list[Pool]:
-        """The pools the orchestrator reports beside NVML's (other nodes): none while the listing
-        does not carry them."""
-        return []
+        """The pools the orchestrator's runtime reports beside NVML's reading (another node's, or
+        sizes NVML cannot give); one without a size adds nothing to schedule on."""
+        return list(self.listing.pools)
 
     def _read_gpu(self) -> None:
         """NVML: free memory per GPU, and what each running model really uses (once it runs)."""

@@ -15,7 +15,7 @@ from contract.placement import Placement
 from contract.spec import ModelSpec
 
 from .host import HostFacts
-from .launch import describe_launch
+from ...launch import describe_launch
 
 LABEL_PROJECT = "io.llamadock.project"
 LABEL_MODEL = "io.llamadock.model"
