@@ -43,7 +43,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from gateway import upstream  # noqa: E402  (the lean HTTP client doubles as the load generator)
+from gateway.proxy import upstream  # noqa: E402  (the lean HTTP client doubles as the load generator)
 from support.llama import ensure_llama_server, make_tiny_model, vocab_path  # noqa: E402
 from support.net import free_port  # noqa: E402
 from support.stack import Stack, local_llama_image  # noqa: E402
