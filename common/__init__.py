@@ -5,4 +5,5 @@ rule (an error's shape, a token check, how a size reads, how a file is replaced)
 - ``auth``: the constant-time bearer-token check.
 - ``sizes``: bytes as people read them (``6.1 GiB``, ``512 MiB``).
 - ``files``: ``atomic_write``, a file replaced whole or not at all.
+- ``logs``: how both services log (plain or JSON lines; routine lines at DEBUG).
 """

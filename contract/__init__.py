@@ -12,4 +12,5 @@ types, and reads fields, never dict keys.
 - ``placement``: where the scheduler put a model (``Placement``, the start's body).
 - ``gpu``: what NVML sees (the gateway's ``/gpu``).
 - ``status``: the gateway's ``/status``: routes, GPUs and the scheduler's view.
+- ``activity``: one request as the gateway saw it (``ActivityRecord``, ``/admin/activity``).
 """

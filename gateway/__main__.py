@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
+
+from common.logs import configure_logging
 
 from .app import create_app
 from .settings import GatewaySettings
@@ -12,7 +12,7 @@ from .settings import GatewaySettings
 
 def main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    debug = configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -20,6 +20,8 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=None,  # its loggers go through common/logs.py (plain or JSON)
+        access_log=debug,  # one activity line per request says more (gateway/activity.py)
         server_header=False,  # the model's own Server header is relayed instead
         timeout_graceful_shutdown=5,
     )

@@ -11,12 +11,14 @@ import httpx
 from common.errors import ApiError, install_error_handlers
 
 from . import __version__
-from .api import admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
+from .api import activity as api_activity, admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
 from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai
 from .api.docs import serve_docs
+from .activity import ActivityLog
 from .gpu import NvmlReader
+from .orchestrator_link import orchestrator_transport
 from .scheduling.lifecycle import Lifecycle
 from .scheduling.inputs import Defaults
 from .routes.orchestrated import OrchestratorRegistry
@@ -73,7 +75,8 @@ def defaults_from(settings: GatewaySettings) -> Defaults:
 def default_registry(settings: GatewaySettings) -> ModelRegistry:
     static = StaticRegistry(settings.upstreams_file, settings.health_interval_s)
     if settings.orchestrator_url:
-        return OrchestratorRegistry(settings.orchestrator_url, settings.admin_token, static=static)
+        return OrchestratorRegistry(settings.orchestrator_url, settings.admin_token, static=static,
+                                    socket=settings.orchestrator_socket)
     return static
 
 
@@ -84,16 +87,20 @@ def create_app(
 ) -> FastAPI:
     settings = settings or GatewaySettings()
     registry = registry or default_registry(settings)
-    context = GatewayContext(settings=settings, registry=registry, gpu=gpu or NvmlReader())
+    context = GatewayContext(settings=settings, registry=registry, gpu=gpu or NvmlReader(),
+                             activity=ActivityLog(settings.activity_size))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Admin calls can take minutes (a model loading); log follows last as long as the client stays.
-        app.state.admin_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS)
+        app.state.admin_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS,
+            transport=orchestrator_transport(settings.orchestrator_socket, ORCHESTRATOR_LIMITS))
         if isinstance(registry, OrchestratorRegistry):
             context.lifecycle = lifecycle = Lifecycle(
                 httpx.AsyncClient(headers={"authorization": f"Bearer {settings.admin_token}"},
-                                  timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS),
+                                  timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS,
+                                  transport=orchestrator_transport(settings.orchestrator_socket, ORCHESTRATOR_LIMITS)),
                 settings.orchestrator_url, defaults_from(settings), context.gpu, context.metrics,
                 on_status=registry.apply_status)
             registry.on_listing = lifecycle.on_listing
@@ -118,6 +125,7 @@ def create_app(
             app.include_router(router)
     app.include_router(api_models.router)  # after the surfaces: its /v1/{path} would match their routes
     app.include_router(api_admin.router)
+    app.include_router(api_activity.router)
 
     def _answer(request: Request, error: ApiError):
         return dialect_for(SURFACES, request.url.path, default=openai.PLAIN).error_response(error)

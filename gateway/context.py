@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from .activity import ActivityLog
 from .gpu import NvmlReader
 from .scheduling.lifecycle import Lifecycle
 from .metrics import GatewayMetrics
@@ -19,6 +20,7 @@ class GatewayContext:
     gpu: NvmlReader
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     lifecycle: "Lifecycle | None" = None  # the scheduler, when an orchestrator manages the models
+    activity: ActivityLog = field(default_factory=lambda: ActivityLog(1000))  # the latest requests, for /admin/activity
     _background: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coroutine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,8 +33,12 @@ class GatewaySettings(BaseSettings):
         True, description="Write streamed chunks straight to uvicorn's transport (off: one ASGI send per chunk)."
     )
     orchestrator_url: str | None = Field(
-        None, description="The orchestrator's API (inside the stack: http://orchestrator:8081). Unset: static file only."
+        None, description="The orchestrator's API (inside the stack: http://orchestrator, over the socket below). "
+        "Unset: static file only."
     )
+    orchestrator_socket: Path | None = Field(
+        None, description="Reach the orchestrator over this Unix socket (a volume both services mount) instead of "
+        "TCP: it then has no port at all. Unset: TCP to orchestrator_url.")
     admin_token: str = Field("", description="Bearer token for /admin/*. Empty: admin endpoints are off.")
     default_ttl_s: float = Field(0.0, ge=0, description="Stop a model after this long idle (a model's `ttl` wins); 0 = never.")
     queue_size: int = Field(32, ge=0, description="Requests that may wait per model beyond its slots (429 beyond).")
@@ -49,8 +54,10 @@ class GatewaySettings(BaseSettings):
         Path("logs"), description="Where the gateway keeps what it learns (the GPUs' CUDA overhead); must be writable.")
     keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
     log_level: str = "info"
+    log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
+    activity_size: int = Field(1000, ge=0, description="Requests kept in memory for GET /admin/activity (newest).")
 
-    @field_validator("memory_budget", "orchestrator_url", "state_dir", mode="before")
+    @field_validator("memory_budget", "orchestrator_url", "orchestrator_socket", "state_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes `${VAR:-}` as ""

@@ -18,8 +18,10 @@ class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore")
 
     orchestrator_host: str = Field("127.0.0.1", description="Address the orchestrator's API listens on.")
-    orchestrator_port: int = Field(8081, description="Its port on the stack's network (published on 127.0.0.1 only "
-                                   "with the host-network override, for the gateway).")
+    orchestrator_port: int = Field(8081, description="Its TCP port. In the stack it listens on its own container's "
+                                   "loopback only (for Docker's healthcheck); the gateway uses the socket.")
+    orchestrator_socket: Path | None = Field(None, description="Also serve on this Unix socket (a volume the gateway "
+                                             "mounts too). Unset: TCP only.")
     admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
     runtime: str = Field("docker", description="Where models run: a backend named in orchestrator/backends "
                          "(docker: the Docker engine on this box).")
@@ -39,11 +41,15 @@ class OrchestratorSettings(BaseSettings):
     stop_grace_s: float = Field(10.0, description="SIGTERM, then this long, then SIGKILL.")
     model_url_by: Literal["name", "ip"] = Field("name", description="Gateway reaches models by container name or IP.")
     reconcile_on_start: bool = Field(True, description="Bring containers in line with the catalog at start.")
-    follow_model_logs: bool = Field(True, description="Copy model containers' output to this service's log.")
+    model_logs: Literal["events", "all", "off"] = Field(
+        "events", description="What of the model containers' output is copied into this service's log (so "
+        "`docker compose logs -f` shows it): events (each start until the server listens, then warnings, errors "
+        "and its end; not the lines per request), all, or off. The whole log stays in each model's container.")
     log_level: str = "info"
+    log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
 
     @field_validator("llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
-                     mode="before")
+                     "orchestrator_socket", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.

@@ -20,7 +20,7 @@ from ..scheduling import control
 from .models import resolve
 
 
-async def require_admin(request: Request) -> None:
+def require_admin_token(request: Request) -> None:
     settings = request.app.state.gateway.settings
     if not settings.admin_token:
         raise ApiError(403, "Admin endpoints are off: set LLAMADOCK_ADMIN_TOKEN (`make up` writes one into .env).",
@@ -28,7 +28,11 @@ async def require_admin(request: Request) -> None:
     if not bearer_matches(request.headers.get("authorization"), settings.admin_token):
         raise ApiError(401, "This needs the admin token: send 'Authorization: Bearer <LLAMADOCK_ADMIN_TOKEN>'.",
                        type="authentication_error", code="invalid_admin_token")
-    if not settings.orchestrator_url:
+
+
+async def require_admin(request: Request) -> None:
+    require_admin_token(request)
+    if not request.app.state.gateway.settings.orchestrator_url:
         raise ApiError(503, "No orchestrator is configured (LLAMADOCK_ORCHESTRATOR_URL), so models cannot be "
                        "managed from here.", type="server_error", code="no_orchestrator")
 

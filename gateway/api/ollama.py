@@ -129,6 +129,7 @@ class Ollama:
             raw = await response.read()
         except upstream.UpstreamError as exc:
             return await client.fail(errors.upstream_broken(model, str(exc)), "upstream_broken")
+        client.count(raw)  # its token counts, for the activity record
         try:
             answer = json.loads(raw)
         except ValueError:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from fastapi import Request
 from starlette.responses import Response
 
 from common.errors import ApiError
+from contract.activity import ActivityRecord
 from contract.listing import ModelState
 
+from ..activity import TAIL_PIECES, counts_from_tail, split_wait
 from ..scheduling import control
 from .. import errors
 from ..scheduling import progress
@@ -160,6 +164,9 @@ class Exchange(Response):
         self._sse = False
         self._events = 0
         self._last = b""
+        self._tail: deque[bytes] = deque(maxlen=TAIL_PIECES)  # the answer's last pieces: its token counts
+        self.error_kind: str | None = None
+        self.client_gone = False
 
     # ---- the exchange ----------------------------------------------------------------------------
 
@@ -190,14 +197,33 @@ class Exchange(Response):
                 raise
             task.uncancel()
             self.status = 499  # nginx's "client closed request"
+            self.client_gone = True
             self.metrics.error(model, "client_disconnected")
         finally:
             if not client_gone.is_set():
                 watcher.cancel()
+            waits = self.request.ticket.wait_span() if self.request.ticket is not None else None
             if req.ticket is not None:
                 req.ticket.release()
             in_flight.dec()
-            self.metrics.observe(model, req.endpoint, self.status, time.perf_counter() - req.started)
+            took = time.perf_counter() - req.started
+            self.metrics.observe(model, req.endpoint, self.status, took)
+            self.ctx.activity.add(self.record(took, waits))
+
+    def record(self, took: float, waits: tuple[float, float, float | None] | None) -> ActivityRecord:
+        """What this exchange did, as it ends (``waits``: the ticket's span, for a scheduled model)."""
+        req = self.request
+        queue_s, load_s = split_wait(*waits) if waits is not None else (0.0, 0.0)
+        counts = counts_from_tail(b"".join(self._tail))
+        ttft = self._first_at - req.started if self._sse and self._first_at is not None else None
+        speed = counts.per_second
+        if speed is None and counts.tokens_out and ttft is not None and took - ttft > 0:
+            speed = counts.tokens_out / (took - ttft)
+        return ActivityRecord(
+            at=datetime.now(timezone.utc) - timedelta(seconds=took), model=req.route.name, dialect=self.dialect.name,
+            endpoint=req.endpoint, stream=req.asked.stream, status=self.status, error=self.error_kind,
+            queue_wait_s=queue_s, load_wait_s=load_s, ttft_s=ttft, tokens_in=counts.tokens_in,
+            tokens_out=counts.tokens_out, tokens_per_s=speed, duration_s=took, client_disconnected=self.client_gone)
 
     async def _exchange(self) -> None:
         if not await self._admitted():
@@ -304,6 +330,7 @@ class Exchange(Response):
         await response(self.scope, None, self._send)
 
     async def fail(self, error: ApiError, kind: str) -> None:
+        self.error_kind = kind
         self.metrics.error(self.request.route.name, kind)
         if self.headers_sent:  # the client has a stream already: end it with the error
             await self.send(self.dialect.stream_error(error), more=False)
@@ -312,6 +339,7 @@ class Exchange(Response):
 
     def count(self, piece: bytes) -> None:
         """SSE events end with a blank line; JSON strings cannot hold a raw newline."""
+        self._tail.append(piece)
         if self._first_at is None:
             self._first_at = time.perf_counter()
             if self._sse:
@@ -343,6 +371,7 @@ class Exchange(Response):
             else:
                 await pipes.pipe_via_asgi(response, self._send, self.count)
         except upstream.UpstreamBrokenError as exc:
+            self.error_kind = "upstream_broken"
             self.metrics.error(model, "upstream_broken")
             self._unreachable(model)
             if not self._sse:

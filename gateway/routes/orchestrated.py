@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import httpx
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from contract.listing import Listing, ModelStatus
 
+from ..orchestrator_link import orchestrator_transport
 from .registry import StaticRegistry
 from .table import ModelRoute, RouteTable
 
@@ -44,7 +46,7 @@ def route_of(model: ModelStatus, created: int) -> ModelRoute:
 
 class OrchestratorRegistry:
     def __init__(self, url: str, token: str, static: StaticRegistry | None = None,
-                 poll_timeout_s: float = 25.0) -> None:
+                 poll_timeout_s: float = 25.0, socket: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.static = static
         self.poll_timeout_s = poll_timeout_s
@@ -55,7 +57,8 @@ class OrchestratorRegistry:
         self._created: dict[str, int] = {}
         self._table = RouteTable()
         self._client = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"},
-                                         timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0))
+                                         timeout=httpx.Timeout(poll_timeout_s + 10, connect=2.0),
+                                         transport=orchestrator_transport(socket))
         self._task: asyncio.Task | None = None
         # The newest listing version a start's or stop's own answer is known to be as new as: an
         # older listing still in flight then must not undo it (nor reach the scheduler).

@@ -84,6 +84,8 @@ class Ticket:
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
         self.since = lifecycle.clock()
         self.admitted_at: float | None = None
+        self.settled_at: float | None = None  # let through or refused
+        self.ready_since: float | None = None  # then: when its model last became ready (None: it was not)
         self._released = False
 
     @property
@@ -92,6 +94,13 @@ class Ticket:
 
     async def wait(self) -> None:
         await asyncio.shield(self.future)
+
+    def wait_span(self) -> tuple[float, float, float | None]:
+        """(arrived, settled, ready_since) on the lifecycle's clock, for telling its queueing from
+        its model's loading (gateway/activity.split_wait); as of now while it still waits."""
+        if self.settled_at is not None:
+            return self.since, self.settled_at, self.ready_since
+        return self.since, self.lifecycle.clock(), self.lifecycle.ready_since(self.model)
 
     def progress(self) -> Progress | None:
         """What it is waiting for now (None once it is not waiting)."""
@@ -174,6 +183,11 @@ class Lifecycle:
         if next_tick(self.state, self._last_tick) < self._wake_at:
             self._wake.set()
 
+    def ready_since(self, name: str) -> float | None:
+        """When the model last became ready; None while it is not."""
+        model = self.state.models.get(name)
+        return model.ready_since if model is not None and model.phase is Phase.READY else None
+
     # ---- effects --------------------------------------------------------------------------------
 
     def _carry_out(self, action) -> None:
@@ -181,7 +195,9 @@ class Lifecycle:
             ticket = self._tickets.pop(action.rid, None)
             if ticket is None or ticket.future.done():
                 return
-            waited = self.clock() - ticket.since
+            ticket.settled_at = self.clock()
+            ticket.ready_since = self.ready_since(action.model)
+            waited = ticket.settled_at - ticket.since
             self.metrics.queue_wait.labels(action.model).observe(waited)
             if isinstance(action, Admit):
                 ticket.admitted_at = self.clock()

@@ -4,8 +4,9 @@
   so the gateway hears of a crash or a start within a refresh, not a poll interval (and
   a reconnection, after the daemon restarted, does too: events meanwhile were missed);
 * the log copier: each model container's output is copied, one ``model | line`` at a
-  time, to this service's stdout, so ``docker compose logs -f`` shows every model too.
-  (Compose only shows containers it created itself; see the README.)
+  time, to this service's stdout, so ``docker compose logs -f`` shows every model too
+  (compose only shows containers it created itself; see the README): by default its load and
+  then only what reports trouble (model_logs.py), not the lines of every request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import docker.errors
 
 from ..runtime import Change
 from .containers import LABEL_MODEL, LABEL_PROJECT
+from .model_logs import ModelLogFilter, ModelLogs
 from .status import docker_time
 
 log = logging.getLogger("llamadock.orchestrator")
@@ -84,9 +86,10 @@ def _started_epoch(attrs: dict) -> float | None:
 class LogCopier:
     """Follows each model container's output into ours, prefixed with the model's name."""
 
-    def __init__(self, client: docker.DockerClient, out=None) -> None:
+    def __init__(self, client: docker.DockerClient, out=None, mode: ModelLogs = "events") -> None:
         self.client = client
         self.out = out or sys.stdout
+        self.mode = mode
         self._following: set[str] = set()
         self._lock = threading.Lock()
 
@@ -107,14 +110,17 @@ class LogCopier:
             # came up: from now, so restarting the orchestrator repeats nothing.
             since = time.time() if since_now else _started_epoch(container.attrs) or time.time()
             kwargs = {"since": since}
+            kept = ModelLogFilter(self.mode)
+            if since_now:
+                kept.loading = False  # already serving when we came up: its load is over
             pending = b""
             for chunk in container.logs(stream=True, follow=True, **kwargs):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    self._write(model, line)
+                    self._write(model, line, kept)
             if pending:
-                self._write(model, pending)
+                self._write(model, pending, kept)
         except docker.errors.NotFound:
             pass
         except Exception as exc:
@@ -123,8 +129,10 @@ class LogCopier:
             with self._lock:
                 self._following.discard(container_id)
 
-    def _write(self, model: str, line: bytes) -> None:
+    def _write(self, model: str, line: bytes, kept: ModelLogFilter) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
+        if not kept.keep(text):
+            return
         with self._lock:
             self.out.write(f"{model} | {text}\n")
             self.out.flush()
