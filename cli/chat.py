@@ -16,16 +16,18 @@ from rich.text import Text
 from contract.status import GatewayStatus, ModelList
 
 from .api import Api, CallFailed
+from .chat_config import ChatDefaults, default_path, load_chat_config
+from .context import TokenCounter, byte_bound, context_window
 from .commands import (Clear, Command, Help, Invalid, ListModels, ListSessions, Load, Nothing, Quit, Save, Say,
                        SetParams, SetSystem, ShowParams, ShowSystem, Status, UseModel, completions, parse)
 from .line_input import LineInput, prompt_text
 from .live_answer import LiveAnswer
 from .model_list import ModelInfo, find_model, models_from_listing, only_ready_model, pick_model
-from .params import Params
 from .render import help_table, models_table, params_table, sessions_table, stats_line, status_view, system_text
 from .sessions import Session, SessionError, SessionStore, default_directory, new_name
 from .sse import SseComment, SseEvent, SseParser
 from .stream import Answer, Content, Progress, Reasoning, chat_events, completion_request
+from .trimming import explain_context_error, reply_reserve, trim, trim_note
 from .waiting import Waiting
 
 REFRESH_S = 0.1  # the live Markdown is redrawn at most this often, not once per token
@@ -35,10 +37,17 @@ LEAVE = object()
 class Chat:
     def __init__(self, api: Api, console: Console, store: SessionStore, line_input: LineInput,
                  clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 defaults: ChatDefaults | None = None) -> None:
         self.api, self.console, self.store, self.input = api, console, store, line_input
         self.clock, self.now = clock, now
-        self.session = Session(model="")
+        self.defaults = defaults or ChatDefaults()
+        self.session = Session(model="", system=self.defaults.system, params=self.defaults.params)
+        # The first message still sent: the ones before were left out to fit the model's context
+        # (they stay in the session, and in what /save writes).
+        self.sent_from = 0
+        self.windows: dict[str, int | None] = {}  # model -> tokens one request may hold
+        self.tokens = TokenCounter(api)
         self.models: list[ModelInfo] = []
         self.unsaved = False
         self.asked_to_confirm_leaving = False
@@ -82,6 +91,7 @@ class Chat:
         first = not self.session.model
         if not first and model.name != self.session.model:
             self.unsaved = True
+            self.sent_from = 0  # another context: it may hold more
         self.session.model = model.name
         hints = " · /help lists the commands · Ctrl-C stops an answer · /quit leaves" if first else ""
         self.console.print(Text.assemble("Chatting with ", (model.name, "bold cyan"), (hints, "dim")))
@@ -96,6 +106,8 @@ class Chat:
     def loop(self) -> int:
         if self.input.history_problem:
             self.console.print(Text(self.input.history_problem, style="dim"))
+        if self.defaults.problem:
+            self.console.print(Text(self.defaults.problem, style="yellow"))
         while True:
             try:
                 line = self.input.read_message(prompt_text(self.session.model, color=self.color),
@@ -113,7 +125,7 @@ class Chat:
                 return self.leave()
             self.asked_to_confirm_leaving = False
             try:
-                if self.execute(parse(line)) is LEAVE:
+                if self.execute(parse(line, self.defaults.presets)) is LEAVE:
                     return self.leave()
             except KeyboardInterrupt:
                 self.console.print(Text("Cancelled.", style="dim"))
@@ -131,7 +143,7 @@ class Chat:
             case Quit():
                 return LEAVE
             case Help():
-                self.console.print(help_table())
+                self.console.print(help_table(self.defaults.presets))
             case ListModels():
                 self.console.print(models_table(self.refresh_models(), self.session.model))
             case UseModel(name):
@@ -142,7 +154,7 @@ class Chat:
                 else:
                     self.use(found)
             case ShowSystem():
-                self.console.print(system_text(self.session.system))
+                self.console.print(system_text(self.session.system, self.defaults.presets))
             case SetSystem(text, preset):
                 self.session.system, self.unsaved = text, True
                 self.console.print(f"System prompt set to the {preset} preset." if preset
@@ -150,7 +162,7 @@ class Chat:
             case ShowParams():
                 self.console.print(params_table(self.session.params))
             case SetParams(changes, reset):
-                self.session.params = Params() if reset else self.session.params.updated(changes)
+                self.session.params = self.defaults.params if reset else self.session.params.updated(changes)
                 self.unsaved = True
                 self.console.print(params_table(self.session.params))
             case Save(name):
@@ -162,7 +174,7 @@ class Chat:
                 self.console.print(sessions_table(summaries) if summaries
                                    else f"No saved sessions yet in {self.store.directory}.")
             case Clear():
-                self.session.messages, self.unsaved = [], True
+                self.session.messages, self.unsaved, self.sent_from = [], True, 0
                 self.console.print("Conversation cleared (the system prompt and params stay).")
             case Status():
                 self.console.print(status_view(self.api.get(GatewayStatus, "GET", "/status"), self.session.model))
@@ -173,6 +185,7 @@ class Chat:
     def send(self, text: str) -> None:
         self.session.messages.append({"role": "user", "content": text})
         self.unsaved = True
+        self.fit_context()
         answer = self.stream_answer()
         if answer.chunks and not self.console.is_terminal:
             self.console.line()  # rich's Live ends the answer's last line itself only on a terminal
@@ -183,7 +196,36 @@ class Chat:
         if answer.chunks or answer.stopped or answer.usage:
             self.console.print(Text(stats_line(answer.stats()), style="dim"))
         if answer.error:
-            self.error(f"The answer broke off: {answer.error}" if answer.chunks else answer.error)
+            explained = explain_context_error(answer.error, self.windows.get(self.session.model))
+            if explained:
+                self.error(explained)
+            else:
+                self.error(f"The answer broke off: {answer.error}" if answer.chunks else answer.error)
+
+    def window(self) -> int | None:
+        model = self.session.model
+        if self.windows.get(model) is None:
+            self.windows[model] = context_window(self.api, model)
+        return self.windows[model]
+
+    def fit_context(self) -> None:
+        """Leave the oldest turns out of the request when the conversation outgrows the model's
+        context, and say so. Counted by the byte bound first: the tokenizer is asked only when
+        that says it may not fit."""
+        window = self.window()
+        if not window:
+            return
+        budget = window - reply_reserve(window, self.session.params.max_tokens)
+        pending = self.session.messages[self.sent_from:]
+        system = {"role": "system", "content": self.session.system}
+        if not trim(pending, byte_bound(system) if self.session.system else 0, byte_bound, budget).dropped_turns:
+            return
+        model = self.session.model
+        result = trim(pending, self.tokens.exact(model, system) if self.session.system else 0,
+                      lambda message: self.tokens.exact(model, message), budget)
+        if result.dropped_turns:
+            self.sent_from += result.dropped_messages
+            self.console.print(Text(trim_note(result, window), style="yellow"))
 
     def stream_answer(self) -> Answer:
         answer = Answer(started_at=self.clock())
@@ -196,7 +238,7 @@ class Chat:
                 spinner = stack.enter_context(Live(waiting, console=self.console, transient=True,
                                                    refresh_per_second=10))
                 chunks = iter(stack.enter_context(
-                    self.api.stream_post("/v1/chat/completions", completion_request(self.session))))
+                    self.api.stream_post("/v1/chat/completions", completion_request(self.session, self.sent_from))))
                 parser = SseParser()
                 for chunk in chunks:
                     self.apply_events(parser.feed(chunk), answer, view, self.clock(), waiting)
@@ -247,7 +289,8 @@ class Chat:
         name = name or self.session.name or new_name(self.now().astimezone())
         path = self.store.save(self.session, name, self.now())
         self.session.name, self.unsaved = name, False
-        self.console.print(f"Saved session '{name}' ({len(self.session.messages)} messages) to {path}.")
+        self.console.print(f"Saved session '{name}' ({len(self.session.messages)} messages) to {path}, "
+                           f"and a Markdown transcript beside it ({path.with_suffix('.md').name}).")
 
     def load(self, name: str | None) -> None:
         name = name or self.store.latest_name()
@@ -260,7 +303,7 @@ class Chat:
         wanted = session.model
         found = find_model(self.refresh_models(), wanted)
         session.model = found.name if found else self.session.model
-        self.session, self.unsaved = session, bool(found is None)
+        self.session, self.unsaved, self.sent_from = session, bool(found is None), 0
         when = f", saved {saved_at.astimezone():%Y-%m-%d %H:%M}" if saved_at else ""
         self.console.print(f"Loaded session '{name}': {len(session.messages)} messages with {wanted}{when}.")
         if found is None:
@@ -285,10 +328,11 @@ def cmd_chat(api: Api, console: Console, args: argparse.Namespace) -> int:
     chat: Chat
 
     def complete(line: str) -> list[str]:
-        return completions(line, [m.name for m in chat.models], [s.name for s in store.summaries()])
+        return completions(line, [m.name for m in chat.models], [s.name for s in store.summaries()],
+                           chat.defaults.presets)
 
     line_input = LineInput(store.directory.parent / ".chat_history", complete)
-    chat = Chat(api, console, store, line_input)
+    chat = Chat(api, console, store, line_input, defaults=load_chat_config(default_path()))
     if not chat.choose_model(args.model):
         return 1
     return chat.loop()

@@ -110,7 +110,7 @@ HELP: dict[str, CommandHelp] = {
     "models": CommandHelp("/models", "list the gateway's models and their state"),
     "model": CommandHelp("/model NAME", "switch to another model (the conversation is kept)"),
     "system": CommandHelp("/system [PRESET | TEXT | off]",
-                          f"show or set the system prompt; presets: {', '.join(SYSTEM_PRESETS)}"),
+                          "show or set the system prompt; presets: {presets} (config/chat.yaml)"),
     "params": CommandHelp("/params [name=value …| reset]",
                           "show or set temperature, top_p, max_tokens, repeat_penalty, seed (name=default unsets)"),
     "save": CommandHelp("/save [NAME]", "save the session (default: its current name, or a new one)"),
@@ -126,7 +126,7 @@ NO_ARGUMENT = {"models": ListModels(), "sessions": ListSessions(), "clear": Clea
                "help": Help(), "quit": Quit()}
 
 
-def parse(line: str) -> Command:
+def parse(line: str, presets: Mapping[str, str] = SYSTEM_PRESETS) -> Command:
     text = line.strip()
     if not text:
         return Nothing()
@@ -143,7 +143,7 @@ def parse(line: str) -> Command:
             return ListModels()
         return Invalid("Give one model name: /model NAME.") if " " in rest else UseModel(rest)
     if name == "system":
-        return _system(rest)
+        return _system(rest, presets)
     if name == "params":
         return _params(rest)
     if name in ("save", "load"):
@@ -157,15 +157,15 @@ def parse(line: str) -> Command:
     return Invalid(f"Unknown command /{word}: /help lists the commands (start a line with // to send a '/').")
 
 
-def _system(rest: str) -> Command:
+def _system(rest: str, presets: Mapping[str, str]) -> Command:
     if not rest:
         return ShowSystem()
     if rest.lower() in CLEAR_WORDS:
         return SetSystem("")
-    if rest.lower() in SYSTEM_PRESETS:
-        return SetSystem(SYSTEM_PRESETS[rest.lower()], rest.lower())
+    if rest.lower() in presets:
+        return SetSystem(presets[rest.lower()], rest.lower())
     if " " not in rest:
-        return Invalid(f"No preset named '{rest}': choose {', '.join(SYSTEM_PRESETS)}, "
+        return Invalid(f"No preset named '{rest}': choose {', '.join(presets)}, "
                        "or write your own prompt, e.g. /system You are a patient teacher.")
     return SetSystem(rest)
 
@@ -181,7 +181,8 @@ def _params(rest: str) -> Command:
         return Invalid(str(exc))
 
 
-def completions(line: str, models: list[str], sessions: list[str]) -> list[str]:
+def completions(line: str, models: list[str], sessions: list[str],
+                presets: Mapping[str, str] = SYSTEM_PRESETS) -> list[str]:
     """Tab completions for the whole line typed so far: command names, then their argument."""
     if not line.startswith("/"):
         return []
@@ -191,7 +192,7 @@ def completions(line: str, models: list[str], sessions: list[str]) -> list[str]:
                       for n in names if n.startswith(line))
     word, _, arg = line[1:].partition(" ")
     word = ALIASES.get(word.lower(), word.lower())
-    choices = {"model": models, "load": sessions, "save": sessions, "system": [*SYSTEM_PRESETS, "off"],
+    choices = {"model": models, "load": sessions, "save": sessions, "system": [*presets, "off"],
                "params": [f"{name}=" for name in LIMITS] + ["reset"]}.get(word, [])
     last = arg.rsplit(" ", 1)[-1]
     return [c for c in choices if c.startswith(last)]

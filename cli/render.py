@@ -7,7 +7,7 @@ builds rich renderables from the gateway's answers (contract types) without prin
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -21,7 +21,7 @@ from contract.status import GatewayStatus
 from .commands import HELP
 from .model_list import ModelInfo, models_from_listing
 from .params import LIMITS, Params
-from .presets import preset_name
+from .presets import SYSTEM_PRESETS, preset_name
 from .sessions import SessionSummary
 from .stream import AnswerStats
 from .tables import Fitted
@@ -184,10 +184,10 @@ def params_table(params: Params) -> Table:
     return table
 
 
-def system_text(system: str) -> Text:
+def system_text(system: str, presets: Mapping[str, str] = SYSTEM_PRESETS) -> Text:
     if not system:
         return Text("No system prompt (set one with /system PRESET or /system TEXT).", style="dim")
-    preset = preset_name(system)
+    preset = preset_name(system, dict(presets))
     text = Text(f"System prompt ({preset} preset): " if preset else "System prompt: ", style="bold")
     return text.append(system, style="")
 
@@ -208,10 +208,10 @@ def _local(when: datetime | None) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "?"
 
 
-def help_table() -> Table:
+def help_table(presets: Mapping[str, str] = SYSTEM_PRESETS) -> Table:
     table = Table(title="Commands", title_justify="left", show_header=False, box=None, padding=(0, 2))
     for entry in HELP.values():
-        table.add_row(Text(entry.usage, style="cyan"), entry.summary)
+        table.add_row(Text(entry.usage, style="cyan"), entry.summary.replace("{presets}", ", ".join(presets)))
     table.add_row(Text('"""', style="cyan"), 'start and end a message of several lines')
     table.add_row(Text("Ctrl-C", style="cyan"), "stop the answer being written; twice at the prompt: leave")
     return table

@@ -1,6 +1,6 @@
 """Chat sessions: the conversation, its JSON form, and the directory they are saved in.
 
-A session file is ``<dir>/<name>.json``; names are checked so that no name can point
+A session file is ``<dir>/<name>.json``, with a Markdown transcript ``<name>.md`` beside it; names are checked so that no name can point
 outside the directory. Writes are atomic (temporary file, then rename), so a crash
 never leaves half a session. Any file that cannot be read becomes one sentence.
 """
@@ -36,9 +36,11 @@ class Session:
     messages: list[dict[str, str]] = field(default_factory=list)
     name: str | None = None
 
-    def request_messages(self) -> list[dict[str, str]]:
+    def request_messages(self, start: int = 0) -> list[dict[str, str]]:
+        """What a request sends: the system prompt, then the messages from ``start`` (the older ones
+        left out to fit the model's context, cli/trimming.py)."""
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + self.messages
+        return system + self.messages[start:]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,23 @@ def to_json(session: Session, saved_at: datetime) -> str:
         "params": session.params.body(),
         "messages": session.messages,
     }, ensure_ascii=False, indent=2) + "\n"
+
+
+ROLE_HEADINGS = {"system": "System prompt", "user": "You", "assistant": "Assistant"}
+
+
+def to_markdown(session: Session, saved_at: datetime, name: str) -> str:
+    """The conversation for people: a heading per message, its text as written (answers are
+    Markdown already). Written beside the JSON by /save; never read back."""
+    lines = [f"# {name}", "",
+             f"Chat with **{session.model}**, saved {saved_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
+    params = session.params.body()
+    if params:
+        lines += ["Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()), ""]
+    messages = ([{"role": "system", "content": session.system}] if session.system else []) + session.messages
+    for message in messages:
+        lines += [f"## {ROLE_HEADINGS[message['role']]}", "", message["content"].rstrip(), ""]
+    return "\n".join(lines)
 
 
 def from_json(text: str, name: str | None = None) -> tuple[Session, datetime | None]:
@@ -120,12 +139,17 @@ class SessionStore:
         return self.directory / f"{validate_name(name)}.json"
 
     def save(self, session: Session, name: str, now: datetime) -> Path:
+        """The session as JSON (what /load reads) and, beside it, as a Markdown transcript."""
         target = self.path(name)
         try:
             atomic_write(target, to_json(session, now))  # 0o644: files the cli container writes stay yours
+            atomic_write(self.transcript_path(name), to_markdown(session, now, name))
         except OSError as exc:
             raise SessionError(f"Cannot save the session to {target}: {exc.strerror or exc}.") from None
         return target
+
+    def transcript_path(self, name: str) -> Path:
+        return self.directory / f"{validate_name(name)}.md"
 
     def load(self, name: str) -> tuple[Session, datetime | None]:
         target = self.path(name)

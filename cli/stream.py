@@ -63,10 +63,11 @@ def progress_note(comment: SseComment) -> str | None:
     return text or None
 
 
-def completion_request(session: Session) -> dict:
+def completion_request(session: Session, start: int = 0) -> dict:
+    """The request for the conversation's next answer; ``start``: the first message still sent."""
     return {
         "model": session.model,
-        "messages": session.request_messages(),
+        "messages": session.request_messages(start),
         "stream": True,
         "stream_options": {"include_usage": True},
         **session.params.body(),

@@ -23,7 +23,10 @@ RUN python -m venv "$VIRTUAL_ENV" \
 
 # Root owns the code and the venv; the services run unprivileged.  (To drive
 # the host's Docker socket, compose adds the socket's group: group_add.)
-RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin llamadock
+RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin llamadock \
+ && install -d -m 1777 /run/llamadock
+# /run/llamadock: where the orchestrator's API socket goes (a volume the gateway mounts too; a new
+# volume takes this folder's mode, so the services can write it whatever uid they run as).
 
 WORKDIR /app
 

@@ -50,6 +50,11 @@ remove_strays
 for network in $(docker network ls -q --filter "label=com.docker.compose.project=$project"); do
     docker network rm "$network" >/dev/null 2>&1 || true
 done
+# The orchestrator's socket volume holds nothing but the socket: a fresh one comes with `make up`.
+for volume in $(docker volume ls -q --filter "label=com.docker.compose.project=$project" \
+        --filter "label=com.docker.compose.volume=orchestrator-socket"); do
+    docker volume rm "$volume" >/dev/null 2>&1 || true
+done
 
 left="$(leftovers | sort -u)"
 if [[ -n "$left" ]]; then

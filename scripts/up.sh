@@ -18,7 +18,7 @@ fi
 # so `git pull` never conflicts with your models). An existing file is never touched.
 config_dir="${LLAMADOCK_CONFIG_DIR:-config}"
 mkdir -p "$config_dir"
-for name in models upstreams; do
+for name in models upstreams chat; do
     if [[ ! -e "$config_dir/$name.yaml" ]]; then
         cp config/$name.example.yaml "$config_dir/$name.yaml"
         echo "llamadock: created $config_dir/$name.yaml from config/$name.example.yaml" >&2

@@ -13,6 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.net import LOOPBACK, listeners, listening_ports
 from support.stack import REPO, Stack, local_llama_image, require_docker
 from support.waiting import wait_until
 
@@ -49,6 +50,7 @@ def models_by_name(stack: Stack) -> dict[str, dict]:
 
 def test_make_up_starts_cleanly_with_no_model(stack):
     assert not (stack.config / "models.yaml").exists()
+    listening_before = listening_ports()
     up = stack.run("make", "up")
     assert f"{stack.url}/docs" in up.stdout
     # The live catalog is created from the tracked example (git ignores the live one).
@@ -63,14 +65,31 @@ def test_make_up_starts_cleanly_with_no_model(stack):
     bindings = {service: [b for port in (i["HostConfig"]["PortBindings"] or {}).values() for b in port]
                 for service, i in info.items()}
     if info["gateway"]["HostConfig"]["NetworkMode"] == "host":
-        # On a Linux engine the gateway shares the host's network and listens on loopback itself;
-        # the orchestrator is published for it, on loopback too.
+        # On a Linux engine the gateway shares the host's network and listens on loopback itself.
         listening = stack.run("ss", "-Hltn", f"sport = :{stack.port}").stdout.split()
         assert [a for a in listening if a.endswith(f":{stack.port}")] == [f"127.0.0.1:{stack.port}"]
-        assert bindings["gateway"] == [] and bindings["orchestrator"]
-    else:  # Docker Desktop, or LLAMADOCK_NETWORK=bridge: only the gateway is published
-        assert bindings["gateway"] and bindings["orchestrator"] == []
+        assert bindings["gateway"] == []
+    else:  # Docker Desktop, or LLAMADOCK_NETWORK=bridge: the gateway is published
+        assert bindings["gateway"]
     assert all(b["HostIp"] == "127.0.0.1" for found in bindings.values() for b in found)
+    # The orchestrator (the Docker socket's holder) has no port on the host, published or its own: of
+    # the host's listeners, the stack added the gateway's. The gateway reaches the orchestrator over
+    # the Unix socket in the volume both mount, and only they mount it.
+    assert bindings["orchestrator"] == [] and info["orchestrator"]["HostConfig"]["NetworkMode"] != "host"
+    added = listening_ports() - listening_before  # (other processes on this machine may open some too)
+    assert stack.port in added and 8081 not in added
+    # In its own network namespace it listens on loopback only (the healthcheck's port).
+    inside = stack.run("docker", "exec", f"{stack.project}-orchestrator-1", "cat", "/proc/net/tcp",
+                       "/proc/net/tcp6", check=False).stdout
+    assert listeners(inside) and {address for address, _ in listeners(inside)} <= LOOPBACK
+    socket_volume = {service: [m["Name"] for m in info[service]["Mounts"] if m["Destination"] == "/run/llamadock"]
+                     for service in info}
+    assert socket_volume["gateway"] == socket_volume["orchestrator"] and len(socket_volume["gateway"]) == 1
+    # On the stack's network it listens on its container's loopback only: a model container cannot reach it.
+    orchestrator_ip = next(iter(info["orchestrator"]["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    knock = stack.compose("exec", "-T", "gateway", "bash", "-c", f"exec 3<>/dev/tcp/{orchestrator_ip}/8081",
+                          check=False)
+    assert knock.returncode != 0
     for service, has_socket in (("gateway", False), ("orchestrator", True)):
         mounts = {m["Destination"] for m in info[service]["Mounts"]}
         assert ("/var/run/docker.sock" in mounts) == has_socket
@@ -143,15 +162,37 @@ def test_ten_concurrent_adds_give_one_container(stack):
     assert stack.admin.delete("/admin/models/twin").status_code == 200
 
 
-def test_model_output_shows_in_compose_logs(stack, client):
-    def timings() -> int:
-        # Plain `docker compose logs`, no service named: the model's own lines, prefixed with its name.
-        out = stack.compose("logs", "--no-color").stdout
-        return sum(1 for line in out.splitlines() if "tiny | " in line and "print_timing" in line)
+def test_compose_logs_show_each_models_load_and_one_line_per_request(stack, client):
+    def compose_logs() -> list[str]:
+        # Plain `docker compose logs`, no service named: what `make logs` follows.
+        return stack.compose("logs", "--no-color").stdout.splitlines()
 
-    before = timings()
+    # The model's load is copied into the orchestrator's log, prefixed with its name.
+    assert any("tiny | " in line and "server is listening" in line for line in compose_logs())
     client.completions.create(model="tiny", prompt="log me", max_tokens=4)
-    wait_until(lambda: timings() > before, 30, "this request's timing line from the model in docker compose logs")
+    activity = wait_until(lambda: [line for line in compose_logs() if "llamadock.activity" in line
+                                   and "model=tiny" in line and "endpoint=completions" in line], 30,
+                          "the request's activity line in docker compose logs", every=0.5)
+    assert "status=200" in activity[-1] and "out=4" in activity[-1], activity[-1]
+    # llama-server's own lines per request stay in the model's log, not copied a second time.
+    assert "print_timing" in stack.admin.get("/admin/models/tiny/logs", params={"tail": 200}).text
+    assert not [line for line in compose_logs() if "tiny | " in line and "print_timing" in line]
+    # Nor is any health probe or access line there at the default level.
+    assert not [line for line in compose_logs() if "GET /health" in line or "HTTP Request:" in line]
+
+
+def test_admin_activity_lists_requests_newest_first(stack, client):
+    assert httpx.get(stack.url + "/admin/activity", timeout=10).status_code == 401
+    client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=5, stream=False)
+    pieces = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=6, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert pieces
+    records = stack.admin.get("/admin/activity", params={"model": "tiny", "limit": 2}).json()["records"]
+    streamed, whole = records
+    assert (streamed["stream"], streamed["tokens_out"], whole["stream"], whole["tokens_out"]) == (True, 6, False, 5)
+    assert streamed["tokens_in"] == whole["tokens_in"] > 0 and streamed["ttft_s"] > 0
+    assert streamed["status"] == 200 and streamed["dialect"] == "openai" and not streamed["kv_cache_restored"]
+    assert stack.admin.get("/admin/activity", params={"model": "nope"}).json()["records"] == []
 
 
 def test_admin_logs_endpoint(stack):

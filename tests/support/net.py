@@ -15,3 +15,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+
+def listeners(tables: str) -> set[tuple[str, int]]:
+    """(address in the kernel's hex, port) of each listening socket in the text of /proc/net/tcp
+    and /proc/net/tcp6 (any number of their tables, concatenated)."""
+    found = set()
+    for line in tables.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # st 0A: TCP_LISTEN
+            address, port = fields[1].rsplit(":", 1)
+            found.add((address, int(port, 16)))
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+
+
+def listening_ports() -> set[int]:
+    """The TCP ports something listens on in this network namespace (the host's, for a test)."""
+    text = ""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            text += open(table).read()
+        except FileNotFoundError:
+            pass
+    return {port for _, port in listeners(text)}

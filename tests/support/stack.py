@@ -48,7 +48,9 @@ def local_llama_image() -> str:
 
 
 class Stack:
-    def __init__(self, root: Path, *, llama_image: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, llama_image: str | None = None, env: dict[str, str] | None = None,
+                 repo: Path = REPO) -> None:
+        self.repo = repo  # the checkout whose compose.yaml and scripts run it (a benchmark may compare two)
         self.project = f"llamadock-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -64,7 +66,6 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith("LLAMADOCK_")},
             "COMPOSE_PROJECT_NAME": self.project,
             "LLAMADOCK_PORT": str(self.port),
-            "LLAMADOCK_ORCHESTRATOR_HOST_PORT": str(free_port()),  # used on the host network only
             "LLAMADOCK_CONFIG_DIR": str(self.config),
             "LLAMADOCK_MODELS_DIR": str(self.models),
             "LLAMADOCK_LOGS_DIR": str(self.logs),
@@ -79,14 +80,14 @@ class Stack:
                                   timeout=httpx.Timeout(300, connect=5))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        out = subprocess.run(list(args), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(list(args), cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
                                  f"{out.stderr[-3000:]}\n{self.compose('logs', '--tail', '60', check=False).stdout}")
         return out
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        out = subprocess.run(["bash", "scripts/compose.sh", *args], cwd=REPO, env=self.env, capture_output=True,
+        out = subprocess.run(["bash", "scripts/compose.sh", *args], cwd=self.repo, env=self.env, capture_output=True,
                              text=True, timeout=600)
         if check and out.returncode != 0:
             raise AssertionError(f"compose {' '.join(args)} failed:\n{out.stderr[-3000:]}")

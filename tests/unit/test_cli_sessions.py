@@ -28,7 +28,8 @@ def test_round_trip_through_the_store(tmp_path):
     assert (loaded.model, loaded.system, loaded.params, loaded.messages) == \
         (original.model, original.system, original.params, original.messages)
     assert loaded.name == "first" and saved_at == NOW
-    assert [p.name for p in path.parent.iterdir()] == ["first.json"], "no temporary file is left behind"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["first.json", "first.md"], \
+        "the transcript beside it, and no temporary file left behind"
 
 
 def test_saving_again_replaces_the_file_whole(tmp_path):
@@ -146,3 +147,15 @@ def test_saved_params_are_validated_like_typed_ones():
 
 def test_new_names_are_valid():
     assert validate_name(new_name(NOW)) == "chat-20250304-050607"
+
+
+def test_save_writes_a_readable_markdown_transcript_beside_the_json(tmp_path):
+    store = SessionStore(tmp_path)
+    store.save(a_session(), "first", NOW)
+    text = (tmp_path / "first.md").read_text(encoding="utf-8")
+    assert text.startswith("# first\n\nChat with **tiny-a**, saved ")
+    assert "Parameters: `temperature=0.2`, `max_tokens=256`, `seed=42`" in text
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## System prompt", "## You", "## Assistant"]
+    assert "Hello!\n```py\nprint(1)\n```" in text  # an answer's Markdown as it was written
+    assert [s.name for s in store.summaries()] == ["first"]  # the transcript is not a session
