@@ -79,11 +79,21 @@ def long_server(llama_server_bin, tiny_models, tmp_path_factory) -> Iterator[Lla
 
 
 @pytest.fixture(scope="module")
-def upstreams_file(upstreams, long_server, tmp_path_factory) -> Path:
+def small_server(llama_server_bin, tiny_models, tmp_path_factory) -> Iterator[LlamaServer]:
+    """tiny-b with a 512-token context: a few turns outgrow it."""
+    server = LlamaServer(llama_server_bin, tiny_models["tiny-b"], alias="tiny-512", ctx=512, parallel=1,
+                         log_dir=tmp_path_factory.mktemp("small-server"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstreams_file(upstreams, long_server, small_server, tmp_path_factory) -> Path:
     return write_upstreams(tmp_path_factory.mktemp("cli-gw") / "upstreams.yaml", {
         "tiny-a": {"url": upstreams["tiny-a"].url, "aliases": ["gpt-4o-mini"]},
         "tiny-b": {"url": upstreams["tiny-b"].url},
         "tiny-long": {"url": long_server.url},
+        "tiny-512": {"url": small_server.url},
         "ghost": {"url": f"http://127.0.0.1:{free_port()}"},  # declared, nothing listening: never ready
     })
 
@@ -93,7 +103,7 @@ def gateway(upstreams_file) -> Iterator[GatewayProcess]:
     with GatewayProcess(upstreams_file) as gw:
         def all_probed() -> bool:
             states = {m["id"]: m["state"] for m in httpx.get(f"{gw.url}/v1/models", timeout=5).json()["data"]}
-            return all(states.get(name) == "ready" for name in ("tiny-a", "tiny-b", "tiny-long")) \
+            return all(states.get(name) == "ready" for name in ("tiny-a", "tiny-b", "tiny-long", "tiny-512")) \
                 and states.get("ghost") != "starting"
         wait_until(all_probed, WAIT_S, "the gateway to see the models ready", detail=gw.log_text)
         yield gw
@@ -108,13 +118,13 @@ def sessions_dir(tmp_path) -> Path:
 def start_chat(gateway, sessions_dir, tmp_path):
     terminals: list[Terminal] = []
 
-    def start(*args: str, model: str = "tiny-a") -> Chat:
+    def start(*args: str, model: str = "tiny-a", env: dict[str, str] | None = None) -> Chat:
         workdir = tmp_path / f"term{len(terminals)}"
         workdir.mkdir()
         terminal = Terminal(workdir)
         terminals.append(terminal)
         terminal.start([sys.executable, "-m", "cli", "chat", *args],
-                       {"LLAMADOCK_URL": gateway.url, "LLAMADOCK_SESSIONS_DIR": str(sessions_dir)})
+                       {"LLAMADOCK_URL": gateway.url, "LLAMADOCK_SESSIONS_DIR": str(sessions_dir), **(env or {})})
         return Chat(terminal, model)
 
     yield start
@@ -257,3 +267,59 @@ def test_a_model_dying_mid_answer_is_one_red_sentence(start_chat, spawn_llama, u
     finally:
         models.pop("tiny-doomed")
         write_upstreams(upstreams_file, models)
+
+
+TRIMMED_RE = re.compile(r"Context: left the oldest (\d+) turns? \((\d+) messages\) out to fit the model's 512-token "
+                        r"context; ~(\d+) tokens sent")
+
+
+def test_a_long_conversation_leaves_its_oldest_turns_out_to_fit_the_context(start_chat, small_server, sessions_dir):
+    chat = start_chat("--model", "tiny-512", model="tiny-512")
+    chat.wait_for_prompt()
+    chat.run("/params max_tokens=48", r"max_tokens\s+48\s")
+    for turn in range(12):
+        transcript = chat.say(f"Question number {turn}: tell me a little more about that, please.")
+        assert "Traceback" not in transcript and "exceeds the available context" not in transcript
+        if TRIMMED_RE.search(transcript):
+            break
+    trims = TRIMMED_RE.findall(transcript)
+    assert trims, "the status line said the oldest turns were left out"
+    assert int(trims[-1][2]) <= 512 - 48  # what was sent leaves room for the answer
+    # A few more turns: it keeps trimming, and every answer still comes.
+    for turn in range(3):
+        assert STATS_RE.search(chat.say(f"And another question, {turn}?").rsplit("And another question", 1)[-1])
+    chat.run("/save long", r"Saved session 'long' \((\d+) messages\)")
+    messages = json.loads((sessions_dir / "long.json").read_text())["messages"]
+    # The whole conversation is kept and saved, though it no longer fits the model's context.
+    tokens = sum(len(httpx.post(f"{small_server.url}/tokenize", json={"content": m["content"]}, timeout=10)
+                     .json()["tokens"]) for m in messages)
+    assert tokens > 512 and messages[0]["content"].startswith("Question number 0")
+    assert (sessions_dir / "long.md").read_text().count("## You") == len(messages) // 2
+
+
+def test_context_exceeded_is_explained_not_a_traceback(start_chat):
+    chat = start_chat("--model", "tiny-512", model="tiny-512")
+    chat.wait_for_prompt()
+    transcript = chat.run(" ".join(["overflowing"] * 600),
+                          r"The model's 512-token context cannot hold this question with the room its answer needs")
+    assert "Traceback" not in transcript
+    chat.say("Short one")  # the chat goes on
+
+
+def test_chat_yaml_gives_the_presets_and_defaults_and_a_broken_one_is_named(start_chat, tmp_path):
+    good = tmp_path / "chat.yaml"
+    good.write_text("system: cat\nparams: {max_tokens: 12}\npresets:\n  cat: You are a grumpy but helpful cat.\n")
+    chat = start_chat("--model", "tiny-a", env={"LLAMADOCK_CHAT_CONFIG": str(good)})
+    chat.wait_for_prompt()
+    chat.run("/system", r"System prompt \(cat preset\): You are a grumpy but helpful cat\.")
+    chat.run("/params", r"max_tokens\s+12\s")
+    chat.run("/system pirate", r"No preset named 'pirate': choose cat")
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("system: [not closed\n")
+    chat = start_chat("--model", "tiny-a", env={"LLAMADOCK_CHAT_CONFIG": str(broken)})
+    chat.term.wait_for_text(r"broken\.yaml was not used \(line \d+: not valid YAML.*\): using the built-in presets "
+                            r"and defaults\.", "the sentence naming the broken file")
+    chat.wait_for_prompt()
+    chat.run("/system pirate", r"System prompt set to the pirate preset\.")
+    assert "Traceback" not in chat.term.transcript()
