@@ -168,7 +168,7 @@ def test_compose_logs_show_each_models_load_and_one_line_per_request(stack, clie
         return stack.compose("logs", "--no-color").stdout.splitlines()
 
     # The model's load is copied into the orchestrator's log, prefixed with its name.
-    assert any("tiny | " in line and "server is listening" in line for line in compose_logs())
+    assert any("tiny | " in line and "listening on http" in line for line in compose_logs())
     client.completions.create(model="tiny", prompt="log me", max_tokens=4)
     activity = wait_until(lambda: [line for line in compose_logs() if "llamadock.activity" in line
                                    and "model=tiny" in line and "endpoint=completions" in line], 30,

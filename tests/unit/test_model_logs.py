@@ -6,8 +6,20 @@ import pytest
 
 from orchestrator.backends.docker.model_logs import ModelLogFilter
 
-# A llama-server run as it logs (b11312-era wording), and whether "events" copies each line.
+# llama-server runs as they log (this build's, and an older build's wording), and whether "events"
+# copies each line.
 RUN = [
+    ("0.00.002.217 W srv  llama_server: security: no API key is set and CORS allows all origins", True),
+    ("0.00.483.438 I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 512, kv_unified = 'true'", True),
+    ("0.00.485.230 I srv  llama_server: listening on http://127.0.0.1:18555", True),
+    ("0.00.613.636 I slot get_availabl: id  3 | task -1 | selected slot by LRU, t_last = -1", False),
+    ("0.00.613.764 I slot launch_slot_: id  3 | task 0 | processing task, is_child = 0", False),
+    ("0.00.919.557 I slot print_timing: id  3 | task 0 | prompt eval time =       6.01 ms /    29 tokens", False),
+    ("0.00.919.601 I slot      release: id  3 | task 0 | stop processing: n_tokens = 44, truncated = 0", False),
+    ("0.01.201.002 W slot update_slots: id  3 | task 9 | n_past was set to 0", True),
+    ("0.01.301.002 E srv    send_error: task id = 9, error: request exceeds the available context size", True),
+]
+OLDER_RUN = [
     ("load_tensors: loading model tensors, this can take a while... (mmap = true)", True),
     ("llama_context: n_ctx = 512", True),
     ("main: model loaded", True),
@@ -23,9 +35,10 @@ RUN = [
 ]
 
 
-def test_events_copies_the_load_then_only_trouble():
+@pytest.mark.parametrize("run", [RUN, OLDER_RUN])
+def test_events_copies_the_load_then_only_trouble(run):
     kept = ModelLogFilter("events")
-    assert [kept.keep(line) for line, _ in RUN] == [expected for _, expected in RUN]
+    assert [kept.keep(line) for line, _ in run] == [expected for _, expected in run]
 
 
 @pytest.mark.parametrize("mode, expected", [("all", True), ("off", False)])

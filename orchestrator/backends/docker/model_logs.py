@@ -17,10 +17,13 @@ from typing import Literal
 
 ModelLogs = Literal["events", "all", "off"]
 
-# llama-server's line once it is loaded and serving ("main: server is listening on ... - starting the main loop").
-LISTENING = re.compile(r"server is listening|starting the main loop")
-# After that: trouble, or the server going away.
-NOTEWORTHY = re.compile(r"error|warn|fail|abort|assert|exception|terminat|segmentation|out of memory|oom|"
+# llama-server's line once it is loaded and serving: "srv  llama_server: listening on http://..." (b11312),
+# "main: server is listening on ... - starting the main loop" (older builds).
+LISTENING = re.compile(r"listening on http|server is listening|starting the main loop")
+# After that: lines it marks as warnings or errors (its log prefix "0.00.002.217 W srv ..."), and
+# words of trouble or of the server going away, for builds that mark nothing.
+MARKED = re.compile(r"^\s*[\d.]+ [WE] ")
+NOTEWORTHY = re.compile(r"error|warn|fail|abort|assert|exception|terminat|segmentation|out of memory|"
                         r"killed|signal|exiting|shutting down|cleaning up|context shift|exceeds", re.IGNORECASE)
 
 
@@ -38,4 +41,4 @@ class ModelLogFilter:
             if LISTENING.search(line):
                 self.loading = False
             return True
-        return bool(NOTEWORTHY.search(line))
+        return bool(MARKED.match(line) or NOTEWORTHY.search(line))
