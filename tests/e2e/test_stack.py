@@ -13,7 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.net import LOOPBACK, listeners, listening_ports
+from support.net import is_loopback, listeners, listening_ports
 from support.stack import REPO, Stack, local_llama_image, require_docker
 from support.waiting import wait_until
 
@@ -81,7 +81,7 @@ def test_make_up_starts_cleanly_with_no_model(stack):
     # In its own network namespace it listens on loopback only (the healthcheck's port).
     inside = stack.run("docker", "exec", f"{stack.project}-orchestrator-1", "cat", "/proc/net/tcp",
                        "/proc/net/tcp6", check=False).stdout
-    assert listeners(inside) and {address for address, _ in listeners(inside)} <= LOOPBACK
+    assert listeners(inside) and all(is_loopback(address) for address, _ in listeners(inside)), inside
     socket_volume = {service: [m["Name"] for m in info[service]["Mounts"] if m["Destination"] == "/run/llamadock"]
                      for service in info}
     assert socket_volume["gateway"] == socket_volume["orchestrator"] and len(socket_volume["gateway"]) == 1

@@ -30,7 +30,12 @@ def listeners(tables: str) -> set[tuple[str, int]]:
     return found
 
 
-LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+def is_loopback(address: str) -> bool:
+    """An address as /proc/net/tcp{,6} writes it (hex, in host byte order: 127.0.0.11 is 0B00007F)."""
+    if len(address) == 8:
+        return address.endswith("7F")  # 127.0.0.0/8: Docker's DNS resolver listens on 127.0.0.11
+    return address == "00000000000000000000000001000000" or (  # ::1, or ::ffff:127.x.x.x
+        address.startswith("0000000000000000FFFF0000") and address.endswith("7F"))
 
 
 def listening_ports() -> set[int]:
