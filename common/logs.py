@@ -54,7 +54,13 @@ def configure_logging(level: str, log_format: LogFormat = "plain", stream=None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    logging.captureWarnings(True)  # a library's warning is a log line too (one JSON object in json mode)
     debug = numeric <= logging.DEBUG
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        own = logging.getLogger(name)  # uvicorn's own handlers, if it was ever configured in this process
+        for old in list(own.handlers):
+            own.removeHandler(old)
+        own.propagate = True
     for name in ROUTINE_LOGGERS:
         routine = logging.getLogger(name)
         for old in [f for f in routine.filters if isinstance(f, AtDebug)]:

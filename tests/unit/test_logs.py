@@ -18,6 +18,8 @@ def logged():
 
     def configure(level: str, log_format: str = "plain") -> io.StringIO:
         configure_logging(level, log_format, stream=out)
+        for name in ("httpx", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.NOTSET)  # as uvicorn leaves them at this level; other tests' servers change it
         return out
     yield configure
     configure_logging("info", "plain")

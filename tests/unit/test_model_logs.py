@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from orchestrator.backends.docker.model_logs import ModelLogFilter
+from orchestrator.backends.docker.watch import model_line
 
 # llama-server runs as they log (this build's, and an older build's wording), and whether "events"
 # copies each line.
@@ -51,3 +54,13 @@ def test_a_run_that_never_listens_is_copied_whole():
     kept = ModelLogFilter("events")
     assert all(kept.keep(line) for line in ["llama_model_load: error loading model", "main: exiting due to model "
                                             "loading error", "anything at all"])
+
+
+def test_a_copied_line_is_json_beside_the_services_own_json_lines():
+    assert model_line("tiny", "listening on http://0.0.0.0:8080", as_json=False) == \
+        "tiny | listening on http://0.0.0.0:8080\n"
+    line = model_line("tiny", 'a "quoted" ✓ line', as_json=True)
+    assert line.endswith("\n") and line.count("\n") == 1
+    parsed = json.loads(line)
+    assert {k: parsed[k] for k in ("level", "logger", "model", "message")} == {
+        "level": "INFO", "logger": "llamadock.model", "model": "tiny", "message": 'a "quoted" ✓ line'}

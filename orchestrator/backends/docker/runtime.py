@@ -45,7 +45,8 @@ class DockerRuntime:
         self.gpu = facts.gpu
         self._changed: Callable[[Change], None] = lambda change: None
         self._watcher: EventWatcher | None = None
-        self._copier = LogCopier(client, mode=settings.model_logs) if settings.model_logs != "off" else None
+        self._copier = LogCopier(client, mode=settings.model_logs, as_json=settings.log_format == "json") \
+            if settings.model_logs != "off" else None
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
 
     # ---- the change feed -----------------------------------------------------------------------

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 import docker
@@ -86,10 +88,11 @@ def _started_epoch(attrs: dict) -> float | None:
 class LogCopier:
     """Follows each model container's output into ours, prefixed with the model's name."""
 
-    def __init__(self, client: docker.DockerClient, out=None, mode: ModelLogs = "events") -> None:
+    def __init__(self, client: docker.DockerClient, out=None, mode: ModelLogs = "events", as_json: bool = False) -> None:
         self.client = client
         self.out = out or sys.stdout
         self.mode = mode
+        self.as_json = as_json  # LLAMADOCK_LOG_FORMAT=json: one object a line, as the service's own lines
         self._following: set[str] = set()
         self._lock = threading.Lock()
 
@@ -133,6 +136,15 @@ class LogCopier:
         text = line.decode("utf-8", "replace").rstrip("\r")
         if not kept.keep(text):
             return
+        out = model_line(model, text, self.as_json)
         with self._lock:
-            self.out.write(f"{model} | {text}\n")
+            self.out.write(out)
             self.out.flush()
+
+
+def model_line(model: str, text: str, as_json: bool) -> str:
+    """One copied line: ``model | text``, or a JSON object beside the service's own JSON lines."""
+    if as_json:
+        return json.dumps({"time": datetime.now(timezone.utc).isoformat(), "level": "INFO",
+                           "logger": "llamadock.model", "model": model, "message": text}, ensure_ascii=False) + "\n"
+    return f"{model} | {text}\n"
