@@ -85,6 +85,11 @@ def test_a_request_starts_its_model_once_for_many_clients(stack):
     assert [r.status_code for r in answers] == [200] * 6
     assert len([c for c in stack.model_containers() if c["Config"]["Labels"]["io.llamadock.model"] == "a"]) == 1
     assert metric(stack, "llamadock_model_start_seconds_count", "a") == 1
+    # The activity record tells each one's wait for the start from its wait for a slot.
+    records = stack.admin.get("/admin/activity", params={"model": "a"}).json()["records"]
+    assert len(records) == 6 and all(r["status"] == 200 and r["tokens_out"] == 4 for r in records)
+    assert all(r["load_wait_s"] > 0 for r in records)  # all six arrived while it was stopped
+    assert all(r["load_wait_s"] + r["queue_wait_s"] < r["duration_s"] for r in records)
 
 
 def test_a_streaming_client_is_told_its_model_is_loading(stack):
@@ -117,6 +122,9 @@ def test_a_streaming_client_behind_a_busy_slot_is_told_its_place(stack):
             rest = "\n".join(told)
     assert first == ": queued 1st", first
     assert "data: [DONE]" in rest and "error" not in rest
+    second, busy = stack.admin.get("/admin/activity", params={"model": "narrow", "limit": 2}).json()["records"]
+    assert busy["client_disconnected"] and busy["status"] == 499  # the client that went away, as such
+    assert second["queue_wait_s"] > 0 and second["load_wait_s"] == 0  # it waited for the slot, not the model
 
 
 def test_the_openai_client_sees_progress_as_reasoning_before_the_answer(stack):
