@@ -11,7 +11,8 @@ import httpx
 from common.errors import ApiError, install_error_handlers
 
 from . import __version__
-from .api import activity as api_activity, admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
+from .api import activity as api_activity, admin as api_admin, models as api_models
+from .api import ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
 from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai

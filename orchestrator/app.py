@@ -1,5 +1,5 @@
-"""The orchestrator's HTTP API, reachable on the stack's network (and on 127.0.0.1 with the
-host-network override, docker/compose.hostnet.yaml), always behind the admin token.
+"""The orchestrator's HTTP API, served on a Unix socket only the gateway also reaches (and on its
+own container's loopback for the healthcheck: orchestrator/listen.py), always behind the admin token.
 
 The gateway long-polls ``GET /models?after=N`` for the live model set and forwards
 its admin endpoints here. Every route but /health needs the admin token.
@@ -21,7 +21,7 @@ from .settings import OrchestratorSettings
 
 
 def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=None) -> FastAPI:
-    # No /docs: it has no host port, so no browser reaches it (and its assets would come from a CDN).
+    # No /docs: no browser reaches its socket (and its assets would come from a CDN).
     app = FastAPI(title="llamadock orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def require_token(request: Request) -> None:

@@ -12,6 +12,7 @@ dropped, and llama-server stops generating.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -34,6 +35,8 @@ from ..context import GatewayContext
 from .dialect import Asked, Dialect, UpstreamCall
 from ..scheduling.lifecycle import Ticket
 from ..routes.table import ModelRoute, retry_after_s
+
+log = logging.getLogger("llamadock.exchange")
 
 # Never forwarded: hop-by-hop headers, and the client's credentials for the gateway.
 _DROP_REQUEST_HEADERS = upstream.HOP_BY_HOP | {b"authorization", b"x-api-key"}
@@ -208,7 +211,10 @@ class Exchange(Response):
             in_flight.dec()
             took = time.perf_counter() - req.started
             self.metrics.observe(model, req.endpoint, self.status, took)
-            self.ctx.activity.add(self.record(took, waits))
+            try:
+                self.ctx.activity.add(self.record(took, waits))
+            except Exception:  # the record is a report: it must never cost the request anything
+                log.exception("could not record the activity of a request to %s", model)
 
     def record(self, took: float, waits: tuple[float, float, float | None] | None) -> ActivityRecord:
         """What this exchange did, as it ends (``waits``: the ticket's span, for a scheduled model)."""

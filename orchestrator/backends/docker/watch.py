@@ -88,7 +88,8 @@ def _started_epoch(attrs: dict) -> float | None:
 class LogCopier:
     """Follows each model container's output into ours, prefixed with the model's name."""
 
-    def __init__(self, client: docker.DockerClient, out=None, mode: ModelLogs = "events", as_json: bool = False) -> None:
+    def __init__(self, client: docker.DockerClient, out=None, mode: ModelLogs = "events",
+                 as_json: bool = False) -> None:
         self.client = client
         self.out = out or sys.stdout
         self.mode = mode
