@@ -170,6 +170,7 @@ class Exchange(Response):
         self._tail: deque[bytes] = deque(maxlen=TAIL_PIECES)  # the answer's last pieces: its token counts
         self.error_kind: str | None = None
         self.client_gone = False
+        self.kv_cache_restored = False  # set by whatever serves a request from a KV cache restored from disk
 
     # ---- the exchange ----------------------------------------------------------------------------
 
@@ -229,7 +230,8 @@ class Exchange(Response):
             at=datetime.now(timezone.utc) - timedelta(seconds=took), model=req.route.name, dialect=self.dialect.name,
             endpoint=req.endpoint, stream=req.asked.stream, status=self.status, error=self.error_kind,
             queue_wait_s=queue_s, load_wait_s=load_s, ttft_s=ttft, tokens_in=counts.tokens_in,
-            tokens_out=counts.tokens_out, tokens_per_s=speed, duration_s=took, client_disconnected=self.client_gone)
+            tokens_out=counts.tokens_out, tokens_per_s=speed, duration_s=took, client_disconnected=self.client_gone,
+            kv_cache_restored=self.kv_cache_restored)
 
     async def _exchange(self) -> None:
         if not await self._admitted():

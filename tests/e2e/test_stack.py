@@ -53,8 +53,14 @@ def test_make_up_starts_cleanly_with_no_model(stack):
     listening_before = listening_ports()
     up = stack.run("make", "up")
     assert f"{stack.url}/docs" in up.stdout
-    # The live catalog is created from the tracked example (git ignores the live one).
+    # The live catalog is created from the tracked example (git ignores the live one), and the chat's too.
     assert catalog_text(stack) == (REPO / "config" / "models.example.yaml").read_text()
+    assert (stack.config / "chat.yaml").read_text() == (REPO / "config" / "chat.example.yaml").read_text()
+    # `make chat` (the cli container) reads it.
+    read = stack.compose("--profile", "cli", "run", "--rm", "-T", "cli", "python", "-c",
+                         "from cli.chat_config import default_path, load_chat_config as load; "
+                         "d = load(default_path()); print(d.problem, sorted(d.presets))").stdout
+    assert "None ['cat', 'concise', 'helpful', 'pirate', 'teacher', 'technical']" in read, read
     assert models_by_name(stack) == {}
     listing = stack.admin.get("/admin/models").json()
     assert listing["models"] == [] and listing["host"]["kind"] == "cpu"
