@@ -7,11 +7,14 @@ its admin endpoints here. Every route but /health needs the admin token.
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from typing import Any
+
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from common.auth import bearer_matches
 from common.errors import ApiError, install_error_handlers
+from contract.adding import AddCheck
 from contract.listing import Listing, ModelStatus, ReconcileReport
 from contract.placement import Placement
 from contract.spec import ModelSpec
@@ -50,10 +53,25 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
         return await manager.wait_change(after, timeout)
 
     @app.post("/models", dependencies=guarded, status_code=201)
-    async def add_model(spec: ModelSpec, response: Response, replace: bool = False) -> ModelStatus:
-        status, created = await manager.add(spec, replace=replace)
+    async def add_model(spec: ModelSpec, response: Response, replace: bool = False,
+                        start: bool = Query(True, description="false: write it into the catalog only; it starts "
+                                            "on its first request (the gateway's add then loads it).")) -> ModelStatus:
+        if start:
+            status, created = await manager.add(spec, replace=replace)
+        else:
+            status, created = await manager.declare(spec, replace=replace)
         response.status_code = 201 if created else 200
-        return status
+        return with_version(status)
+
+    @app.post("/models/check", dependencies=guarded)
+    async def check_model(spec: ModelSpec, replace: bool = False) -> AddCheck:
+        """Validate an add and say what the model needs; nothing is written or started."""
+        return await manager.check(spec, replace=replace)
+
+    @app.patch("/models/{name}", dependencies=guarded)
+    async def edit_model(name: str, changes: dict[str, Any] = Body(..., description="Fields to change; null: back "
+                                                                   "to the default.")) -> ModelStatus:
+        return with_version(await manager.edit(name, changes))
 
     @app.get("/models/{name}", dependencies=guarded)
     async def get_model(name: str) -> ModelStatus:

@@ -15,6 +15,10 @@ import time
 from typing import AsyncIterator
 
 from common.errors import ApiError
+from pydantic import ValidationError
+
+from common.errors import validation_error
+from contract.adding import AddCheck
 from contract.listing import InstanceState, Listing, ModelState, ModelStatus, ReconcileReport
 from contract.placement import Placement
 from contract.spec import ModelSpec
@@ -102,19 +106,111 @@ class ModelManager:
 
     # ---- operations --------------------------------------------------------------------------
 
+    def _judge(self, spec: ModelSpec, specs: dict[str, ModelSpec], replace: bool) -> ModelSpec | None:
+        """The spec ``spec`` would replace (None: a new name); 409 when it may not."""
+        current = specs.get(spec.name)
+        if current is not None and current != spec and not replace:
+            raise ApiError(409, f"A model named '{spec.name}' already exists with a different spec. "
+                           "Remove it first, or add with replace=true.", "model_exists", "name")
+        check_names_free(spec, specs)
+        return current
+
+    async def _check_runnable(self, spec: ModelSpec) -> None:
+        """Its files are there and are GGUF, its image is there (pulled if need be): 400 otherwise."""
+        try:
+            await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
+        except SourceError as exc:
+            raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
+        await self.runtime.ensure_image(self._effective(spec))
+
+    def _effective(self, spec: ModelSpec) -> ModelSpec:
+        """The spec as its instance is made: the stack-wide image when it names none (llama_image.py)."""
+        return spec
+
+    async def check(self, spec: ModelSpec, *, replace: bool = False) -> AddCheck:
+        """Whether ``spec`` may be added, and what it needs; writes and starts nothing (the gateway
+        plans room with this before it declares the model)."""
+        specs = await self.catalog.read_or_409()
+        current = self._judge(spec, specs, replace)
+        if current != spec:
+            await self._check_runnable(spec)
+        need = await asyncio.to_thread(self.live.need_of, spec)
+        return AddCheck(spec=spec, unchanged=current == spec, previous=None if current == spec else current, **need)
+
+    async def declare(self, spec: ModelSpec, *, replace: bool = False) -> tuple[ModelStatus, bool]:
+        """Write ``spec`` into the catalog without starting it (it starts on its first request, or
+        when the gateway loads it). An instance of the spec it replaces is removed: it must not
+        keep serving the old one. Returns (status, created)."""
+        async with self._lock(spec.name):
+            specs = await self.catalog.read_or_409()
+            current = self._judge(spec, specs, replace)
+            if current == spec:
+                return await self._status(spec.name), False
+            await self._check_runnable(spec)
+            await self.catalog.declare(spec)
+            if current is not None and await self._instance_of(spec.name) is not None:
+                await self.runtime.remove(spec.name)
+            self.records[spec.name].failure = None
+            return await self._status(spec.name), True
+
+    async def edit(self, name: str, changes: dict) -> ModelStatus:
+        """Change some fields of a declared model (``None``: back to the default), validated as an
+        add is; then bring its instance in line as reconcile would. If the changed model fails to
+        start, the catalog gets its old spec back and the old spec is started again."""
+        async with self._lock(name):
+            specs = await self.catalog.read_or_409()
+            current = specs.get(name)
+            if current is None:
+                raise not_found(name, list(specs))
+            if changes.get("name", name) != name:
+                raise ApiError(400, "A model cannot be renamed by an edit: add it under the new name and remove "
+                               "the old one.", "invalid_spec", "name")
+            body = {**current.declared(), **changes, "name": name}
+            try:
+                spec = ModelSpec.model_validate({k: v for k, v in body.items() if v is not None})
+            except ValidationError as exc:
+                raise validation_error(exc, "Invalid model spec", "invalid_spec") from None
+            if spec == current:
+                return await self._status(name)
+            check_names_free(spec, specs)
+            await self._check_runnable(spec)
+            await self.catalog.declare(spec)
+            try:
+                await self._reconcile_one(spec)
+            except ApiError:
+                await self.catalog.declare(current)
+                await self._reconcile_one(current, wait=False)
+                raise
+            self.records[name].failure = None
+        return await self._status(name)
+
+    async def _reconcile_one(self, spec: ModelSpec, wait: bool = True) -> None:
+        """What reconcile does for one declared model: a running outdated instance is recreated, a
+        stopped outdated one removed, a preloaded or pinned one started."""
+        view = await self._instance_of(spec.name)
+        decision = plan(Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
+                               run_now=spec.preload or spec.pinned), view)
+        if decision is Decision.REMOVE:
+            await self.runtime.remove(spec.name)
+        elif decision is Decision.START:
+            self.forget_ready(view.id)
+            await self.runtime.start(view)
+            if wait:
+                await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+        elif decision in (Decision.CREATE, Decision.RECREATE):
+            await self._launch(spec, None, view, wait=wait)
+
     async def add(self, spec: ModelSpec, *, replace: bool = False) -> tuple[ModelStatus, bool]:
         """Declare and start a model; wait until it answers. Returns (status, created).
 
-        Adding what is already declared with the same spec is a no-op that waits for it."""
+        Adding what is already declared with the same spec is a no-op that waits for it. (This
+        starts it with no regard for room; the gateway's add goes through its scheduler: check,
+        declare, then a load.)"""
         async with self._lock(spec.name):
             specs = await self.catalog.read_or_409()
-            current = specs.get(spec.name)
-            if current is not None and current != spec and not replace:
-                raise ApiError(409, f"A model named '{spec.name}' already exists with a different spec. "
-                               "Remove it first, or add with replace=true.", "model_exists", "name")
-            check_names_free(spec, specs)
+            current = self._judge(spec, specs, replace)
             # Only the spec the catalog already holds, running, is kept; anything else gets a new instance.
-            wanted = Wanted(self.runtime.fingerprint(spec).spec_hash,
+            wanted = Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
                             reuse=Reuse.RUNNING if current == spec else Reuse.NONE)
             view = await self._instance_of(spec.name)
             if plan(wanted, view) is Decision.KEEP:
@@ -170,7 +266,7 @@ class ModelManager:
             if placement is not None and spec.gpus != "all" and not set(placement.gpus) <= set(spec.gpus):
                 raise ApiError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
                                "invalid_placement", "gpus")
-            made = self.runtime.fingerprint(spec, placement)
+            made = self.runtime.fingerprint(self._effective(spec), placement)
             # A stopped instance is started again only on the GPUs asked for (its placement label).
             wanted = Wanted(made.spec_hash, placement=None if placement is None else made.placement)
             view = await self._instance_of(name)
@@ -235,7 +331,7 @@ class ModelManager:
                 view = await self._instance_of(name)
                 spec = specs.get(name)
                 # Preloaded and pinned models run now; the rest start on their first request.
-                wanted = None if spec is None else Wanted(self.runtime.fingerprint(spec).spec_hash,
+                wanted = None if spec is None else Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
                                                           run_now=spec.preload or spec.pinned)
                 decision = plan(wanted, view)
                 if decision is Decision.REMOVE:
@@ -270,10 +366,10 @@ class ModelManager:
             await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
         except SourceError as exc:
             raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
-        await self.runtime.ensure_image(spec)
+        await self.runtime.ensure_image(self._effective(spec))
         if old is not None:
             await self.runtime.remove(spec.name)
-        instance = await self.runtime.run(spec, placement)
+        instance = await self.runtime.run(self._effective(spec), placement)
         if wait:
             try:
                 await self._wait_ready(spec, instance.id, new=True)

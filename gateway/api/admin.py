@@ -17,6 +17,7 @@ from contract.spec import NAME_PATTERN, ModelSpec
 from contract.status import Loaded, Unloaded, UnloadedIdle
 
 from ..scheduling import control
+from . import adds
 from .models import resolve
 
 
@@ -73,18 +74,31 @@ async def list_models(request: Request) -> Response:
     return await forward(request, "GET", "/models")
 
 
-@router.post("/models", summary="Add a model: validate, start its container, wait until it answers",
+@router.post("/models", summary="Add a model: validate, make room as a request would, start it, wait until it answers",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": ModelSpec.model_json_schema()}}}},
-             responses={201: {"description": "Started and ready."}, 200: {"description": "Already there, same spec."},
-                        400: {"description": "Invalid spec or file."}, 409: {"description": "Name taken."},
-                        422: {"description": "The server exited while loading; `log_tail` says why."}})
+             responses={201: {"description": "Added (and started, unless start=false): `Added`, with the models "
+                              "stopped to make room."},
+                        200: {"description": "Already there with that spec."},
+                        400: {"description": "Invalid spec or file."},
+                        409: {"description": "Name taken, or `model_does_not_fit` (need, free memory, what holds "
+                              "it): nothing changed."},
+                        422: {"description": "The server exited while loading; `log_tail` says why; the catalog is "
+                              "as it was."}})
 async def add_model(request: Request,
-                    replace: bool = Query(False, description="Replace a model of that name with a new spec.")):
-    # Forwarded as sent: the orchestrator judges the spec and its errors name the field and the
-    # rule (a second check here would only hide them behind a vaguer one).
-    return await forward(request, "POST", "/models", content=await request.body(),
-                         params={"replace": str(replace).lower()})
+                    replace: bool = Query(False, description="Replace a model of that name with a new spec."),
+                    start: bool = Query(True, description="false: into the catalog only; it starts on its first "
+                                        "request.")):
+    # The body goes to the orchestrator as sent: it judges the spec and its errors name the field
+    # and the rule (a second check here would only hide them behind a vaguer one).
+    return await adds.add(request, await request.body(), replace=replace, start=start)
+
+
+@router.patch("/models/{name}", summary="Change fields of a model's spec (null: back to the default)",
+              responses={**_BAD_NAME, 400: {"description": "Invalid value or unknown field: nothing changed."},
+                         422: {"description": "It would not start with the change: its old spec is back."}})
+async def edit_model(request: Request, name: ModelName) -> Response:
+    return await forward(request, "PATCH", _model_path(name), content=await request.body())
 
 
 @router.get("/models/{name}", summary="One model's state", responses=_BAD_NAME)

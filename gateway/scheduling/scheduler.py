@@ -270,6 +270,9 @@ class Stop:
     model: str
     reason: str  # in words, for logs and people
     kind: StopKind
+    # The model it makes way for (room, swap group): an add reports it. Not part of what a stop
+    # is (equal stops stay equal): the reason says it in words.
+    for_model: str | None = field(default=None, compare=False)
 
     @property
     def swap(self) -> bool:
@@ -579,7 +582,7 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
             for rival in rivals:
                 if _evictable(rival, now, starving) and not rival.in_flight:
                     actions.append(Stop(rival.name, f"swap group '{group}': '{model.name}' is wanted"
-                                        + _starved(model, now, starving), StopKind.SWAP_GROUP))
+                                        + _starved(model, now, starving), StopKind.SWAP_GROUP, model.name))
                     state = state.with_model(replace(rival, phase=Phase.STOPPING, yielding_to=None))
             return state  # start once they have stopped (a Stopped event settles again)
 
@@ -598,7 +601,7 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
         if victim.in_flight:
             continue  # yielding: stopped once its requests in flight end
         actions.append(Stop(victim.name, f"making room for '{model.name}'" + _starved(model, now, starving),
-                            StopKind.ROOM))
+                            StopKind.ROOM, model.name))
         state = state.with_model(replace(victim, phase=Phase.STOPPING, yielding_to=None))
     return state  # start once the room is free (a Stopped / Released / Started event settles again)
 
