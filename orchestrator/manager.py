@@ -23,7 +23,7 @@ from contract.listing import InstanceState, Listing, ModelState, ModelStatus, Re
 from contract.placement import Placement
 from contract.spec import ModelSpec
 
-from .backends.runtime import STOPPABLE, Change, Instance, Runtime
+from .backends.runtime import LIVE, STOPPABLE, Change, Instance, Runtime
 from .catalog_edits import CatalogEdits, check_names_free
 from .errors import not_found
 from .listing import LiveListing
@@ -174,22 +174,25 @@ class ModelManager:
                 return await self._status(name)
             check_names_free(spec, specs)
             await self._check_runnable(spec)
+            before = await self._instance_of(name)
+            was_running = before is not None and before.state in LIVE
             await self.catalog.declare(spec)
             try:
                 await self._reconcile_one(spec)
             except ApiError:
                 await self.catalog.declare(current)
-                await self._reconcile_one(current, wait=False)
+                if was_running:  # it served before the edit: it serves its old spec again
+                    await self._reconcile_one(current, wait=False, run_now=True)
                 raise
             self.records[name].failure = None
         return await self._status(name)
 
-    async def _reconcile_one(self, spec: ModelSpec, wait: bool = True) -> None:
+    async def _reconcile_one(self, spec: ModelSpec, wait: bool = True, run_now: bool = False) -> None:
         """What reconcile does for one declared model: a running outdated instance is recreated, a
-        stopped outdated one removed, a preloaded or pinned one started."""
+        stopped outdated one removed, a preloaded or pinned one (or with ``run_now``) started."""
         view = await self._instance_of(spec.name)
         decision = plan(Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
-                               run_now=spec.preload or spec.pinned), view)
+                               run_now=run_now or spec.preload or spec.pinned), view)
         if decision is Decision.REMOVE:
             await self.runtime.remove(spec.name)
         elif decision is Decision.START:
