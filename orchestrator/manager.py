@@ -19,11 +19,13 @@ from pydantic import ValidationError
 
 from common.errors import validation_error
 from contract.adding import AddCheck
+from contract.images import LlamaImages
 from contract.listing import InstanceState, Listing, ModelState, ModelStatus, ReconcileReport
 from contract.placement import Placement
 from contract.spec import ModelSpec
 
 from .backends.runtime import LIVE, STOPPABLE, Change, Instance, Runtime
+from .catalog import CatalogDefaults
 from .catalog_edits import CatalogEdits, check_names_free
 from .errors import not_found
 from .listing import LiveListing
@@ -124,8 +126,91 @@ class ModelManager:
         await self.runtime.ensure_image(self._effective(spec))
 
     def _effective(self, spec: ModelSpec) -> ModelSpec:
-        """The spec as its instance is made: the stack-wide image when it names none (llama_image.py)."""
-        return spec
+        """The spec as its instance is made: the catalog's default image when it names none (the
+        spec's own `image` wins; without a default either, the runtime's stack image)."""
+        default = self.catalog.defaults.llama_image
+        return spec if spec.image or not default else spec.model_copy(update={"image": default})
+
+    # ---- the llama-server image ------------------------------------------------------------------
+
+    def images(self) -> LlamaImages:
+        defaults = self.catalog.defaults
+        return LlamaImages(image=defaults.llama_image or self.runtime.stack_image,
+                           previous=defaults.previous_llama_image, from_catalog=defaults.llama_image is not None)
+
+    async def set_image(self, image: str) -> LlamaImages:
+        """Make ``image`` the default of models without their own; the one it replaces is kept for a
+        rollback. An image that is not there (and cannot be pulled) changes nothing (400). Running
+        servers are left as they are: the upgrade moves them one at a time."""
+        await self.catalog.read_or_409()
+        await self.runtime.pull(image)
+        now = self.images()
+        if image != now.image:
+            await self.catalog.set_defaults(CatalogDefaults(llama_image=image, previous_llama_image=now.image))
+            log.info("llama-server image for models without their own: %s (was %s)", image, now.image)
+        await self.refresh()
+        return self.images()
+
+    async def try_image(self, name: str, image: str, *, beside: bool,
+                        placement: Placement | None = None) -> ModelStatus:
+        """Run the model on ``image`` as a candidate instance and check it answers (/health, then a
+        one-token completion); the model's own instance stays until ``promote``. ``beside=False``:
+        the own instance is stopped first (no room for both), and started again if the candidate
+        fails. A failure is 422 ``model_failed_on_image`` with the candidate's last log lines."""
+        async with self._lock(name):
+            specs = await self.catalog.read_or_409()
+            if name not in specs:
+                raise not_found(name, list(specs))
+            trial = specs[name].model_copy(update={"image": image})
+            await self.runtime.pull(image)
+            await self.runtime.remove_candidate(name)  # one left by an upgrade that was cut short
+            view = await self._instance_of(name)
+            stopped = None
+            if not beside and view is not None and view.state in STOPPABLE:
+                self.forget_ready(view.id)
+                self.records.begin_stop(name)
+                try:
+                    await self.runtime.stop(view)
+                finally:
+                    self.records.end_stop(name)
+                stopped = view
+            try:
+                candidate = await self.runtime.run(trial, placement, candidate=True)
+                await self._wait_ready(trial, candidate.id, new=True, mark=False)
+                problem = await self.runtime.completes(await self.runtime.inspect(candidate.id))
+                if problem:
+                    raise ApiError(422, problem, "model_failed_on_image",
+                                   log_tail=await self.runtime.log_tail(candidate, LOG_TAIL_ON_FAILURE))
+            except ApiError as exc:
+                found = await self.runtime.candidate(name)
+                tail = exc.log_tail or (await self.runtime.log_tail(found, LOG_TAIL_ON_FAILURE) if found else [])
+                await self.runtime.remove_candidate(name)
+                if stopped is not None:  # back to serving on the image it had
+                    self.forget_ready(stopped.id)
+                    await self.runtime.start(stopped)
+                    await self._wait_ready(specs[name], stopped.id, new=True, restarts_before=stopped.restart_count)
+                raise ApiError(422, f"Model '{name}' does not run on {image}: {exc.message}", "model_failed_on_image",
+                               "image", log_tail=tail) from None
+        return await self._status(name)
+
+    async def promote(self, name: str) -> ModelStatus:
+        """The checked candidate becomes the model's instance; the old one is removed."""
+        async with self._lock(name):
+            candidate = await self.runtime.candidate(name)
+            if candidate is None:
+                raise ApiError(409, f"Model '{name}' has no candidate instance to promote.", "no_candidate", "name")
+            old = await self._instance_of(name)
+            if old is not None:
+                self.forget_ready(old.id)
+            await self.runtime.promote(name)
+            self.records.mark_ready(name, candidate.id)  # checked before: it answers
+            self.records[name].failure = None
+            self.kick()
+        return await self._status(name)
+
+    async def discard_candidate(self, name: str) -> None:
+        async with self._lock(name):
+            await self.runtime.remove_candidate(name)
 
     async def check(self, spec: ModelSpec, *, replace: bool = False) -> AddCheck:
         """Whether ``spec`` may be added, and what it needs; writes and starts nothing (the gateway
@@ -380,8 +465,10 @@ class ModelManager:
                 await self.runtime.remove(spec.name)
                 raise
 
-    async def _wait_ready(self, spec: ModelSpec, instance_id: str, *, new: bool, restarts_before: int = 0) -> None:
-        """Until /health says 200; fails fast when the server exits (a bad file, no memory)."""
+    async def _wait_ready(self, spec: ModelSpec, instance_id: str, *, new: bool, restarts_before: int = 0,
+                          mark: bool = True) -> None:
+        """Until /health says 200; fails fast when the server exits (a bad file, no memory).
+        ``mark``: remember it as the model's ready instance (not for a candidate beside it)."""
         limit = self.settings.download_timeout_s if spec.hf else self.settings.load_timeout_s
         deadline = time.monotonic() + limit
         checked = 0.0
@@ -396,8 +483,9 @@ class ModelManager:
                                    f"its last log line: {tail[-1] if tail else '(none)'}", "model_failed_to_start",
                                    log_tail=tail)
             if instance.probe_url and await self.runtime.healthy(instance):
-                self.records.mark_ready(instance.model, instance_id)
-                self.kick()
+                if mark:
+                    self.records.mark_ready(instance.model, instance_id)
+                    self.kick()
                 return
             if now > deadline:
                 tail = await self.runtime.log_tail(instance, LOG_TAIL_ON_FAILURE)
