@@ -44,11 +44,15 @@ class DockerRuntime:
         self.facts = facts
         self.host = HostInfo(kind=facts.kind, warnings=list(facts.warnings))
         self.gpu = facts.gpu
-        self.stack_image = stack.gpu_image if facts.gpu else stack.cpu_image
         self._changed: Callable[[Change], None] = lambda change: None
         self._watcher: EventWatcher | None = None
         self._copier = LogCopier(client) if settings.follow_model_logs else None
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
+
+    @property
+    def stack_image(self) -> str:
+        """What a spec without an image runs (unless the catalog's defaults name another)."""
+        return self.stack.gpu_image if self.gpu else self.stack.cpu_image
 
     # ---- the change feed -----------------------------------------------------------------------
 
