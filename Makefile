@@ -75,6 +75,13 @@ edit: ## Change fields of a model: make edit NAME=x TTL=600 PINNED=1 ... [UNSET=
 	@test -n "$(NAME)" || { echo "usage: make edit NAME=name FIELD=value ... [UNSET=field,...]"; exit 2; }
 	$(CLI) models edit "$(NAME)" $(spec_options) $(if $(UNSET),--unset "$(UNSET)")
 
+llama-upgrade: ## Move the models to another llama-server image, one at a time, each checked before its old server goes: make llama-upgrade IMAGE=ghcr.io/ggml-org/llama.cpp:server-bNNNN
+	@test -n "$(IMAGE)" || { echo "usage: make llama-upgrade IMAGE=image"; exit 2; }
+	$(CLI) llama upgrade "$(IMAGE)"
+
+llama-rollback: ## Move the models back to the llama-server image before the last upgrade
+	$(CLI) llama rollback
+
 reconcile: ## Apply hand edits of config/models.yaml: start, recreate, remove containers to match
 	$(CLI) models reconcile
 

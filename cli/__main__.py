@@ -7,6 +7,7 @@
     llamadock models rm NAME
     llamadock models restart NAME
     llamadock models logs NAME [-f] [--tail N]
+    llamadock llama [upgrade IMAGE | rollback]   the llama-server image
     llamadock ps [-w]                         models: state, memory, CPU/GPU, slots, queue, unload
     llamadock gpu | status
 """
@@ -69,6 +70,16 @@ def parser() -> argparse.ArgumentParser:
 
     reconcile = msub.add_parser("reconcile", help="Make the containers match config/models.yaml.")
     reconcile.set_defaults(run=admin.cmd_reconcile)
+
+    llama = sub.add_parser("llama", help="The llama-server image the models run: show, upgrade, roll back.")
+    llama.set_defaults(run=admin.cmd_llama_image, request_timeout=None)
+    lsub = llama.add_subparsers(dest="action")
+    up = lsub.add_parser("upgrade", help="Move the models to IMAGE one at a time, each checked before its old "
+                         "server goes; a model that fails stays on its image.")
+    up.add_argument("image")
+    up.set_defaults(run=admin.cmd_llama_upgrade)
+    lsub.add_parser("rollback", help="Move the models back to the previous image.").set_defaults(
+        run=admin.cmd_llama_rollback)
 
     show = sub.add_parser("ps", help="What each model holds and does now (like `ollama ps`).")
     show.add_argument("-w", "--watch", action="store_true", help="Refresh every second until Ctrl-C.")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from contract.adding import Added
 from contract.gpu import GpuStatus
+from contract.images import LlamaImages, UpgradeReport
 from contract.listing import Listing, ModelStatus, ReconcileReport
 from contract.spec import source_from_text
 from contract.status import GatewayStatus, Loaded, Unloaded, UnloadedIdle
@@ -155,3 +156,36 @@ def cmd_gpu(api: Api, console: Console, args: argparse.Namespace) -> int:
 def cmd_status(api: Api, console: Console, args: argparse.Namespace) -> int:
     cmd_models(api, console, args)
     return cmd_gpu(api, console, args)
+
+
+def cmd_llama_image(api: Api, console: Console, args: argparse.Namespace) -> int:
+    images = api.get(LlamaImages, "GET", "/admin/llama/image", admin=True)
+    where = "config/models.yaml defaults" if images.from_catalog else "LLAMADOCK_LLAMA_IMAGE_CPU / _GPU"
+    console.print(f"llama-server image: {images.image} (from {where})"
+                  + (f"; previous: {images.previous}" if images.previous else ""))
+    return 0
+
+
+def cmd_llama_upgrade(api: Api, console: Console, args: argparse.Namespace) -> int:
+    with console.status(f"Moving the models to {args.image}, one at a time…"):
+        report = api.get(UpgradeReport, "POST", "/admin/llama/upgrade", admin=True, json={"image": args.image})
+    return _upgrade_report(console, report)
+
+
+def cmd_llama_rollback(api: Api, console: Console, args: argparse.Namespace) -> int:
+    with console.status("Moving the models back to the previous image…"):
+        report = api.get(UpgradeReport, "POST", "/admin/llama/rollback", admin=True)
+    return _upgrade_report(console, report)
+
+
+def _upgrade_report(console: Console, report: UpgradeReport) -> int:
+    console.print(f"llama-server image: {report.image}" + (f" (was {report.previous})" if report.previous else ""))
+    for label, names in (("moved, checked to answer", report.moved), ("not running, move at their next start",
+                         report.later), ("own image, left as they are", report.own_image)):
+        if names:
+            console.print(f"{label}: {', '.join(names)}")
+    for failed in report.failed:
+        console.print(f"[red]{failed.name} stays on its previous image: {failed.reason}[/]", highlight=False)
+        for line in failed.log_tail[-15:]:
+            console.print(f"  [dim]{line}[/]", highlight=False)
+    return 1 if report.failed else 0

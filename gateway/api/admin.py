@@ -13,11 +13,12 @@ from starlette.background import BackgroundTask
 
 from common.auth import bearer_matches
 from common.errors import ApiError
+from contract.images import ImageChange, UpgradeReport
 from contract.spec import NAME_PATTERN, ModelSpec
 from contract.status import Loaded, Unloaded, UnloadedIdle
 
 from ..scheduling import control
-from . import adds
+from . import adds, upgrade
 from .models import resolve
 
 
@@ -121,6 +122,23 @@ async def model_logs(request: Request, name: ModelName, tail: int = Query(100, g
                      follow: bool = False) -> Response:
     return await forward(request, "GET", _model_path(name, "/logs"),
                          params={"tail": tail, "follow": str(follow).lower()}, stream=True)
+
+
+@router.get("/llama/image", summary="The llama-server image models without their own run, and the one before it")
+async def llama_image(request: Request) -> Response:
+    return await forward(request, "GET", "/llama/image")
+
+
+@router.post("/llama/upgrade", summary="Move the models to another llama-server image, one at a time, each when idle",
+             responses={400: {"description": "The image is not there (nothing changed)."}})
+async def llama_upgrade(request: Request, change: ImageChange) -> UpgradeReport:
+    return await upgrade.upgrade(request, _lifecycle(request), change.image)
+
+
+@router.post("/llama/rollback", summary="Move the models back to the previous llama-server image",
+             responses={409: {"description": "No previous image is known."}})
+async def llama_rollback(request: Request) -> UpgradeReport:
+    return await upgrade.rollback(request, _lifecycle(request))
 
 
 @router.post("/reconcile", summary="Bring the containers in line with config/models.yaml")

@@ -88,7 +88,9 @@ class MemoryRuntime:
     # ---- reading -------------------------------------------------------------------------------
 
     def fingerprint(self, spec: ModelSpec, placement: Placement | None = None) -> Fingerprint:
-        return Fingerprint(spec.digest(), placement.label() if placement is not None and self.gpu else "")
+        # Of what is made, as Docker's hash is: a spec naming the stack's image is the same instance.
+        made = spec if spec.image else spec.model_copy(update={"image": self.stack_image})
+        return Fingerprint(made.digest(), placement.label() if placement is not None and self.gpu else "")
 
     async def instances(self) -> list[Instance]:
         snapshot = [i for i in self.by_id.values() if not _is_candidate(i)]
