@@ -5,11 +5,11 @@
    config/models.yaml beside the one it replaces; an image that is not there changes nothing (400).
 2. Each declared model without its own `image`, in turn (gateway/scheduling/upgrading.py says how):
    - running, with room for a second copy: the new server loads beside it (the scheduler counts
-     its memory twice meanwhile) and must answer /health and a one-token completion; then, once
-     the model is idle, its requests wait a moment (a CLOSED hold) while the new server takes the
-     old one's place;
-   - running, without that room: once it is idle its requests wait while the old server stops and
-     the new one loads; if the new one fails, the old one starts again;
+     its memory twice meanwhile) and must answer /health and a one-token completion; then new
+     requests wait (a CLOSED hold), those in flight finish, and the new server takes the old
+     one's place (a rename: a moment);
+   - running, without that room: new requests wait, those in flight finish, the old server stops
+     and the new one loads and is checked; if it fails, the old one starts again;
    - not running: nothing to move; its next start makes its server on the new image.
    A model that does not run on the new image stays on the previous one: its spec is given that
    image (`make edit NAME=x IMAGE=` clears it), and the report has its server's last log lines.
@@ -118,17 +118,16 @@ async def _settled(lifecycle: Lifecycle, name: str) -> Move:
 
 
 async def _closed_when_idle(lifecycle: Lifecycle, name: str) -> bool:
-    """A CLOSED hold, taken the moment it is idle: from then on its requests wait (bounded)."""
+    """A CLOSED hold: new requests wait, and this returns once those in flight have finished
+    (False, the hold given back, if they have not within IDLE_WAIT_S or the model stopped)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + IDLE_WAIT_S
-    while loop.time() < deadline:
-        model = lifecycle.state.models.get(name)
-        if model is None or model.phase is not Phase.READY:
-            return False
-        lifecycle.dispatch(Hold(name, HoldKind.CLOSED, lifecycle.clock()))
-        if lifecycle.state.models[name].closed:
+    lifecycle.dispatch(Hold(name, HoldKind.CLOSED, lifecycle.clock()))
+    while (model := lifecycle.state.models.get(name)) is not None and model.closed and loop.time() < deadline:
+        if model.in_flight == 0:
             return True
         await asyncio.sleep(POLL_S)
+    lifecycle.dispatch(Unhold(name, lifecycle.clock()))
     return False
 
 

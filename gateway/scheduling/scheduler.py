@@ -226,13 +226,14 @@ class Unload:
 
 class HoldKind(StrEnum):
     BESIDE = "beside"  # a second server loads beside it: it serves, its memory counts twice
-    CLOSED = "closed"  # its server is being replaced: it admits nothing
+    CLOSED = "closed"  # its server is being replaced: it admits nothing (what runs finishes)
 
 
 @dataclass(frozen=True)
 class Hold:
-    """An upgrade holds a ready model (``kind``); a CLOSED hold is taken only when it is idle (else
-    nothing changes: the caller looks at the model's ``hold`` and tries again)."""
+    """An upgrade holds a ready model (``kind``; a model not ready is left as it is). Under a
+    CLOSED hold its requests in flight finish and new ones wait: the caller swaps its server
+    once ``in_flight`` is 0, then sends ``Unhold``."""
     model: str
     kind: HoldKind
     now: float
@@ -394,7 +395,7 @@ def _apply(state: State, event: Event, actions: list[Action]) -> State:
                                         policy=_kept_alive(base, event.seconds),
                                         last_used=max(model.last_used, event.now)))
     if isinstance(event, Hold):
-        if model.phase is Phase.READY and (event.kind is HoldKind.BESIDE or not model.busy):
+        if model.phase is Phase.READY:
             return state.with_model(replace(model, hold=event.kind))
         return state
     if isinstance(event, Unhold):

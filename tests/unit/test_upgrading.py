@@ -49,12 +49,19 @@ def test_a_closed_model_admits_nothing_until_unheld_then_its_queue_goes():
     assert actions == [Admit(1, "a")]
 
 
-def test_a_closed_hold_is_taken_only_when_idle():
+def test_a_closed_hold_drains_a_busy_model_then_its_waiters_go_once_unheld():
     s, _ = step(budget(m("a", 200, busy=True)), Hold("a", HoldKind.CLOSED, 0.0))
+    s, actions = step(s, Arrive(1, "a", 0.5))
+    assert s.models["a"].closed and actions == []
+    s, actions = step(s, Finish(0, "a", 1.0))
+    assert s.models["a"].in_flight == 0 and actions == []  # drained: the swap may begin
+    s, actions = step(s, Unhold("a", 2.0))
+    assert actions == [Admit(1, "a")]
+
+
+def test_a_hold_on_a_model_that_is_not_ready_changes_nothing():
+    s, _ = step(budget(m("a", 200, STOPPED)), Hold("a", HoldKind.CLOSED, 0.0))
     assert s.models["a"].hold is None
-    s, _ = step(s, Finish(0, "a", 1.0))
-    s, _ = step(s, Hold("a", HoldKind.CLOSED, 1.0))
-    assert s.models["a"].hold is HoldKind.CLOSED
 
 
 def test_a_held_model_is_never_stopped_for_room_ttl_or_unload():
