@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
 import httpx
 import pytest
@@ -99,26 +100,32 @@ def test_make_edit_changes_one_field_and_a_bad_one_is_a_400(stack):
 
 
 def test_an_upgrade_moves_the_running_model_without_a_failed_request(stack, images):
-    results: list[int] = []
+    results: list[tuple[int, float]] = []
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.is_set():
-            results.append(chat(stack, "second"))
+            began = time.monotonic()
+            results.append((chat(stack, "second"), time.monotonic() - began))
 
     clients = [threading.Thread(target=loop) for _ in range(2)]
     for c in clients:
         c.start()
+    began = time.monotonic()
     try:
         upgraded = stack.run("make", "llama-upgrade", f"IMAGE={NEXT}")
     finally:
+        took = time.monotonic() - began
         stop.set()
         for c in clients:
             c.join(60)
     assert "moved, checked to answer: second" in upgraded.stdout, upgraded.stdout
     assert "not running, move at their next start: first" in upgraded.stdout
     assert running(stack) == {"second": NEXT}
-    assert results and set(results) == {200}, f"{len(results)} requests: {sorted(set(results))}"
+    codes = [code for code, _ in results]
+    assert results and set(codes) == {200}, f"{len(results)} requests: {sorted(set(codes))}"
+    print(f"\nupgrade under 2 clients: {took:.1f} s (make included), {len(results)} requests, all 200, "
+          f"longest {max(s for _, s in results):.2f} s")
     assert catalog(stack)["defaults"] == {"llama_image": NEXT, "previous_llama_image": LOCAL_LLAMA_IMAGE}
     assert NEXT in stack.run("make", "models").stdout
 
