@@ -59,14 +59,16 @@ def passed_on(response: httpx.Response) -> Response:
 async def add(request: Request, body: bytes, *, replace: bool, start: bool) -> Response:
     lifecycle: Lifecycle | None = request.app.state.gateway.lifecycle
     flag = str(replace).lower()
+    if lifecycle is None:  # no scheduler to make room: the orchestrator's own add (start and wait)
+        return await _without_scheduler(request, body, flag, start)
     checked = await orchestrator_call(request, "POST", "/models/check", content=body, params={"replace": flag})
     if checked.status_code != 200:
         return passed_on(checked)
     check = AddCheck.model_validate_json(checked.content)
     spec = check.spec
-    known = lifecycle.state.models.get(spec.name) if lifecycle is not None else None
+    known = lifecycle.state.models.get(spec.name)
     running = check.unchanged and known is not None and known.phase in HOLDS_MEMORY
-    if start and lifecycle is not None and not running:
+    if start and not running:
         verdict = plan_add(lifecycle.state, spec.name, lifecycle.policy_for(_as_listed(check)), lifecycle.clock())
         if isinstance(verdict, DoesNotFit):
             raise ApiError(409, verdict.message + " Nothing was added: stop a model first, or add it with "
@@ -79,7 +81,7 @@ async def add(request: Request, body: bytes, *, replace: bool, start: bool) -> R
         return passed_on(declared)
     created = declared.status_code == 201
     status = ModelStatus.model_validate_json(declared.content)
-    if not start or lifecycle is None:
+    if not start:
         return _answer(Added(model=status, created=created, started=False), created)
     registry = request.app.state.gateway.registry
     await registry.refresh(spec.name)  # the scheduler hears of it before it is asked to load it
@@ -97,6 +99,16 @@ async def add(request: Request, body: bytes, *, replace: bool, start: bool) -> R
     now = await orchestrator_call(request, "GET", f"/models/{spec.name}")
     status = ModelStatus.model_validate_json(now.content) if now.status_code == 200 else status
     return _answer(Added(model=status, created=created, started=True, stopped=stopped), created)
+
+
+async def _without_scheduler(request: Request, body: bytes, replace: str, start: bool) -> Response:
+    answer = await orchestrator_call(request, "POST", "/models", content=body,
+                                     params={"replace": replace, "start": str(start).lower()})
+    if answer.status_code not in (200, 201):
+        return passed_on(answer)
+    created = answer.status_code == 201
+    return _answer(Added(model=ModelStatus.model_validate_json(answer.content), created=created, started=start),
+                   created)
 
 
 def _as_listed(check: AddCheck) -> ModelStatus:

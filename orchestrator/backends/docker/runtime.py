@@ -163,12 +163,15 @@ class DockerRuntime:
             return
         except docker.errors.ImageNotFound:
             pass
+        except docker.errors.APIError as exc:  # not a name an image can have ("invalid reference format")
+            raise ApiError(400, f"{image!r} is not an image name Docker accepts ({exc.explanation or exc}).",
+                           "image_unavailable", "image") from None
         log.info("pulling %s", image)
         try:
             self.client.images.pull(image)
-        except docker.errors.APIError as exc:
+        except docker.errors.DockerException as exc:  # APIError, or a name the SDK refuses itself
             raise ApiError(400, f"The image {image} is not on this machine and could not be pulled "
-                           f"({exc.explanation or exc}). Build one with `make llama-image` "
+                           f"({getattr(exc, 'explanation', None) or exc}). Build one with `make llama-image` "
                            "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
 
     async def run(self, spec: ModelSpec, placement: Placement | None = None, *, candidate: bool = False) -> Instance:
