@@ -28,7 +28,7 @@ from contract.images import FailedMove, LlamaImages, UpgradeReport
 from contract.listing import Listing
 
 from ..scheduling.lifecycle import Lifecycle
-from ..scheduling.scheduler import Hold, HoldKind, Phase, Unhold
+from ..scheduling.scheduler import Hold, HoldKind, Unhold
 from ..scheduling.upgrading import Move, how_to_move
 from .adds import orchestrator_call
 
