@@ -90,10 +90,10 @@ async def add(request: Request, body: bytes, *, replace: bool, start: bool) -> R
     try:
         await _load(lifecycle, spec.name)
     except ApiError as exc:
+        put_back = created and await _put_back(request, spec, check.previous)
         if created:
-            await _put_back(request, spec, check.previous)
             await registry.refresh(spec.name)
-        raise _not_added(exc, lifecycle.start_errors.get(spec.name), created) from None
+        raise _not_added(exc, lifecycle.start_errors.get(spec.name), spec.name, created, put_back) from None
     finally:
         stopped = lifecycle.stopped_for.pop(spec.name, [])
     now = await orchestrator_call(request, "GET", f"/models/{spec.name}")
@@ -136,17 +136,27 @@ async def _load(lifecycle: Lifecycle, name: str) -> None:
             raise
 
 
-async def _put_back(request: Request, spec: ModelSpec, previous: ModelSpec | None) -> None:
-    """The catalog as it was before the add: the model gone, or its previous spec back."""
-    if previous is None:
-        await orchestrator_call(request, "DELETE", f"/models/{spec.name}")
+async def _put_back(request: Request, spec: ModelSpec, previous: ModelSpec | None) -> bool:
+    """The catalog as it was before the add: the model gone, or its previous spec back. False when
+    the orchestrator could not do it (it is restarting, say)."""
+    try:
+        if previous is None:
+            answer = await orchestrator_call(request, "DELETE", f"/models/{spec.name}")
+        else:
+            answer = await orchestrator_call(request, "POST", "/models", content=_json(previous),
+                                             params={"replace": "true", "start": "false"})
+    except ApiError:
+        return False
+    return answer.status_code in (200, 201)
+
+
+def _not_added(exc: ApiError, failure, name: str, created: bool, put_back: bool) -> ApiError:
+    if not created:
+        after = ""
+    elif put_back:
+        after = " It was not added: the catalog is as it was."
     else:
-        await orchestrator_call(request, "POST", "/models", content=_json(previous),
-                                params={"replace": "true", "start": "false"})
-
-
-def _not_added(exc: ApiError, failure, created: bool) -> ApiError:
-    after = " It was not added: the catalog is as it was." if created else ""
+        after = f" It could not be taken out of the catalog again: `make rm NAME={name}` does it."
     if failure is not None:
         status = FAILED_START_STATUS.get(failure.code or "", exc.status)
         return ApiError(status, failure.message + after, failure.code, type=None, log_tail=failure.log_tail)
