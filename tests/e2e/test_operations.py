@@ -99,16 +99,20 @@ def test_make_edit_changes_one_field_and_a_bad_one_is_a_400(stack):
     assert catalog(stack)["models"]["second"]["ttl"] == 900
 
 
-def test_an_upgrade_moves_the_running_model_without_a_failed_request(stack, images):
-    results: list[tuple[int, float]] = []
+def test_an_upgrade_moves_the_running_models_without_a_failed_request(stack, images):
+    # 100 + 20 MiB of 150: a second `small` fits beside it (the no-downtime way), a second
+    # `second` does not (its requests wait while its server is replaced).
+    stack.run("make", "add", "NAME=small", "MODEL=m.gguf", "MEMORY=20MiB")
+    before = {c["Config"]["Labels"]["io.llamadock.model"]: c["Id"] for c in stack.model_containers()}
+    results: list[tuple[str, int, float]] = []
     stop = threading.Event()
 
-    def loop() -> None:
+    def loop(model: str) -> None:
         while not stop.is_set():
             began = time.monotonic()
-            results.append((chat(stack, "second"), time.monotonic() - began))
+            results.append((model, chat(stack, model), time.monotonic() - began))
 
-    clients = [threading.Thread(target=loop) for _ in range(2)]
+    clients = [threading.Thread(target=loop, args=(m,)) for m in ("second", "second", "small")]
     for c in clients:
         c.start()
     began = time.monotonic()
@@ -119,13 +123,17 @@ def test_an_upgrade_moves_the_running_model_without_a_failed_request(stack, imag
         stop.set()
         for c in clients:
             c.join(60)
-    assert "moved, checked to answer: second" in upgraded.stdout, upgraded.stdout
+    assert "moved, checked to answer: second, small" in upgraded.stdout, upgraded.stdout
     assert "not running, move at their next start: first" in upgraded.stdout
-    assert running(stack) == {"second": NEXT}
-    codes = [code for code, _ in results]
-    assert results and set(codes) == {200}, f"{len(results)} requests: {sorted(set(codes))}"
-    print(f"\nupgrade under 2 clients: {took:.1f} s (make included), {len(results)} requests, all 200, "
-          f"longest {max(s for _, s in results):.2f} s")
+    assert running(stack) == {"second": NEXT, "small": NEXT}
+    after = {c["Config"]["Labels"]["io.llamadock.model"]: c["Id"] for c in stack.model_containers()}
+    assert after["second"] != before["second"] and after["small"] != before["small"]
+    codes = [code for _, code, _ in results]
+    assert set(codes) == {200} and {m for m, _, _ in results} == {"second", "small"}, sorted(set(codes))
+    for model in ("second", "small"):
+        waits = [s for m, _, s in results if m == model]
+        print(f"\nupgrade, {model}: {len(waits)} requests during it, all 200, longest {max(waits):.2f} s")
+    print(f"the whole `make llama-upgrade`: {took:.1f} s")
     assert catalog(stack)["defaults"] == {"llama_image": NEXT, "previous_llama_image": LOCAL_LLAMA_IMAGE}
     assert NEXT in stack.run("make", "models").stdout
 
@@ -134,9 +142,10 @@ def test_a_broken_image_leaves_the_model_on_its_own_and_shows_why(stack, images)
     failed = stack.run("make", "llama-upgrade", f"IMAGE={BROKEN}", check=False)
     out = failed.stdout
     assert failed.returncode != 0 and "second stays on its previous image" in out, out
-    assert "this build is broken" in out
-    assert running(stack) == {"second": NEXT} and chat(stack, "second") == 200
-    assert catalog(stack)["models"]["second"]["image"] == NEXT
+    assert "small stays on its previous image" in out and "this build is broken" in out
+    assert running(stack) == {"second": NEXT, "small": NEXT}
+    assert chat(stack, "second") == 200 and chat(stack, "small") == 200
+    assert catalog(stack)["models"]["second"]["image"] == NEXT == catalog(stack)["models"]["small"]["image"]
     assert not [c for c in stack.model_containers() if "-candidate-" in c["Name"]]
 
 
@@ -150,7 +159,7 @@ def test_an_image_that_is_not_there_changes_nothing(stack):
 def test_a_rollback_returns_to_the_previous_image(stack, images):
     back = stack.run("make", "llama-rollback")
     assert f"llama-server image: {NEXT} (was {BROKEN})" in back.stdout, back.stdout
-    assert "own image, left as they are: second" in back.stdout  # it named NEXT when BROKEN failed
-    assert catalog(stack)["defaults"]["llama_image"] == NEXT and running(stack) == {"second": NEXT}
+    assert "own image, left as they are: second, small" in back.stdout  # named NEXT when BROKEN failed
+    assert catalog(stack)["defaults"]["llama_image"] == NEXT and running(stack) == {"second": NEXT, "small": NEXT}
     stack.run("make", "edit", "NAME=second", "IMAGE=")  # back on the stack's image, which it already runs
-    assert "image" not in catalog(stack)["models"]["second"] and running(stack) == {"second": NEXT}
+    assert "image" not in catalog(stack)["models"]["second"] and running(stack)["second"] == NEXT
