@@ -36,7 +36,18 @@ IDLE_WAIT_S = 600.0  # longest wait for a model to be idle (or to finish startin
 POLL_S = 0.05
 
 
+_under_way = asyncio.Lock()  # one upgrade at a time: two would swap the same servers under each other
+
+
 async def upgrade(request: Request, lifecycle: Lifecycle, image: str) -> UpgradeReport:
+    if _under_way.locked():
+        raise ApiError(409, "An upgrade of the llama-server image is under way; wait for its report.",
+                       "upgrade_in_progress")
+    async with _under_way:
+        return await _upgrade(request, lifecycle, image)
+
+
+async def _upgrade(request: Request, lifecycle: Lifecycle, image: str) -> UpgradeReport:
     answer = await orchestrator_call(request, "POST", "/llama/image", content=_image_body(image))
     if answer.status_code != 200:
         raise _passed_on(answer)
