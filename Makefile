@@ -12,7 +12,7 @@ COMPOSE := bash scripts/compose.sh
 CLI := bash scripts/cli.sh
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
-.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add rm load unload chat reconcile
+.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add edit rm load unload chat reconcile llama-upgrade llama-rollback
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,10 +56,31 @@ containers: ## Show the stack's containers and the model containers
 models: ## Models: declared, running, and GGUF files available to add
 	$(CLI) models
 
-add: ## Add a model: make add NAME=x MODEL=file.gguf|owner/repo[:quant] [CTX=8192] [PARALLEL=2] [ALIASES=a,b] [ARGS="..."]
-	@test -n "$(NAME)" -a -n "$(MODEL)" || { echo "usage: make add NAME=name MODEL=file.gguf|owner/repo[:quant]"; exit 2; }
-	$(CLI) models add "$(NAME)" "$(MODEL)" $(if $(CTX),--ctx-size $(CTX)) $(if $(PARALLEL),--parallel $(PARALLEL)) \
-		$(if $(ALIASES),--alias "$(ALIASES)") $(if $(ARGS),--args "$(ARGS)")
+# Every field of a model's spec (contract/ModelSpec) as a make variable, upper case: TTL=600
+# PINNED=1 SWAP_GROUP=big ... become --ttl 600 --pinned 1 --swap-group big for the CLI
+# (tests/unit/test_spec_options.py keeps this list whole). CTX is short for CTX_SIZE. An empty value
+# (`make edit NAME=x IMAGE=`) puts the field back to its default.
+SPEC_VARS := ALIASES CTX_SIZE GPU_LAYERS PARALLEL MMPROJ ARGS GPUS IMAGE TTL PINNED PRELOAD SWAP_GROUP \
+	MIN_RESIDENCY MAX_CONCURRENT MAX_QUEUE MEMORY
+# Only what is given on make's command line: a TTL or IMAGE in your environment is not a field.
+given = $(filter command line,$(origin $(1)))
+spec_options = $(foreach v,$(SPEC_VARS),$(if $(call given,$(v)),--$(shell echo $(v) | tr A-Z_ a-z-)="$($(v))")) \
+	$(if $(call given,CTX),--ctx-size="$(CTX)")
+
+add: ## Add a model, making room as a request would: make add NAME=x MODEL=file.gguf|owner/repo[:quant] [CTX=8192 TTL=600 PINNED=1 SWAP_GROUP=g MMPROJ=f.gguf GPUS=0,1 ... any spec field] [NO_START=1]
+	@test -n "$(NAME)" -a -n "$(MODEL)" || { echo "usage: make add NAME=name MODEL=file.gguf|owner/repo[:quant] [FIELD=value ...]"; exit 2; }
+	$(CLI) models add "$(NAME)" "$(MODEL)" $(spec_options) $(if $(NO_START),--no-start) $(if $(REPLACE),--replace)
+
+edit: ## Change fields of a model: make edit NAME=x TTL=600 PINNED=1 ... [UNSET=image,ttl]
+	@test -n "$(NAME)" || { echo "usage: make edit NAME=name FIELD=value ... [UNSET=field,...]"; exit 2; }
+	$(CLI) models edit "$(NAME)" $(spec_options) $(if $(UNSET),--unset "$(UNSET)")
+
+llama-upgrade: ## Move the models to another llama-server image, one at a time, each checked before its old server goes: make llama-upgrade IMAGE=ghcr.io/ggml-org/llama.cpp:server-bNNNN
+	@test -n "$(IMAGE)" || { echo "usage: make llama-upgrade IMAGE=image"; exit 2; }
+	$(CLI) llama upgrade "$(IMAGE)"
+
+llama-rollback: ## Move the models back to the llama-server image before the last upgrade
+	$(CLI) llama rollback
 
 reconcile: ## Apply hand edits of config/models.yaml: start, recreate, remove containers to match
 	$(CLI) models reconcile

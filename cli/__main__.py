@@ -2,10 +2,12 @@
 
     llamadock chat [--model NAME]             chat (asks which model when not told)
     llamadock models                          table of models
-    llamadock models add NAME SOURCE [opts]   SOURCE: file in models/ or owner/repo[:quant]
+    llamadock models add NAME SOURCE [opts]   SOURCE: file in models/ or owner/repo[:quant]; every spec field
+    llamadock models edit NAME [opts]        change fields (--unset FIELD: back to the default)
     llamadock models rm NAME
     llamadock models restart NAME
     llamadock models logs NAME [-f] [--tail N]
+    llamadock llama [upgrade IMAGE | rollback]   the llama-server image
     llamadock ps [-w]                         models: state, memory, CPU/GPU, slots, queue, unload
     llamadock gpu | status
 """
@@ -19,6 +21,7 @@ import sys
 from . import admin, chat, ps
 from .api import Api, CallFailed, Connection
 from .console import make_console
+from .spec_options import add_spec_options
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,18 +40,19 @@ def parser() -> argparse.ArgumentParser:
     models.set_defaults(run=admin.cmd_models)
     msub = models.add_subparsers(dest="action")
 
-    add = msub.add_parser("add", help="Add a model and wait until it answers.")
+    add = msub.add_parser("add", help="Add a model, making room as a request would, and wait until it answers.")
     add.add_argument("name")
     add.add_argument("source", help="A GGUF file in models/ (x.gguf) or a Hugging Face repo (owner/repo[:quant]).")
-    add.add_argument("--alias", action="append", help="Another name for it (repeat, or comma-separated).")
-    add.add_argument("--ctx-size", type=int)
-    add.add_argument("--parallel", type=int)
-    add.add_argument("--gpu-layers", help="'all' or a number.")
-    add.add_argument("--mmproj", help="Vision projector GGUF in models/.")
-    add.add_argument("--image", help="llama-server image for this model.")
-    add.add_argument("--args", dest="args_text", help="Extra llama-server arguments, as one string: --args '--flash-attn on'.")
+    add_spec_options(add)
     add.add_argument("--replace", action="store_true", help="Replace a model of that name.")
+    add.add_argument("--no-start", action="store_true", help="Only write it into the catalog: it starts on its "
+                     "first request.")
     add.set_defaults(run=admin.cmd_add)
+
+    edit = msub.add_parser("edit", help="Change fields of a model's spec, e.g. --ttl 600 --pinned.")
+    edit.add_argument("name")
+    add_spec_options(edit, unset=True)
+    edit.set_defaults(run=admin.cmd_edit)
 
     rm = msub.add_parser("rm", help="Stop and remove a model.")
     rm.add_argument("name")
@@ -66,6 +70,16 @@ def parser() -> argparse.ArgumentParser:
 
     reconcile = msub.add_parser("reconcile", help="Make the containers match config/models.yaml.")
     reconcile.set_defaults(run=admin.cmd_reconcile)
+
+    llama = sub.add_parser("llama", help="The llama-server image the models run: show, upgrade, roll back.")
+    llama.set_defaults(run=admin.cmd_llama_image, request_timeout=None)
+    lsub = llama.add_subparsers(dest="action")
+    up = lsub.add_parser("upgrade", help="Move the models to IMAGE one at a time, each checked before its old "
+                         "server goes; a model that fails stays on its image.")
+    up.add_argument("image")
+    up.set_defaults(run=admin.cmd_llama_upgrade)
+    lsub.add_parser("rollback", help="Move the models back to the previous image.").set_defaults(
+        run=admin.cmd_llama_rollback)
 
     show = sub.add_parser("ps", help="What each model holds and does now (like `ollama ps`).")
     show.add_argument("-w", "--watch", action="store_true", help="Refresh every second until Ctrl-C.")

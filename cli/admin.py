@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import threading
 import time
 
 from rich.console import Console
 
+from contract.adding import Added
 from contract.gpu import GpuStatus
+from contract.images import LlamaImages, UpgradeReport
 from contract.listing import Listing, ModelStatus, ReconcileReport
 from contract.spec import source_from_text
 from contract.status import GatewayStatus, Loaded, Unloaded, UnloadedIdle
 
 from .api import Api, CallFailed
 from .render import admin_models_table, gpu_view, placements_from_status
+from .spec_options import spec_values, unset_fields
 
 
 def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
@@ -35,27 +37,24 @@ def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
 
 
 def spec_from_args(args: argparse.Namespace) -> dict:
-    spec: dict = {"name": args.name, **source_from_text(args.source)}
-    if args.alias:
-        spec["aliases"] = [a for value in args.alias for a in value.split(",") if a]
-    for key in ("ctx_size", "parallel", "mmproj", "image"):
-        if getattr(args, key) is not None:
-            spec[key] = getattr(args, key)
-    if args.gpu_layers is not None:
-        spec["gpu_layers"] = "all" if args.gpu_layers == "all" else int(args.gpu_layers)
-    if args.args_text:
-        spec["args"] = shlex.split(args.args_text)
-    return spec
+    """The body of an add: name, source and every spec field given (cli/spec_options.py)."""
+    given = {k: v for k, v in spec_values(args).items() if v is not None}  # empty: the default
+    return {"name": args.name, **source_from_text(args.source), **given}
 
 
 def cmd_add(api: Api, console: Console, args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    params = {"replace": str(args.replace).lower(), "start": str(not args.no_start).lower()}
+    if args.no_start:
+        added = api.get(Added, "POST", "/admin/models", admin=True, json=spec, params=params)
+        console.print(f"[green]{added.model.name}[/] is declared; it starts on its first request "
+                      f"(or `llamadock load {added.model.name}`).")
+        return 0
     result: dict = {}
 
     def post() -> None:
         try:
-            result["ok"] = api.get(ModelStatus, "POST", "/admin/models", admin=True, json=spec,
-                                   params={"replace": str(args.replace).lower()})
+            result["ok"] = api.get(Added, "POST", "/admin/models", admin=True, json=spec, params=params)
         except CallFailed as exc:
             result["error"] = exc
 
@@ -70,9 +69,22 @@ def cmd_add(api: Api, console: Console, args: argparse.Namespace) -> int:
                           + (f"  [dim]{line[:100]}[/]" if line else ""))
     if "error" in result:
         raise result["error"]
-    model: ModelStatus = result["ok"]
-    console.print(f"[green]{model.name}[/] is {model.state} "
-                  f"({time.monotonic() - started:.1f} s). Send requests with model=\"{model.name}\".")
+    added: Added = result["ok"]
+    if added.stopped:
+        console.print(f"Stopped to make room: {', '.join(added.stopped)} (they start again on their next request).")
+    console.print(f"[green]{added.model.name}[/] is {added.model.state} "
+                  f"({time.monotonic() - started:.1f} s). Send requests with model=\"{added.model.name}\".")
+    return 0
+
+
+def cmd_edit(api: Api, console: Console, args: argparse.Namespace) -> int:
+    changes = {**unset_fields(args), **spec_values(args)}
+    if not changes:
+        console.print("Nothing to change: give a field, e.g. --ttl 600 (or --unset image).")
+        return 2
+    with console.status(f"Changing {args.name}…"):
+        model = api.get(ModelStatus, "PATCH", f"/admin/models/{args.name}", admin=True, json=changes)
+    console.print(f"{model.name}: {', '.join(sorted(changes))} changed; it is {model.state}.")
     return 0
 
 
@@ -144,3 +156,36 @@ def cmd_gpu(api: Api, console: Console, args: argparse.Namespace) -> int:
 def cmd_status(api: Api, console: Console, args: argparse.Namespace) -> int:
     cmd_models(api, console, args)
     return cmd_gpu(api, console, args)
+
+
+def cmd_llama_image(api: Api, console: Console, args: argparse.Namespace) -> int:
+    images = api.get(LlamaImages, "GET", "/admin/llama/image", admin=True)
+    where = "config/models.yaml defaults" if images.from_catalog else "LLAMADOCK_LLAMA_IMAGE_CPU / _GPU"
+    console.print(f"llama-server image: {images.image} (from {where})"
+                  + (f"; previous: {images.previous}" if images.previous else ""))
+    return 0
+
+
+def cmd_llama_upgrade(api: Api, console: Console, args: argparse.Namespace) -> int:
+    with console.status(f"Moving the models to {args.image}, one at a time…"):
+        report = api.get(UpgradeReport, "POST", "/admin/llama/upgrade", admin=True, json={"image": args.image})
+    return _upgrade_report(console, report)
+
+
+def cmd_llama_rollback(api: Api, console: Console, args: argparse.Namespace) -> int:
+    with console.status("Moving the models back to the previous image…"):
+        report = api.get(UpgradeReport, "POST", "/admin/llama/rollback", admin=True)
+    return _upgrade_report(console, report)
+
+
+def _upgrade_report(console: Console, report: UpgradeReport) -> int:
+    console.print(f"llama-server image: {report.image}" + (f" (was {report.previous})" if report.previous else ""))
+    for label, names in (("moved, checked to answer", report.moved), ("not running, move at their next start",
+                         report.later), ("own image, left as they are", report.own_image)):
+        if names:
+            console.print(f"{label}: {', '.join(names)}")
+    for failed in report.failed:
+        console.print(f"[red]{failed.name} stays on its previous image: {failed.reason}[/]", highlight=False)
+        for line in failed.log_tail[-15:]:
+            console.print(f"  [dim]{line}[/]", highlight=False)
+    return 1 if report.failed else 0

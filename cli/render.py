@@ -15,7 +15,7 @@ from rich.text import Text
 
 from common.sizes import format_size
 from contract.gpu import GpuStatus
-from contract.listing import Listing
+from contract.listing import Listing, ModelStatus
 from contract.status import GatewayStatus
 
 from .commands import HELP
@@ -89,15 +89,24 @@ def admin_models_table(listing: Listing, placements: dict[str, str] | None = Non
     (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any."""
     placements = {k: v for k, v in (placements or {}).items() if v}
     table = Table(title="Models", title_justify="left")
-    for column in ("name", "state", "source", *(["gpu"] if placements else []), "aliases", "uptime", "reason"):
+    for column in ("name", "state", "source", *(["gpu"] if placements else []), "image", "aliases", "uptime",
+                   "reason"):
         table.add_column(column)
     for model in listing.models:
         spec = model.spec
         source = "?" if spec is None else spec.model or f"hf:{spec.hf}"
         where = [placements.get(model.name, "")] if placements else []
-        table.add_row(model.name, state_text(model.state), source, *where,
+        table.add_row(model.name, state_text(model.state), source, *where, image_text(model),
                       ", ".join(model.aliases), uptime(model.uptime_s), model.reason or "")
-    return Fitted(table, keep=("name", "state"), drop=("aliases", "gpu", "uptime", "source"))
+    return Fitted(table, keep=("name", "state"), drop=("aliases", "image", "gpu", "uptime", "source"))
+
+
+def image_text(model: ModelStatus) -> str:
+    """The llama-server image its instance runs ("-" without one); "(own)" when its spec names it,
+    so an upgrade of the stack's image passes it by."""
+    image = model.instance.image if model.instance and model.instance.image else "-"
+    own = model.spec is not None and model.spec.image is not None
+    return f"{image} (own)" if own else image
 
 
 def placements_from_status(status: GatewayStatus) -> dict[str, str]:

@@ -7,11 +7,15 @@ its admin endpoints here. Every route but /health needs the admin token.
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from typing import Any
+
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from common.auth import bearer_matches
 from common.errors import ApiError, install_error_handlers
+from contract.adding import AddCheck
+from contract.images import CandidateRequest, ImageChange, LlamaImages
 from contract.listing import Listing, ModelStatus, ReconcileReport
 from contract.placement import Placement
 from contract.spec import ModelSpec
@@ -50,10 +54,25 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
         return await manager.wait_change(after, timeout)
 
     @app.post("/models", dependencies=guarded, status_code=201)
-    async def add_model(spec: ModelSpec, response: Response, replace: bool = False) -> ModelStatus:
-        status, created = await manager.add(spec, replace=replace)
+    async def add_model(spec: ModelSpec, response: Response, replace: bool = False,
+                        start: bool = Query(True, description="false: write it into the catalog only; it starts "
+                                            "on its first request (the gateway's add then loads it).")) -> ModelStatus:
+        if start:
+            status, created = await manager.add(spec, replace=replace)
+        else:
+            status, created = await manager.declare(spec, replace=replace)
         response.status_code = 201 if created else 200
-        return status
+        return with_version(status)
+
+    @app.post("/models/check", dependencies=guarded)
+    async def check_model(spec: ModelSpec, replace: bool = False) -> AddCheck:
+        """Validate an add and say what the model needs; nothing is written or started."""
+        return await manager.check(spec, replace=replace)
+
+    @app.patch("/models/{name}", dependencies=guarded)
+    async def edit_model(name: str, changes: dict[str, Any] = Body(..., description="Fields to change; null: back "
+                                                                   "to the default.")) -> ModelStatus:
+        return with_version(await manager.edit(name, changes))
 
     @app.get("/models/{name}", dependencies=guarded)
     async def get_model(name: str) -> ModelStatus:
@@ -81,6 +100,32 @@ def create_app(settings: OrchestratorSettings, manager: ModelManager, lifespan=N
     async def model_logs(name: str, tail: int = Query(100, ge=0, le=100_000), follow: bool = False):
         chunks = await manager.logs(name, tail, follow)
         return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+
+    @app.get("/llama/image", dependencies=guarded)
+    async def llama_image() -> LlamaImages:
+        await manager.refresh()  # reads the catalog's defaults
+        return manager.images()
+
+    @app.post("/llama/image", dependencies=guarded)
+    async def set_llama_image(change: ImageChange) -> LlamaImages:
+        """The image models without their own run from now on (their servers move one by one: the
+        gateway's upgrade); 400 when it is not there, and then nothing changed."""
+        return await manager.set_image(change.image)
+
+    @app.post("/models/{name}/candidate", dependencies=guarded)
+    async def try_image(name: str, body: CandidateRequest) -> ModelStatus:
+        """Run the model on another image beside its own server and check it answers (422 with the log tail
+        when it does not); ``promote`` then swaps them."""
+        return await manager.try_image(name, body.image, beside=body.beside, placement=body.placement)
+
+    @app.post("/models/{name}/promote", dependencies=guarded)
+    async def promote(name: str) -> ModelStatus:
+        return with_version(await manager.promote(name))
+
+    @app.delete("/models/{name}/candidate", dependencies=guarded)
+    async def discard_candidate(name: str) -> dict:
+        await manager.discard_candidate(name)
+        return {"name": name, "candidate": None}
 
     @app.post("/reconcile", dependencies=guarded)
     async def reconcile() -> ReconcileReport:

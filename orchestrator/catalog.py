@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,8 @@ from contract.spec import ModelSpec
 
 DEFAULT_PATH = "config/models.yaml"
 MODELS_KEY = "models"
+DEFAULTS_KEY = "defaults"  # stack-wide settings: the llama-server image (and the one before it)
+DEFAULT_FIELDS = ("llama_image", "previous_llama_image")
 # llama.cpp's split files: only the first part is given to llama-server.
 MULTIPART_GGUF = re.compile(r"^.+-(?P<part>\d{5})-of-\d{5}\.gguf$", re.IGNORECASE)
 # `models:`, `models: {}`, `models: ~  # note`: a line we can turn into `models:  # note` with entries under it.
@@ -80,6 +83,69 @@ def parse_catalog(text: str, path: str = DEFAULT_PATH) -> dict[str, ModelSpec]:
             raise _located(error, name, body, key_line, path) from None
         specs[spec.name] = spec
     return specs
+
+
+@dataclass(frozen=True)
+class CatalogDefaults:
+    """``defaults:``: the llama-server image models without their own `image` run (None: the
+    stack's LLAMADOCK_LLAMA_IMAGE_CPU / _GPU), and the one before it, for a rollback."""
+    llama_image: str | None = None
+    previous_llama_image: str | None = None
+
+
+def parse_defaults(text: str, path: str = DEFAULT_PATH) -> CatalogDefaults:
+    """The catalog's ``defaults:`` (CatalogError says where and why it is wrong)."""
+    root = _load(text, path)
+    _models_mapping(root, path)
+    body = root.get(DEFAULTS_KEY) if isinstance(root, CommentedMap) else None
+    if body is None:
+        return CatalogDefaults()
+    line = root.lc.key(DEFAULTS_KEY)[0] + 1
+    if not isinstance(body, CommentedMap):
+        raise CatalogError(path, line, f"`{DEFAULTS_KEY}:` must map settings to values, found {_kind(body)}")
+    values = {}
+    for key, value in body.items():
+        where = body.lc.key(key)[0] + 1
+        if key not in DEFAULT_FIELDS:
+            raise CatalogError(path, where, f"{DEFAULTS_KEY}.{key}: unknown; known: {', '.join(DEFAULT_FIELDS)}")
+        if value is not None and (not isinstance(value, str) or not value or any(c.isspace() for c in value)):
+            raise CatalogError(path, where, f"{DEFAULTS_KEY}.{key}: must be an image name like "
+                               "ghcr.io/ggml-org/llama.cpp:server-b6000")
+        values[key] = None if value is None else str(value)
+    return CatalogDefaults(**values)
+
+
+def load_defaults(path: Path) -> CatalogDefaults:
+    return parse_defaults(_read(path), str(path))
+
+
+def render_with_defaults(text: str, defaults: CatalogDefaults) -> str:
+    """``text`` with its ``defaults:`` block replaced by ``defaults`` (or added above `models:`);
+    every other line stays as it was."""
+    specs = parse_catalog(text)
+    root = _load(text, DEFAULT_PATH)
+    lines = _with_final_newline(text.splitlines(keepends=True))
+    block = [f"{DEFAULTS_KEY}:  # the llama-server image (`make llama-upgrade`, `make llama-rollback`)\n"]
+    block += [f"  {key}: {_dump(_unambiguous(getattr(defaults, key))).splitlines()[0]}\n"
+              for key in DEFAULT_FIELDS if getattr(defaults, key) is not None]
+    if isinstance(root, CommentedMap) and DEFAULTS_KEY in root:
+        keys = list(root)
+        start = root.lc.key(DEFAULTS_KEY)[0]
+        after = keys.index(DEFAULTS_KEY) + 1
+        stop = root.lc.key(keys[after])[0] if after < len(keys) else len(lines)
+        while stop - 1 > start and (not lines[stop - 1].strip() or lines[stop - 1].lstrip().startswith("#")
+                                    and _indent(lines[stop - 1]) == 0):
+            stop -= 1
+        lines[start:stop] = block
+    elif isinstance(root, CommentedMap) and MODELS_KEY in root:
+        at = root.lc.key(MODELS_KEY)[0]
+        lines[at:at] = [*block, "\n"]
+    else:
+        lines += block
+    new_text = "".join(lines)
+    if parse_catalog(new_text) != specs or parse_defaults(new_text) != defaults:
+        raise AssertionError(f"rendered defaults do not read back as {defaults}:\n{new_text}")
+    return new_text
 
 
 STARTER = """\
@@ -246,9 +312,10 @@ def _models_mapping(root: Any, path: str) -> CommentedMap | None:
         line = root.lc.line + 1 if isinstance(root, CommentedSeq) else None
         raise CatalogError(path, line, f"expected `{MODELS_KEY}:` at the top level, found {_kind(root)}")
     for key in root:
-        if key != MODELS_KEY:
+        if key not in (MODELS_KEY, DEFAULTS_KEY):
             raise CatalogError(path, root.lc.key(key)[0] + 1,
-                               f"unknown top-level key {key!r}: the catalog holds only `{MODELS_KEY}:`")
+                               f"unknown top-level key {key!r}: the catalog holds only `{MODELS_KEY}:` "
+                               f"and `{DEFAULTS_KEY}:`")
     models = root.get(MODELS_KEY)
     if models is not None and not isinstance(models, CommentedMap):
         raise CatalogError(path, root.lc.key(MODELS_KEY)[0] + 1,

@@ -18,10 +18,17 @@ class CatalogEdits:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writing = asyncio.Lock()  # one write at a time: each edits the text the last one left
+        self.defaults = catalog_file.CatalogDefaults()  # as last read (every read and write updates it)
 
     def read(self) -> dict[str, ModelSpec]:
-        """The declared specs (raises catalog.CatalogError; any thread)."""
-        return catalog_file.load_catalog(self.path)
+        """The declared specs (raises catalog.CatalogError; any thread). Its defaults are kept."""
+        specs = catalog_file.load_catalog(self.path)
+        self.defaults = catalog_file.load_defaults(self.path)
+        return specs
+
+    async def set_defaults(self, defaults: catalog_file.CatalogDefaults) -> None:
+        await self._update(lambda text: catalog_file.render_with_defaults(text, defaults))
+        self.defaults = defaults
 
     async def read_or_409(self) -> dict[str, ModelSpec]:
         try:

@@ -160,6 +160,10 @@ class LiveListing:
             ))
         return out
 
+    def need_of(self, spec: ModelSpec) -> dict:
+        """``need_bytes``, ``need_detail`` and ``estimate`` of a spec (declared or not yet); any thread."""
+        return self._need(spec)
+
     def _need(self, spec: ModelSpec | None) -> dict:
         if spec is None:
             return {}

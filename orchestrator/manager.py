@@ -15,11 +15,17 @@ import time
 from typing import AsyncIterator
 
 from common.errors import ApiError
+from pydantic import ValidationError
+
+from common.errors import validation_error
+from contract.adding import AddCheck
+from contract.images import LlamaImages
 from contract.listing import InstanceState, Listing, ModelState, ModelStatus, ReconcileReport
 from contract.placement import Placement
 from contract.spec import ModelSpec
 
-from .backends.runtime import STOPPABLE, Change, Instance, Runtime
+from .backends.runtime import LIVE, STOPPABLE, Change, Instance, Runtime
+from .catalog import CatalogDefaults
 from .catalog_edits import CatalogEdits, check_names_free
 from .errors import not_found
 from .listing import LiveListing
@@ -102,19 +108,197 @@ class ModelManager:
 
     # ---- operations --------------------------------------------------------------------------
 
+    def _judge(self, spec: ModelSpec, specs: dict[str, ModelSpec], replace: bool) -> ModelSpec | None:
+        """The spec ``spec`` would replace (None: a new name); 409 when it may not."""
+        current = specs.get(spec.name)
+        if current is not None and current != spec and not replace:
+            raise ApiError(409, f"A model named '{spec.name}' already exists with a different spec. "
+                           "Remove it first, or add with replace=true.", "model_exists", "name")
+        check_names_free(spec, specs)
+        return current
+
+    async def _check_runnable(self, spec: ModelSpec) -> None:
+        """Its files are there and are GGUF, its image is there (pulled if need be): 400 otherwise."""
+        try:
+            await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
+        except SourceError as exc:
+            raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
+        await self.runtime.ensure_image(self._effective(spec))
+
+    def _effective(self, spec: ModelSpec) -> ModelSpec:
+        """The spec as its instance is made: the catalog's default image when it names none (the
+        spec's own `image` wins; without a default either, the runtime's stack image)."""
+        default = self.catalog.defaults.llama_image
+        return spec if spec.image or not default else spec.model_copy(update={"image": default})
+
+    # ---- the llama-server image ------------------------------------------------------------------
+
+    def images(self) -> LlamaImages:
+        defaults = self.catalog.defaults
+        return LlamaImages(image=defaults.llama_image or self.runtime.stack_image,
+                           previous=defaults.previous_llama_image, from_catalog=defaults.llama_image is not None)
+
+    async def set_image(self, image: str) -> LlamaImages:
+        """Make ``image`` the default of models without their own; the one it replaces is kept for a
+        rollback. An image that is not there (and cannot be pulled) changes nothing (400). Running
+        servers are left as they are: the upgrade moves them one at a time."""
+        await self.catalog.read_or_409()
+        await self.runtime.pull(image)
+        now = self.images()
+        if image != now.image:
+            await self.catalog.set_defaults(CatalogDefaults(llama_image=image, previous_llama_image=now.image))
+            log.info("llama-server image for models without their own: %s (was %s)", image, now.image)
+        await self.refresh()
+        return self.images()
+
+    async def try_image(self, name: str, image: str, *, beside: bool,
+                        placement: Placement | None = None) -> ModelStatus:
+        """Run the model on ``image`` as a candidate instance and check it answers (/health, then a
+        one-token completion); the model's own instance stays until ``promote``. ``beside=False``:
+        the own instance is stopped first (no room for both), and started again if the candidate
+        fails. A failure is 422 ``model_failed_on_image`` with the candidate's last log lines."""
+        async with self._lock(name):
+            specs = await self.catalog.read_or_409()
+            if name not in specs:
+                raise not_found(name, list(specs))
+            trial = specs[name].model_copy(update={"image": image})
+            await self.runtime.pull(image)
+            await self.runtime.remove_candidate(name)  # one left by an upgrade that was cut short
+            view = await self._instance_of(name)
+            stopped = None
+            if not beside and view is not None and view.state in STOPPABLE:
+                self.forget_ready(view.id)
+                self.records.begin_stop(name)
+                try:
+                    await self.runtime.stop(view)
+                finally:
+                    self.records.end_stop(name)
+                stopped = view
+            try:
+                candidate = await self.runtime.run(trial, placement, candidate=True)
+                await self._wait_ready(trial, candidate.id, new=True, mark=False)
+                problem = await self.runtime.completes(await self.runtime.inspect(candidate.id))
+                if problem:
+                    raise ApiError(422, problem, "model_failed_on_image",
+                                   log_tail=await self.runtime.log_tail(candidate, LOG_TAIL_ON_FAILURE))
+            except ApiError as exc:
+                found = await self.runtime.candidate(name)
+                tail = exc.log_tail or (await self.runtime.log_tail(found, LOG_TAIL_ON_FAILURE) if found else [])
+                await self.runtime.remove_candidate(name)
+                if stopped is not None:  # back to serving on the image it had
+                    self.forget_ready(stopped.id)
+                    await self.runtime.start(stopped)
+                    await self._wait_ready(specs[name], stopped.id, new=True, restarts_before=stopped.restart_count)
+                raise ApiError(422, f"Model '{name}' does not run on {image}: {exc.message}", "model_failed_on_image",
+                               "image", log_tail=tail) from None
+        return await self._status(name)
+
+    async def promote(self, name: str) -> ModelStatus:
+        """The checked candidate becomes the model's instance; the old one is removed."""
+        async with self._lock(name):
+            candidate = await self.runtime.candidate(name)
+            if candidate is None:
+                raise ApiError(409, f"Model '{name}' has no candidate instance to promote.", "no_candidate", "name")
+            old = await self._instance_of(name)
+            if old is not None:
+                self.forget_ready(old.id)
+            await self.runtime.promote(name)
+            self.records.mark_ready(name, candidate.id)  # checked before: it answers
+            self.records[name].failure = None
+            self.kick()
+        return await self._status(name)
+
+    async def discard_candidate(self, name: str) -> None:
+        async with self._lock(name):
+            await self.runtime.remove_candidate(name)
+
+    async def check(self, spec: ModelSpec, *, replace: bool = False) -> AddCheck:
+        """Whether ``spec`` may be added, and what it needs; writes and starts nothing (the gateway
+        plans room with this before it declares the model)."""
+        specs = await self.catalog.read_or_409()
+        current = self._judge(spec, specs, replace)
+        if current != spec:
+            await self._check_runnable(spec)
+        need = await asyncio.to_thread(self.live.need_of, spec)
+        return AddCheck(spec=spec, unchanged=current == spec, previous=None if current == spec else current, **need)
+
+    async def declare(self, spec: ModelSpec, *, replace: bool = False) -> tuple[ModelStatus, bool]:
+        """Write ``spec`` into the catalog without starting it (it starts on its first request, or
+        when the gateway loads it). An instance of the spec it replaces is removed: it must not
+        keep serving the old one. Returns (status, created)."""
+        async with self._lock(spec.name):
+            specs = await self.catalog.read_or_409()
+            current = self._judge(spec, specs, replace)
+            if current == spec:
+                return await self._status(spec.name), False
+            await self._check_runnable(spec)
+            await self.catalog.declare(spec)
+            if current is not None and await self._instance_of(spec.name) is not None:
+                await self.runtime.remove(spec.name)
+            self.records[spec.name].failure = None
+            return await self._status(spec.name), True
+
+    async def edit(self, name: str, changes: dict) -> ModelStatus:
+        """Change some fields of a declared model (``None``: back to the default), validated as an
+        add is; then bring its instance in line as reconcile would. If the changed model fails to
+        start, the catalog gets its old spec back and the old spec is started again."""
+        async with self._lock(name):
+            specs = await self.catalog.read_or_409()
+            current = specs.get(name)
+            if current is None:
+                raise not_found(name, list(specs))
+            if changes.get("name", name) != name:
+                raise ApiError(400, "A model cannot be renamed by an edit: add it under the new name and remove "
+                               "the old one.", "invalid_spec", "name")
+            body = {**current.declared(), **changes, "name": name}
+            try:
+                spec = ModelSpec.model_validate({k: v for k, v in body.items() if v is not None})
+            except ValidationError as exc:
+                raise validation_error(exc, "Invalid model spec", "invalid_spec") from None
+            if spec == current:
+                return await self._status(name)
+            check_names_free(spec, specs)
+            await self._check_runnable(spec)
+            before = await self._instance_of(name)
+            was_running = before is not None and before.state in LIVE
+            await self.catalog.declare(spec)
+            try:
+                await self._reconcile_one(spec)
+            except ApiError:
+                await self.catalog.declare(current)
+                if was_running:  # it served before the edit: it serves its old spec again
+                    await self._reconcile_one(current, wait=False, run_now=True)
+                raise
+            self.records[name].failure = None
+        return await self._status(name)
+
+    async def _reconcile_one(self, spec: ModelSpec, wait: bool = True, run_now: bool = False) -> None:
+        """What reconcile does for one declared model: a running outdated instance is recreated, a
+        stopped outdated one removed, a preloaded or pinned one (or with ``run_now``) started."""
+        view = await self._instance_of(spec.name)
+        decision = plan(Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
+                               run_now=run_now or spec.preload or spec.pinned), view)
+        if decision is Decision.REMOVE:
+            await self.runtime.remove(spec.name)
+        elif decision is Decision.START:
+            self.forget_ready(view.id)
+            await self.runtime.start(view)
+            if wait:
+                await self._wait_ready(spec, view.id, new=True, restarts_before=view.restart_count)
+        elif decision in (Decision.CREATE, Decision.RECREATE):
+            await self._launch(spec, None, view, wait=wait)
+
     async def add(self, spec: ModelSpec, *, replace: bool = False) -> tuple[ModelStatus, bool]:
         """Declare and start a model; wait until it answers. Returns (status, created).
 
-        Adding what is already declared with the same spec is a no-op that waits for it."""
+        Adding what is already declared with the same spec is a no-op that waits for it. (This
+        starts it with no regard for room; the gateway's add goes through its scheduler: check,
+        declare, then a load.)"""
         async with self._lock(spec.name):
             specs = await self.catalog.read_or_409()
-            current = specs.get(spec.name)
-            if current is not None and current != spec and not replace:
-                raise ApiError(409, f"A model named '{spec.name}' already exists with a different spec. "
-                               "Remove it first, or add with replace=true.", "model_exists", "name")
-            check_names_free(spec, specs)
+            current = self._judge(spec, specs, replace)
             # Only the spec the catalog already holds, running, is kept; anything else gets a new instance.
-            wanted = Wanted(self.runtime.fingerprint(spec).spec_hash,
+            wanted = Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
                             reuse=Reuse.RUNNING if current == spec else Reuse.NONE)
             view = await self._instance_of(spec.name)
             if plan(wanted, view) is Decision.KEEP:
@@ -170,7 +354,7 @@ class ModelManager:
             if placement is not None and spec.gpus != "all" and not set(placement.gpus) <= set(spec.gpus):
                 raise ApiError(400, f"Model '{name}' may only use GPUs {list(spec.gpus)}, not {list(placement.gpus)}.",
                                "invalid_placement", "gpus")
-            made = self.runtime.fingerprint(spec, placement)
+            made = self.runtime.fingerprint(self._effective(spec), placement)
             # A stopped instance is started again only on the GPUs asked for (its placement label).
             wanted = Wanted(made.spec_hash, placement=None if placement is None else made.placement)
             view = await self._instance_of(name)
@@ -235,7 +419,7 @@ class ModelManager:
                 view = await self._instance_of(name)
                 spec = specs.get(name)
                 # Preloaded and pinned models run now; the rest start on their first request.
-                wanted = None if spec is None else Wanted(self.runtime.fingerprint(spec).spec_hash,
+                wanted = None if spec is None else Wanted(self.runtime.fingerprint(self._effective(spec)).spec_hash,
                                                           run_now=spec.preload or spec.pinned)
                 decision = plan(wanted, view)
                 if decision is Decision.REMOVE:
@@ -270,10 +454,10 @@ class ModelManager:
             await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
         except SourceError as exc:
             raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
-        await self.runtime.ensure_image(spec)
+        await self.runtime.ensure_image(self._effective(spec))
         if old is not None:
             await self.runtime.remove(spec.name)
-        instance = await self.runtime.run(spec, placement)
+        instance = await self.runtime.run(self._effective(spec), placement)
         if wait:
             try:
                 await self._wait_ready(spec, instance.id, new=True)
@@ -281,8 +465,10 @@ class ModelManager:
                 await self.runtime.remove(spec.name)
                 raise
 
-    async def _wait_ready(self, spec: ModelSpec, instance_id: str, *, new: bool, restarts_before: int = 0) -> None:
-        """Until /health says 200; fails fast when the server exits (a bad file, no memory)."""
+    async def _wait_ready(self, spec: ModelSpec, instance_id: str, *, new: bool, restarts_before: int = 0,
+                          mark: bool = True) -> None:
+        """Until /health says 200; fails fast when the server exits (a bad file, no memory).
+        ``mark``: remember it as the model's ready instance (not for a candidate beside it)."""
         limit = self.settings.download_timeout_s if spec.hf else self.settings.load_timeout_s
         deadline = time.monotonic() + limit
         checked = 0.0
@@ -297,8 +483,9 @@ class ModelManager:
                                    f"its last log line: {tail[-1] if tail else '(none)'}", "model_failed_to_start",
                                    log_tail=tail)
             if instance.probe_url and await self.runtime.healthy(instance):
-                self.records.mark_ready(instance.model, instance_id)
-                self.kick()
+                if mark:
+                    self.records.mark_ready(instance.model, instance_id)
+                    self.kick()
                 return
             if now > deadline:
                 tail = await self.runtime.log_tail(instance, LOG_TAIL_ON_FAILURE)

@@ -13,10 +13,12 @@ from starlette.background import BackgroundTask
 
 from common.auth import bearer_matches
 from common.errors import ApiError
+from contract.images import ImageChange, UpgradeReport
 from contract.spec import NAME_PATTERN, ModelSpec
 from contract.status import Loaded, Unloaded, UnloadedIdle
 
 from ..scheduling import control
+from . import adds, upgrade
 from .models import resolve
 
 
@@ -77,18 +79,31 @@ async def list_models(request: Request) -> Response:
     return await forward(request, "GET", "/models")
 
 
-@router.post("/models", summary="Add a model: validate, start its container, wait until it answers",
+@router.post("/models", summary="Add a model: validate, make room as a request would, start it, wait until it answers",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": ModelSpec.model_json_schema()}}}},
-             responses={201: {"description": "Started and ready."}, 200: {"description": "Already there, same spec."},
-                        400: {"description": "Invalid spec or file."}, 409: {"description": "Name taken."},
-                        422: {"description": "The server exited while loading; `log_tail` says why."}})
+             responses={201: {"description": "Added (and started, unless start=false): `Added`, with the models "
+                              "stopped to make room."},
+                        200: {"description": "Already there with that spec."},
+                        400: {"description": "Invalid spec or file."},
+                        409: {"description": "Name taken, or `model_does_not_fit` (need, free memory, what holds "
+                              "it): nothing changed."},
+                        422: {"description": "The server exited while loading; `log_tail` says why; the catalog is "
+                              "as it was."}})
 async def add_model(request: Request,
-                    replace: bool = Query(False, description="Replace a model of that name with a new spec.")):
-    # Forwarded as sent: the orchestrator judges the spec and its errors name the field and the
-    # rule (a second check here would only hide them behind a vaguer one).
-    return await forward(request, "POST", "/models", content=await request.body(),
-                         params={"replace": str(replace).lower()})
+                    replace: bool = Query(False, description="Replace a model of that name with a new spec."),
+                    start: bool = Query(True, description="false: into the catalog only; it starts on its first "
+                                        "request.")):
+    # The body goes to the orchestrator as sent: it judges the spec and its errors name the field
+    # and the rule (a second check here would only hide them behind a vaguer one).
+    return await adds.add(request, await request.body(), replace=replace, start=start)
+
+
+@router.patch("/models/{name}", summary="Change fields of a model's spec (null: back to the default)",
+              responses={**_BAD_NAME, 400: {"description": "Invalid value or unknown field: nothing changed."},
+                         422: {"description": "It would not start with the change: its old spec is back."}})
+async def edit_model(request: Request, name: ModelName) -> Response:
+    return await forward(request, "PATCH", _model_path(name), content=await request.body())
 
 
 @router.get("/models/{name}", summary="One model's state", responses=_BAD_NAME)
@@ -111,6 +126,23 @@ async def model_logs(request: Request, name: ModelName, tail: int = Query(100, g
                      follow: bool = False) -> Response:
     return await forward(request, "GET", _model_path(name, "/logs"),
                          params={"tail": tail, "follow": str(follow).lower()}, stream=True)
+
+
+@router.get("/llama/image", summary="The llama-server image models without their own run, and the one before it")
+async def llama_image(request: Request) -> Response:
+    return await forward(request, "GET", "/llama/image")
+
+
+@router.post("/llama/upgrade", summary="Move the models to another llama-server image, one at a time, each when idle",
+             responses={400: {"description": "The image is not there (nothing changed)."}})
+async def llama_upgrade(request: Request, change: ImageChange) -> UpgradeReport:
+    return await upgrade.upgrade(request, _lifecycle(request), change.image)
+
+
+@router.post("/llama/rollback", summary="Move the models back to the previous llama-server image",
+             responses={409: {"description": "No previous image is known."}})
+async def llama_rollback(request: Request) -> UpgradeReport:
+    return await upgrade.rollback(request, _lifecycle(request))
 
 
 @router.post("/reconcile", summary="Bring the containers in line with config/models.yaml")

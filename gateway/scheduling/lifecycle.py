@@ -31,7 +31,7 @@ import httpx
 from pydantic import ValidationError
 
 from common.errors import ApiError
-from contract.errors import error_detail
+from contract.errors import ErrorDetail, error_detail
 from contract.gpu import GpuStatus
 from contract.listing import HostInfo, Listing, MemoryEstimate, ModelStatus
 from contract.pools import Pool
@@ -44,9 +44,9 @@ from ..model_metrics import crashed, eviction_reason
 from .placement import Placement, start_body
 from .progress import Progress, progress
 from .release import memory_returned
-from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Reject, Released, Start, StartFailed,
-                        State, Stop, Stopped, Started, Tick, next_tick, step)
-from .inputs import Defaults, scheduler_view, sync_event
+from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start,
+                        StartFailed, State, Stop, Stopped, Started, Tick, next_tick, step)
+from .inputs import Defaults, policy_from_listing, scheduler_view, sync_event
 
 log = logging.getLogger("llamadock.lifecycle")
 
@@ -147,6 +147,10 @@ class Lifecycle:
         self._wake = asyncio.Event()
         self._wake_at = 0.0
         self._last_tick = 0.0
+        # For an add's answer: whom the scheduler stopped for the models being added (an entry
+        # per add under way), and why a model's last start failed.
+        self.stopped_for: dict[str, list[str]] = {}
+        self.start_errors: dict[str, ErrorDetail] = {}
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -168,6 +172,10 @@ class Lifecycle:
             self.metrics.evictions.labels(name, "crash").inc()
         self.listing = listing
         self._sync(phases_from_listing=True)
+
+    def policy_for(self, model: ModelStatus) -> Policy:
+        """The policy a model not yet in the listing would get (an add's plan reads it)."""
+        return policy_from_listing(model, self.defaults, list(self.state.capacity), None, self._overheads())
 
     def describe(self) -> SchedulerView:
         """The scheduler's view, for /status: what holds memory where, and what waits."""
@@ -222,6 +230,8 @@ class Lifecycle:
         elif isinstance(action, Stop):
             log.info("stopping %s: %s", action.model, action.reason)
             self._count_stop(action)
+            if action.for_model in self.stopped_for:  # an add is listening (it made the entry)
+                self.stopped_for[action.for_model].append(action.model)
             model = self.state.models.get(action.model)
             held = dict(model.held) if model else {}
             self._note_change(held)
@@ -257,6 +267,7 @@ class Lifecycle:
         if response.status_code != 200:
             error = error_detail(response.content)
             reason, code = (error.message, error.code) if error else (f"HTTP {response.status_code}", None)
+            self.start_errors[name] = error or ErrorDetail(message=reason)
             self._learning.pop(name, None)
             self.dispatch(StartFailed(name, reason, self.clock(), oom=code == "model_out_of_memory"))
             return

@@ -114,6 +114,10 @@ class Model:
     starting_since: float = 0.0  # when its current start began
     recent_requests_s: tuple[float, ...] = ()  # the last few requests' durations, admitted to finished
     recent_starts_s: tuple[float, ...] = ()  # the last few starts' durations
+    # An image upgrade under way (gateway/upgrade.py): BESIDE, a second server on the new image is
+    # loading next to it (it keeps serving; its memory counts twice); CLOSED, its server is being
+    # swapped (it admits nothing, its requests wait). Never stopped for a rival while held.
+    hold: "Hold | None" = None
 
     @property
     def busy(self) -> bool:
@@ -121,10 +125,15 @@ class Model:
 
     @property
     def held(self) -> Mapping[str, int]:
-        """Bytes per pool it holds (or will, once started): where we placed it, or more if NVML saw more there."""
-        if self.placement is None:
-            return self.policy.need
-        return {p: max(n, self.policy.need.get(p, 0)) for p, n in self.placement.need.items()}
+        """Bytes per pool it holds (or will, once started): where we placed it, or more if NVML saw more
+        there; twice that while a second server of it loads beside it (an upgrade)."""
+        held = self.policy.need if self.placement is None else {
+            p: max(n, self.policy.need.get(p, 0)) for p, n in self.placement.need.items()}
+        return {p: 2 * n for p, n in held.items()} if self.hold is HoldKind.BESIDE else held
+
+    @property
+    def closed(self) -> bool:
+        return self.hold is HoldKind.CLOSED
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,27 @@ class Unload:
     now: float
 
 
+class HoldKind(StrEnum):
+    BESIDE = "beside"  # a second server loads beside it: it serves, its memory counts twice
+    CLOSED = "closed"  # its server is being replaced: it admits nothing (what runs finishes)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An upgrade holds a ready model (``kind``; a model not ready is left as it is). Under a
+    CLOSED hold its requests in flight finish and new ones wait: the caller swaps its server
+    once ``in_flight`` is 0, then sends ``Unhold``."""
+    model: str
+    kind: HoldKind
+    now: float
+
+
+@dataclass(frozen=True)
+class Unhold:
+    model: str
+    now: float
+
+
 @dataclass(frozen=True)
 class Sync:
     """What the orchestrator reports: the declared models, their policy and observed phase."""
@@ -225,7 +255,8 @@ class Sync:
     gpu_pools: frozenset[str] = frozenset()
 
 
-Event = Union[Arrive, Finish, Cancel, Started, StartFailed, Released, Stopped, Tick, Sync, KeepAlive, Unload]
+Event = Union[Arrive, Finish, Cancel, Started, StartFailed, Released, Stopped, Tick, Sync, KeepAlive, Unload, Hold,
+              Unhold]
 
 
 # ---- actions -----------------------------------------------------------------------------------
@@ -270,6 +301,9 @@ class Stop:
     model: str
     reason: str  # in words, for logs and people
     kind: StopKind
+    # The model it makes way for (room, swap group): an add reports it. Not part of what a stop
+    # is (equal stops stay equal): the reason says it in words.
+    for_model: str | None = field(default=None, compare=False)
 
     @property
     def swap(self) -> bool:
@@ -308,7 +342,7 @@ def _apply(state: State, event: Event, actions: list[Action]) -> State:
     if isinstance(event, Arrive):
         model = replace(model, last_used=event.now)
         if model.phase is Phase.READY and model.in_flight < model.policy.limit and not model.queue \
-                and not model.yielding_to:
+                and not model.yielding_to and not model.closed:
             actions.append(Admit(event.rid, model.name))
             return state.with_model(replace(model, in_flight=model.in_flight + 1))
         # Waiting for a start, the first ones will take its free slots: only those beyond queue.
@@ -360,8 +394,14 @@ def _apply(state: State, event: Event, actions: list[Action]) -> State:
         return state.with_model(replace(model, keep_alive=event.seconds, kept_from=base,
                                         policy=_kept_alive(base, event.seconds),
                                         last_used=max(model.last_used, event.now)))
+    if isinstance(event, Hold):
+        if model.phase is Phase.READY:
+            return state.with_model(replace(model, hold=event.kind))
+        return state
+    if isinstance(event, Unhold):
+        return state.with_model(replace(model, hold=None))
     if isinstance(event, Unload):
-        if model.phase is Phase.READY and not model.busy:
+        if model.phase is Phase.READY and not model.busy and model.hold is None:
             actions.append(Stop(model.name, "unloaded on request", StopKind.UNLOAD))
             return state.with_model(replace(model, phase=Phase.STOPPING))
     return state
@@ -371,7 +411,8 @@ def _sync(state: State, event: Sync, actions: list[Action]) -> State:
     models: dict[str, Model] = {}
     for name, (policy, observed, reason) in event.models.items():
         known = state.models.get(name)
-        settled = known is None or known.phase in (Phase.READY, Phase.STOPPED, Phase.FAILED)  # not ours in flight
+        # Not ours in flight (a start, a stop), nor a server an upgrade is swapping (held).
+        settled = known is None or known.phase in (Phase.READY, Phase.STOPPED, Phase.FAILED) and known.hold is None
         if settled and observed is Phase.STARTING:
             # Started by someone else (a preload, Docker's restart after a crash, an admin):
             # ask for it too, so its end arrives as Started / StartFailed like our own starts.
@@ -418,7 +459,7 @@ def _kept_alive(policy: Policy, seconds: float | None) -> Policy:
 def _unload_idle(state: State, actions: list[Action]) -> State:
     """Models a client asked to unload after its request (keep_alive 0) go as soon as they are idle."""
     for model in list(state.models.values()):
-        if model.keep_alive == 0 and model.phase is Phase.READY and not model.busy:
+        if model.keep_alive == 0 and model.phase is Phase.READY and not model.busy and model.hold is None:
             actions.append(Stop(model.name, "keep_alive 0: unloaded after its request", StopKind.KEEP_ALIVE))
             state = state.with_model(replace(model, phase=Phase.STOPPING))
     return state
@@ -447,7 +488,7 @@ def _expire(state: State, now: float, actions: list[Action]) -> State:
                                       retry_after(wait, 5), len(model.queue), wait))
             state = state.with_model(model)
         ttl = model.policy.ttl_s
-        if model.phase is Phase.READY and ttl > 0 and not model.policy.pinned and not model.busy \
+        if model.phase is Phase.READY and ttl > 0 and not model.policy.pinned and not model.busy and not model.hold \
                 and now - model.last_used >= ttl:
             actions.append(Stop(model.name, f"idle for {ttl:g} s", StopKind.IDLE))
             state = state.with_model(replace(model, phase=Phase.STOPPING))
@@ -485,7 +526,7 @@ def _admit(state: State, actions: list[Action]) -> State:
     """Admit what ready models can take, oldest first (not a model yielding its memory)."""
     for model in list(state.models.values()):
         if model.phase is Phase.READY and model.queue and model.in_flight < model.policy.limit \
-                and not model.yielding_to:
+                and not model.yielding_to and not model.closed:
             free = model.policy.limit - model.in_flight
             admitted, rest = model.queue[:free], model.queue[free:]
             actions.extend(Admit(w.rid, model.name) for w in admitted)
@@ -512,7 +553,7 @@ def _resident(model: Model, now: float) -> bool:
 def _evictable(model: Model, now: float, starving: bool) -> bool:
     """May be stopped (now, or once its requests in flight end) for a rival: always for a starving
     one (pinned aside); otherwise only once idle and past its residency."""
-    if model.phase is not Phase.READY or model.policy.pinned:
+    if model.phase is not Phase.READY or model.policy.pinned or model.hold is not None:
         return False
     return starving or not (model.busy or _resident(model, now))
 
@@ -579,7 +620,7 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
             for rival in rivals:
                 if _evictable(rival, now, starving) and not rival.in_flight:
                     actions.append(Stop(rival.name, f"swap group '{group}': '{model.name}' is wanted"
-                                        + _starved(model, now, starving), StopKind.SWAP_GROUP))
+                                        + _starved(model, now, starving), StopKind.SWAP_GROUP, model.name))
                     state = state.with_model(replace(rival, phase=Phase.STOPPING, yielding_to=None))
             return state  # start once they have stopped (a Stopped event settles again)
 
@@ -598,7 +639,7 @@ def _try_start(state: State, model: Model, now: float, actions: list[Action]) ->
         if victim.in_flight:
             continue  # yielding: stopped once its requests in flight end
         actions.append(Stop(victim.name, f"making room for '{model.name}'" + _starved(model, now, starving),
-                            StopKind.ROOM))
+                            StopKind.ROOM, model.name))
         state = state.with_model(replace(victim, phase=Phase.STOPPING, yielding_to=None))
     return state  # start once the room is free (a Stopped / Released / Started event settles again)
 

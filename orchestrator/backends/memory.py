@@ -31,6 +31,9 @@ SIGTERM_EXIT = 143  # how a stopped server's exit code reads
 class MemoryRuntime:
     def __init__(self, *, gpus: Sequence[int] = (), node: str = LOCAL_NODE) -> None:
         self.host = HostInfo(kind="memory")
+        self.stack_image = "llama:memory"
+        self.broken_images: dict[str, list[str]] = {}  # image -> what a server made from it logs as it exits
+        self.silent_images: set[str] = set()  # images whose servers answer /health but make no completion
         self.gpu = bool(gpus)
         self.gpus = tuple(gpus)
         self.node = node
@@ -49,7 +52,10 @@ class MemoryRuntime:
     # ---- what a test sets up or looks at -------------------------------------------------------
 
     def instance(self, model: str) -> Instance | None:
-        return next((i for i in self.by_id.values() if i.model == model), None)
+        return next((i for i in self.by_id.values() if i.model == model and not _is_candidate(i)), None)
+
+    def candidate_of(self, model: str) -> Instance | None:
+        return next((i for i in self.by_id.values() if i.model == model and _is_candidate(i)), None)
 
     def answer(self, model: str) -> None:
         """Its server now answers /health."""
@@ -82,10 +88,12 @@ class MemoryRuntime:
     # ---- reading -------------------------------------------------------------------------------
 
     def fingerprint(self, spec: ModelSpec, placement: Placement | None = None) -> Fingerprint:
-        return Fingerprint(spec.digest(), placement.label() if placement is not None and self.gpu else "")
+        # Of what is made, as Docker's hash is: a spec naming the stack's image is the same instance.
+        made = spec if spec.image else spec.model_copy(update={"image": self.stack_image})
+        return Fingerprint(made.digest(), placement.label() if placement is not None and self.gpu else "")
 
     async def instances(self) -> list[Instance]:
-        snapshot = list(self.by_id.values())
+        snapshot = [i for i in self.by_id.values() if not _is_candidate(i)]
         if self.reading is not None:
             await self.reading()
         return snapshot
@@ -114,20 +122,23 @@ class MemoryRuntime:
     # ---- effects -------------------------------------------------------------------------------
 
     async def ensure_image(self, spec: ModelSpec) -> None:
-        image = spec.image or "llama:memory"
+        await self.pull(spec.image or self.stack_image)
+
+    async def pull(self, image: str) -> None:
         if image in self.missing_images:
             raise ApiError(400, f"The image {image} is not there.", "image_unavailable", "image")
 
-    async def run(self, spec: ModelSpec, placement: Placement | None = None) -> Instance:
-        self.calls.append(("run", spec.name))
-        if self.instance(spec.name) is not None:
+    async def run(self, spec: ModelSpec, placement: Placement | None = None, *, candidate: bool = False) -> Instance:
+        self.calls.append(("run candidate" if candidate else "run", spec.name))
+        if (self.candidate_of if candidate else self.instance)(spec.name) is not None:
             raise ApiError(409, f"An instance of {spec.name} exists.", "container_name_taken", "name")
         number = next(self._ids)
         made = self.fingerprint(spec, placement)
+        kind = "candidate" if candidate else "model"
         instance = Instance(
-            id=f"{number:012d}{'0' * 52}", name=f"memory-model-{spec.name}", model=spec.name,
+            id=f"{number:012d}{'0' * 52}", name=f"memory-{kind}-{spec.name}", model=spec.name,
             state=InstanceState.CREATED, spec_hash=made.spec_hash, spec=spec, placement=made.placement,
-            image=spec.image or "llama:memory", url=f"http://memory-model-{spec.name}:8080",
+            image=spec.image or self.stack_image, url=f"http://memory-{kind}-{spec.name}:8080",
             probe_url=f"memory://{number}", node=self.node)
         self.by_id[instance.id] = instance
         self._launch(instance)
@@ -149,6 +160,30 @@ class MemoryRuntime:
         self._changed(Change(instance.id, down=True))
         self._launch(self.by_id[instance.id])
 
+    async def candidate(self, model: str) -> Instance | None:
+        return self.candidate_of(model)
+
+    async def promote(self, model: str) -> None:
+        self.calls.append(("promote", model))
+        new = self.candidate_of(model)
+        old = self.instance(model)
+        if old is not None:
+            self._changed(Change(old.id, down=True))
+            del self.by_id[old.id]
+            self.answering.discard(old.id)
+        self._set(new, name=f"memory-model-{model}", url=f"http://memory-model-{model}:8080")
+        self._changed(Change(new.id))
+
+    async def remove_candidate(self, model: str) -> None:
+        found = self.candidate_of(model)
+        if found is not None:
+            self.calls.append(("remove candidate", model))
+            del self.by_id[found.id]
+            self.answering.discard(found.id)
+
+    async def completes(self, instance: Instance) -> str | None:
+        return "it answered 500 to a completion" if instance.image in self.silent_images else None
+
     async def remove(self, model: str) -> None:
         self.calls.append(("remove", model))
         for instance in [i for i in self.by_id.values() if i.model == model]:
@@ -161,6 +196,8 @@ class MemoryRuntime:
         """Its server starts; it answers, waits for the test, or exits at once as set up."""
         started = datetime.now(timezone.utc)
         exit_code, lines = self.failing.pop(instance.model, (None, []))
+        if instance.image in self.broken_images:
+            exit_code, lines = 1, self.broken_images[instance.image]
         self.log.setdefault(instance.id, []).extend(lines or [f"{instance.model}: listening"])
         if exit_code is not None:
             self._set(instance, state=InstanceState.EXITED, exit_code=exit_code, started_at=started, pids=())
@@ -173,3 +210,7 @@ class MemoryRuntime:
 
     def _set(self, instance: Instance, **changes) -> None:
         self.by_id[instance.id] = replace(self.by_id[instance.id], **changes)
+
+
+def _is_candidate(instance: Instance) -> bool:
+    return instance.name.startswith("memory-candidate-")

@@ -91,16 +91,35 @@ class Runtime(Protocol):
         """Pure: the hash and placement label an instance made now from ``spec`` would carry."""
 
     async def instances(self) -> list[Instance]:
-        """Every instance of this stack, in any state."""
+        """Every instance of this stack, in any state (candidates aside)."""
 
     async def inspect(self, instance_id: str) -> Instance:
         """One instance as it is now (raises when it is gone)."""
 
+    stack_image: str  # what a spec without an `image` runs, unless the catalog's defaults say otherwise
+
     async def ensure_image(self, spec: ModelSpec) -> None:
         """What ``spec`` runs from is there (pulled if need be)."""
 
-    async def run(self, spec: ModelSpec, placement: Placement | None = None) -> Instance:
-        """Make an instance of ``spec`` and start it (removed again when it cannot start)."""
+    async def pull(self, image: str) -> None:
+        """``image`` is there (pulled if need be); ApiError 400 ``image_unavailable`` when it cannot be."""
+
+    async def run(self, spec: ModelSpec, placement: Placement | None = None, *, candidate: bool = False) -> Instance:
+        """Make an instance of ``spec`` and start it (removed again when it cannot start).
+        ``candidate``: a second instance of the model beside its own (an image upgrade's trial), not
+        listed by ``instances`` until ``promote`` makes it the model's instance."""
+
+    async def candidate(self, model: str) -> Instance | None:
+        """The model's candidate instance, if one is there."""
+
+    async def promote(self, model: str) -> None:
+        """The candidate becomes the model's instance; the instance it replaces is removed."""
+
+    async def remove_candidate(self, model: str) -> None:
+        """Stop and remove the model's candidate (none: nothing to do)."""
+
+    async def completes(self, instance: Instance) -> str | None:
+        """Whether its server makes a one-token completion: None when it does, else why not."""
 
     async def start(self, instance: Instance) -> None:
         """Start a stopped instance again, as it was made."""

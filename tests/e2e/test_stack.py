@@ -149,7 +149,7 @@ def test_make_add_starts_a_routable_model(stack, client):
 def test_adding_the_same_model_again_is_a_no_op(stack):
     again = stack.admin.post("/admin/models", json={"name": "tiny", "model": "tiny.gguf", "parallel": 2,
                                                      "ctx_size": 4096, "aliases": ["gpt-4o-mini"]})
-    assert again.status_code == 200 and again.json()["state"] == "ready"
+    assert again.status_code == 200 and again.json()["model"]["state"] == "ready" and not again.json()["created"]
     clash = stack.admin.post("/admin/models", json={"name": "tiny", "model": "other.gguf"})
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "model_exists"
     alias_clash = stack.admin.post("/admin/models", json={"name": "b", "model": "other.gguf",

@@ -216,3 +216,16 @@ def test_models_table_shows_the_gpu_placement_only_when_there_is_one():
     assert "gpu0+gpu1 split 4800:10560" in text and " gpu " in text
     cpu = plain(admin_models_table(listing, placements_from_status(GatewayStatus(scheduler=None))), width=160)
     assert " gpu " not in cpu
+
+
+def test_models_table_shows_the_image_each_model_runs_and_which_name_their_own():
+    from contract.listing import InstanceInfo
+    from cli.render import admin_models_table
+    stack = status("a", "ready", model="a.gguf").model_copy(update={"instance": InstanceInfo(
+        id="0123456789ab", name="llamadock-model-a", state="running", image="llama:next")})
+    own = status("b", "ready", model="b.gguf", image="llama:mine").model_copy(update={"instance": InstanceInfo(
+        id="0123456789ac", name="llamadock-model-b", state="running", image="llama:mine")})
+    text = plain(admin_models_table(served_listing(stack, own, status("c", "stopped", model="c.gguf"))), width=160)
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│")}
+    assert "llama:next" in rows["a"] and "(own)" not in rows["a"]
+    assert "llama:mine (own)" in rows["b"] and " - " in rows["c"]

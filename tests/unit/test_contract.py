@@ -14,6 +14,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from contract.errors import error_detail
+from contract.adding import AddCheck, Added
 from contract.listing import InstanceInfo, Listing, MemoryEstimate, ModelState, ModelStatus
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
@@ -46,6 +47,16 @@ class Manager:
     async def add(self, spec, replace=False):
         self.added.append(spec)
         return self.listing.models[0], True
+
+    async def check(self, spec, replace=False):
+        return AddCheck(spec=spec, need_bytes=int(spec.memory) if spec.memory else None)
+
+    async def declare(self, spec, replace=False):
+        self.added.append(spec)
+        return self.listing.models[0], True
+
+    async def status(self, name):
+        return self.listing.find(name)
 
 
 SERVED = listing(
@@ -137,7 +148,8 @@ def test_a_valid_spec_is_forwarded_as_sent(gateway):
     answer = client.post("/admin/models", json={"name": "tiny", "model": "tiny.gguf", "memory": "6GiB"},
                          headers={"authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 201, answer.text
-    assert ModelStatus.model_validate_json(answer.content).name == "tiny"
+    added = Added.model_validate_json(answer.content)
+    assert added.model.name == "tiny" and added.created and added.started and added.stopped == []
     (spec,) = manager.added
     assert (spec.name, spec.model, int(spec.memory)) == ("tiny", "tiny.gguf", 6 * 2**30)
 

@@ -90,3 +90,20 @@ def test_the_probe_asks_health_on_the_instances_address():
         return [await docker.healthy(i) for i in (up, loading, unreachable)]
     assert asyncio.run(scenario()) == [True, False, False]
     assert asked == ["http://10.0.0.2:8080/health", "http://10.0.0.3:8080/health"]
+
+
+def test_a_candidate_container_is_not_the_models_instance_and_no_model_name_can_make_one():
+    from orchestrator.backends.docker.containers import candidate_name, container_name
+
+    def attrs(name: str, model: str) -> dict:
+        return {"Id": name, "Name": f"/{name}", "Config": {"Labels": {"io.llamadock.model": model}, "Image": "x"},
+                "State": {"Status": "running"}}
+
+    containers = [SimpleNamespace(attrs=attrs("p-model-a", "a")), SimpleNamespace(attrs=attrs("p-candidate-a", "a")),
+                  SimpleNamespace(attrs=attrs("p-model-a-next", "a-next"))]
+    docker_runtime = runtime(HostFacts(gpu=False))
+    docker_runtime._list = lambda: containers
+    found = asyncio.run(docker_runtime.instances())
+    assert sorted(i.name for i in found) == ["p-model-a", "p-model-a-next"]
+    names = {container_name("p", m) for m in ("a", "a-next", "candidate-a", "model-a")}
+    assert candidate_name("p", "a") not in names  # model names are lowercase [a-z0-9._-]: never "p-candidate-…"

@@ -48,6 +48,12 @@ def container_name(project: str, model: str) -> str:
     return f"{project}-model-{model}"
 
 
+def candidate_name(project: str, model: str) -> str:
+    """A second container of a model, beside its own (an image upgrade's trial): another prefix, so
+    no model's name can make it (model names may hold `-`)."""
+    return f"{project}-candidate-{model}"
+
+
 def server_command(spec: ModelSpec, host: HostFacts, placement: Placement | None = None) -> list[str]:
     """llama-server's arguments (the image's entrypoint is llama-server)."""
     launch = describe_launch(spec, gpu=host.gpu, placement=placement)

@@ -24,7 +24,8 @@ from contract.spec import ModelSpec
 from ...settings import OrchestratorSettings
 from ..pools import node_pools
 from ..runtime import Change, Fingerprint, Instance
-from .containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts, create_kwargs, spec_hash
+from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts, candidate_name, container_name,
+                         create_kwargs, spec_hash)
 from .host import HostFacts
 from .status import instance_from_attrs
 from .watch import EventWatcher, LogCopier, change_of, is_start
@@ -48,6 +49,11 @@ class DockerRuntime:
         self._copier = LogCopier(client, mode=settings.model_logs, as_json=settings.log_format == "json") \
             if settings.model_logs != "off" else None
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
+
+    @property
+    def stack_image(self) -> str:
+        """What a spec without an image runs (unless the catalog's defaults name another)."""
+        return self.stack.gpu_image if self.gpu else self.stack.cpu_image
 
     # ---- the change feed -----------------------------------------------------------------------
 
@@ -86,7 +92,18 @@ class DockerRuntime:
         return self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.stack.project}"})
 
     async def instances(self) -> list[Instance]:
-        return [self._instance(c.attrs) for c in await asyncio.to_thread(self._list)]
+        found = [self._instance(c.attrs) for c in await asyncio.to_thread(self._list)]
+        return [i for i in found if i.name != candidate_name(self.stack.project, i.model)]
+
+    async def candidate(self, model: str) -> Instance | None:
+        container = await asyncio.to_thread(self._get, candidate_name(self.stack.project, model))
+        return None if container is None else self._instance(container.attrs)
+
+    def _get(self, name: str):
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
 
     async def inspect(self, instance_id: str) -> Instance:
         container = await asyncio.to_thread(self.client.containers.get, instance_id)
@@ -136,7 +153,10 @@ class DockerRuntime:
     # ---- effects ---------------------------------------------------------------------------------
 
     async def ensure_image(self, spec: ModelSpec) -> None:
-        await asyncio.to_thread(self._ensure_image, create_kwargs(spec, self.facts, self.stack)["image"])
+        await self.pull(create_kwargs(spec, self.facts, self.stack)["image"])
+
+    async def pull(self, image: str) -> None:
+        await asyncio.to_thread(self._ensure_image, image)
 
     def _ensure_image(self, image: str) -> None:
         try:
@@ -144,18 +164,23 @@ class DockerRuntime:
             return
         except docker.errors.ImageNotFound:
             pass
+        except docker.errors.APIError as exc:  # not a name an image can have ("invalid reference format")
+            raise ApiError(400, f"{image!r} is not an image name Docker accepts ({exc.explanation or exc}).",
+                           "image_unavailable", "image") from None
         log.info("pulling %s", image)
         try:
             self.client.images.pull(image)
-        except docker.errors.APIError as exc:
+        except docker.errors.DockerException as exc:  # APIError, or a name the SDK refuses itself
             raise ApiError(400, f"The image {image} is not on this machine and could not be pulled "
-                           f"({exc.explanation or exc}). Build one with `make llama-image` "
+                           f"({getattr(exc, 'explanation', None) or exc}). Build one with `make llama-image` "
                            "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
 
-    async def run(self, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+    async def run(self, spec: ModelSpec, placement: Placement | None = None, *, candidate: bool = False) -> Instance:
         """Create and start the container; on a failed start remove it. The Instance is as it
         was created (its state may be behind already: ``inspect`` tells)."""
         kwargs = create_kwargs(spec, self.facts, self.stack, placement)
+        if candidate:
+            kwargs["name"] = candidate_name(self.stack.project, spec.name)
         try:
             container = await asyncio.to_thread(self.client.containers.create, **kwargs)
         except docker.errors.APIError as exc:
@@ -167,7 +192,7 @@ class DockerRuntime:
         try:
             await asyncio.to_thread(container.start)
         except docker.errors.APIError as exc:
-            await self.remove(spec.name)
+            await (self.remove_candidate(spec.name) if candidate else self.remove(spec.name))
             raise ApiError(500, f"Docker could not start the container: {_gpu_hint(exc)}.", "docker_error") from None
         log.info("model %s: container %s started", spec.name, container.short_id)
         self._changed(Change(container.id))
@@ -188,6 +213,47 @@ class DockerRuntime:
 
     async def remove(self, model: str) -> None:
         await asyncio.to_thread(self._remove, model)
+
+    async def remove_candidate(self, model: str) -> None:
+        container = await asyncio.to_thread(self._get, candidate_name(self.stack.project, model))
+        if container is not None:
+            await asyncio.to_thread(self._stop_and_remove, container, model)
+
+    async def promote(self, model: str) -> None:
+        """The candidate takes the model's container name (Docker's DNS follows a rename), once the
+        model's own container is gone: its id, its address and its logs stay the ones checked."""
+        await asyncio.to_thread(self._promote, model)
+
+    def _promote(self, model: str) -> None:
+        new = self.client.containers.get(candidate_name(self.stack.project, model))
+        old = self._get(container_name(self.stack.project, model))
+        if old is not None:
+            self._stop_and_remove(old, model)
+        new.rename(container_name(self.stack.project, model))
+        log.info("model %s: container %s now serves it", model, new.short_id)
+        self._changed(Change(new.id))
+
+    def _stop_and_remove(self, container, model: str) -> None:
+        self._changed(Change(container.id, down=True))
+        try:
+            if container.status in STOPPABLE_STATUSES:
+                container.stop(timeout=int(self.settings.stop_grace_s))
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        log.info("model %s: container %s removed", model, container.short_id)
+        self._changed(Change())
+
+    async def completes(self, instance: Instance) -> str | None:
+        """One token from llama-server's own /completion: the model loaded and the image computes."""
+        if not instance.probe_url:
+            return "it has no address"
+        try:
+            answer = await self._probe.post(f"{instance.probe_url}/completion", json={"prompt": "Hi", "n_predict": 1},
+                                            timeout=60.0)
+        except httpx.HTTPError as exc:
+            return f"a one-token completion failed: {exc!r}"
+        return None if answer.status_code == 200 else f"a one-token completion answered {answer.status_code}"
 
     def _remove(self, model: str) -> None:
         """SIGTERM, the grace period, SIGKILL, remove: every container of ours for that model."""
