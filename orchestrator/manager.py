@@ -271,9 +271,10 @@ class ModelManager:
         except SourceError as exc:
             raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
         await self.runtime.ensure_image(spec)
-        if old is not None:
-            await self.runtime.remove(spec.name)
-        instance = await self.runtime.run(spec, placement)
+        if old is None:
+            instance = await self.runtime.run(spec, placement)
+        else:
+            instance = await self.runtime.replace(old, spec, placement)
         if wait:
             try:
                 await self._wait_ready(spec, instance.id, new=True)

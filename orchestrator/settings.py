@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The official llama.cpp server images, pinned to the build that matches the
@@ -15,14 +15,16 @@ OFFICIAL_GPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312"
 
 
 class OrchestratorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore", populate_by_name=True)
 
     orchestrator_host: str = Field("127.0.0.1", description="Address the orchestrator's API listens on.")
     orchestrator_port: int = Field(8081, description="Its port on the stack's network (published on 127.0.0.1 only "
                                    "with the host-network override, for the gateway).")
     admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
-    runtime: str = Field("docker", description="Where models run: a backend named in orchestrator/backends "
-                         "(docker: the Docker engine on this box).")
+    # LLAMADOCK_BACKEND is the documented name; LLAMADOCK_RUNTIME, the seam's first name, still reads.
+    runtime: str = Field("engine", validation_alias=AliasChoices("LLAMADOCK_BACKEND", "LLAMADOCK_RUNTIME", "runtime"),
+                         description="Where models run: a backend named in orchestrator/backends (engine: the Docker "
+                         "engine on this box; swarm: services of a Docker Swarm).")
     gpu: Literal["auto", "nvidia", "none"] = Field("auto", description="GPU mode; auto asks the Docker daemon.")
     catalog_file: Path = Field(Path("config/models.yaml"), description="Declared models (persisted on add/remove).")
     models_dir: Path = Field(Path("models"), description="models/ as this process sees it (for checks).")
@@ -39,10 +41,12 @@ class OrchestratorSettings(BaseSettings):
     stop_grace_s: float = Field(10.0, description="SIGTERM, then this long, then SIGKILL.")
     model_url_by: Literal["name", "ip"] = Field("name", description="Gateway reaches models by container name or IP.")
     reconcile_on_start: bool = Field(True, description="Bring containers in line with the catalog at start.")
+    swarm_network: str = Field("llamadock", description="Swarm backend: the attachable overlay network model "
+                               "services join (made by `make swarm-init`).")
     follow_model_logs: bool = Field(True, description="Copy model containers' output to this service's log.")
     log_level: str = "info"
 
-    @field_validator("llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
+    @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):

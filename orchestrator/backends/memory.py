@@ -133,6 +133,10 @@ class MemoryRuntime:
         self._launch(instance)
         return self.by_id[instance.id]
 
+    async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+        await self.remove(spec.name)  # a container is made once: a new spec is a new one
+        return await self.run(spec, placement)
+
     async def start(self, instance: Instance) -> None:
         self.calls.append(("start", instance.model))
         self._launch(self.by_id[instance.id])

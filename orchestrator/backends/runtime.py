@@ -102,6 +102,10 @@ class Runtime(Protocol):
     async def run(self, spec: ModelSpec, placement: Placement | None = None) -> Instance:
         """Make an instance of ``spec`` and start it (removed again when it cannot start)."""
 
+    async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+        """Make ``old`` into an instance of ``spec`` and start it: the engine removes it and runs a
+        new one; a backend that updates in place (a Swarm service) keeps its id."""
+
     async def start(self, instance: Instance) -> None:
         """Start a stopped instance again, as it was made."""
 
