@@ -47,7 +47,8 @@ def test_common_shape(facts):
     assert kw["container_labels"][LABEL_MODEL] == "qwen" and LABEL_PROJECT not in kw["container_labels"]
     assert kw["user"] == "1000:1000"
     assert kw["constraints"] == []  # no placement: wherever Swarm puts it
-    assert (flag(kw["command"], "--model"), flag(kw["command"], "--port")) == ("/models/qwen.gguf", "8080")
+    assert "command" not in kw  # a service's command would replace the image's entrypoint, llama-server
+    assert (flag(kw["args"], "--model"), flag(kw["args"], "--port")) == ("/models/qwen.gguf", "8080")
     # The SDK takes them as they are, for a create and for an update.
     for func in ("create", "update"):
         made = docker.models.services._get_create_service_kwargs(func, dict(kw))
@@ -65,8 +66,8 @@ def test_placement_is_a_node_constraint_and_the_visible_devices(facts, placement
     kw = service_kwargs(SPEC, facts, STACK, placement)
     assert env(kw)["NVIDIA_VISIBLE_DEVICES"] == visible
     assert kw["constraints"] == constraint
-    assert flag(kw["command"], "--n-gpu-layers") == layers
-    assert flag(kw["command"], "--tensor-split") == split
+    assert flag(kw["args"], "--n-gpu-layers") == layers
+    assert flag(kw["args"], "--tensor-split") == split
     assert ("CUDA_DEVICE_ORDER" in env(kw)) == (split is not None)
     assert kw["labels"][LABEL_PLACEMENT] == ("" if placement is None else placement.label())
     assert kw["image"] == ("llama:cuda" if facts.gpu else "llama:cpu")

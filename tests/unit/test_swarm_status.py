@@ -119,6 +119,11 @@ def test_a_rejected_task_says_why():
     assert instance(service(), [rejected]).state is InstanceState.EXITED
     assert task_error(rejected) == "No such image: llama:nope"
     assert task_error(task("running")) is None
+    # While Swarm makes the next task after a failure, the failed one's error is the last one.
+    from orchestrator.backends.swarm.status import last_error
+    failed = task("failed", desired="shutdown", err="task: non-zero exit (1)", created="2026-12-03T10:00:01Z")
+    assert last_error([failed, task("ready", created="2026-12-03T10:00:03Z")]) == "task: non-zero exit (1)"
+    assert last_error([task("running")]) is None
 
 
 def node(node_id: str, hostname: str, *, memory: str | None = None, state: str = "ready",

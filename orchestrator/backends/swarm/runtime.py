@@ -30,7 +30,7 @@ from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, Sta
 from ..runtime import LIVE, Change, Fingerprint, Instance
 from .nodes import SwarmNode, known_names, node_from_attrs, node_pools
 from .services import SwarmFacts, service_kwargs, spec_hash
-from .status import current_task, instance_from_service, task_error
+from .status import instance_from_service, last_error
 from .watch import Seen, ServiceLogCopier, TaskPoller
 
 log = logging.getLogger("llamadock.orchestrator")
@@ -70,6 +70,8 @@ class SwarmRuntime:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.stop()
+        if self._copier is not None:
+            self._copier.stop()
         await self._probe.aclose()
 
     def _seen(self) -> dict[str, Seen]:  # on the poller's thread
@@ -154,11 +156,13 @@ class SwarmRuntime:
         without the models directory, leaves no log, only that)."""
         try:
             raw = b"".join(self.client.api.service_logs(service_id, stdout=True, stderr=True, tail=lines))
-            tasks = self.client.api.tasks(filters={"service": service_id})
         except docker.errors.APIError:
-            return []
+            raw = b""  # no task of it ever ran
+        try:
+            error = last_error(self.client.api.tasks(filters={"service": service_id}))
+        except docker.errors.APIError:
+            error = None
         found = [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
-        error = task_error(current_task(tasks))
         return found + [f"swarm: {error}"] if error else found
 
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:

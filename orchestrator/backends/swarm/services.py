@@ -72,7 +72,8 @@ def service_kwargs(spec: ModelSpec, facts: SwarmFacts, stack: StackFacts, placem
            "NVIDIA_VISIBLE_DEVICES": visible_devices(spec, facts.gpu, None)}
     kwargs = {
         "image": image,
-        "command": server_command(spec, facts.gpu),
+        # `args`, not `command`: a service's command replaces the image's entrypoint (llama-server).
+        "args": server_command(spec, facts.gpu),
         "env": env,
         # The same host path on every node (or a shared volume mounted there, such as NFS).
         "mounts": [Mount(MODELS_MOUNT, stack.models_dir, type="bind", read_only=True),
@@ -102,7 +103,7 @@ def service_kwargs(spec: ModelSpec, facts: SwarmFacts, stack: StackFacts, placem
         kwargs["constraints"] = [f"node.hostname=={node_hostname(placement, facts)}"]
         if facts.gpu:
             env["NVIDIA_VISIBLE_DEVICES"] = visible_devices(spec, True, placement)
-            kwargs["command"] = server_command(spec, True, placement)
+            kwargs["args"] = server_command(spec, True, placement)
             if len(placement.gpus) > 1:
                 env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the split is in NVML's (PCI) order
     kwargs["env"] = [f"{key}={value}" for key, value in sorted(env.items())]

@@ -87,6 +87,13 @@ def task_error(task: dict | None) -> str | None:
     return status.get("Err") or None
 
 
+def last_error(tasks: Sequence[dict]) -> str | None:
+    """The newest task's error: the current one's, or, while Swarm makes a new task after a
+    failure, the failed one's (the new task has none yet)."""
+    newest = sorted(tasks, key=lambda t: _when(t.get("CreatedAt")), reverse=True)
+    return next((error for t in newest if (error := task_error(t))), None)
+
+
 def node_of(task: dict | None, hostnames: dict[str, str], local_id: str) -> str:
     """The task's node by hostname; the manager's own node is the contract's LOCAL_NODE, so its
     GPUs keep the keys the gateway's NVML reading gives them (``gpu0``, not ``<host>/gpu0``)."""

@@ -92,10 +92,17 @@ class ServiceLogCopier:
         self.out = out or sys.stdout
         self._following: set[str] = set()
         self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Copy no more. (A follower blocked on a quiet stream ends with its next line: the SDK's
+        stream cannot be closed from another thread.)"""
+        with self._lock:
+            self._stopped = True
 
     def follow(self, service_id: str, model: str) -> None:
         with self._lock:
-            if service_id in self._following:
+            if self._stopped or service_id in self._following:
                 return
             self._following.add(service_id)
         threading.Thread(target=self._copy, args=(service_id, model), name=f"logs-{service_id[:12]}",
@@ -110,6 +117,8 @@ class ServiceLogCopier:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
+                    if self._stopped:
+                        return
                     self._write(model, line)
         except docker.errors.NotFound:
             pass  # removed: nothing more to copy
