@@ -216,6 +216,13 @@ async def test_a_model_through_its_whole_life_on_a_swarm(swarm: Swarm, capsys):
         t_start = time.monotonic() - t0
         assert again.started_at > second.started_at
 
+        # Restart: a new task of the same spec, in place.
+        t0 = time.monotonic()
+        await runtime.restart(again)
+        bounced = await wait_until_async(lambda: _restarted(runtime, again), READY_S, "tiny-a restarted", every=0.25)
+        t_restart = time.monotonic() - t0
+        assert (bounced.id, bounced.spec_hash) == (first.id, new_hash)
+
         # Remove: the service goes, its containers too.
         await runtime.remove("tiny-a")
         assert await runtime.instances() == []
@@ -229,6 +236,7 @@ async def test_a_model_through_its_whole_life_on_a_swarm(swarm: Swarm, capsys):
     assert "tiny-a@local | " in capsys.readouterr().out
     with capsys.disabled():
         print(f"\nswarm: ready {t_ready:.1f} s, update {t_update:.1f} s, stop {t_stop:.1f} s, start {t_start:.1f} s, "
+              f"restart {t_restart:.1f} s, "
               f"whole life {total:.1f} s")
     assert total < 90
 
@@ -249,6 +257,11 @@ async def test_a_task_its_node_cannot_run_says_why(swarm: Swarm):
         await runtime.remove("tiny-a")
         await runtime.close()
     assert await runtime.instances() == []
+
+
+async def _restarted(runtime, before):
+    now = await runtime.inspect(before.id)
+    return now if now.ready and now.started_at > before.started_at and now.pids != before.pids else None
 
 
 async def _failed(runtime, instance_id: str):

@@ -3,13 +3,22 @@ NVIDIA_VISIBLE_DEVICES (no device requests in a service), dnsrr, the labels a re
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
 import docker.models.services
+import httpx
 import pytest
 
+from common.errors import ApiError
+from contract.listing import HostInfo, InstanceState
 from contract.placement import Placement
 from contract.spec import ModelSpec
+from orchestrator.backends.runtime import Instance
+from orchestrator.backends.swarm.nodes import node_from_attrs
+from orchestrator.backends.swarm.runtime import SwarmRuntime
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.backends.docker.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT,
                                                      LABEL_SPEC, StackFacts)
 from orchestrator.backends.swarm.services import SwarmFacts, service_kwargs, spec_hash
@@ -87,3 +96,39 @@ def test_the_hash_is_of_the_spec_not_the_placement():
     # The engine backend's label names: a restarted orchestrator adopts services the same way.
     assert set(service_kwargs(SPEC, CPU, STACK)["labels"]) == {LABEL_PROJECT, LABEL_MODEL, LABEL_HASH, LABEL_SPEC,
                                                                 LABEL_PLACEMENT}
+
+
+def swarm(facts: SwarmFacts = GPU) -> SwarmRuntime:
+    runtime = SwarmRuntime(SimpleNamespace(), OrchestratorSettings(admin_token="t", follow_model_logs=False), STACK,
+                           facts, local_id="n1", host=HostInfo(kind="swarm-cpu"))
+    runtime.nodes = [node_from_attrs({"ID": i, "Description": {"Hostname": h}, "Status": {"State": "ready"}}, "n1")
+                     for i, h in (("n1", "box1"), ("n2", "box2"))]
+    return runtime
+
+
+def test_a_placement_names_a_node_of_the_swarm():
+    runtime = swarm()
+    for node in ("local", "box1", "box2"):
+        assert runtime.fingerprint(SPEC, Placement(node=node, gpus=(0,))).placement
+    with pytest.raises(ApiError) as refused:
+        runtime.fingerprint(SPEC, Placement(node="box9", gpus=(0,)))
+    assert (refused.value.status, refused.value.code, refused.value.param) == (400, "invalid_placement", "node")
+    assert "box1, box2, local" in refused.value.message
+
+
+def test_the_probe_asks_health_at_the_tasks_address():
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200 if request.url.host == "10.0.1.2" else 503)
+
+    async def scenario():
+        runtime = swarm()
+        runtime._probe = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        up, loading, unplaced = (Instance(id=n, name=n, model=n, state=InstanceState.RUNNING, spec_hash="h",
+                                          probe_url=url)
+                                 for n, url in (("a", "http://10.0.1.2:8080"), ("b", "http://10.0.1.3:8080"), ("c", None)))
+        return [await runtime.healthy(i) for i in (up, loading, unplaced)]
+    assert asyncio.run(scenario()) == [True, False, False]
+    assert asked == ["http://10.0.1.2:8080/health", "http://10.0.1.3:8080/health"]

@@ -101,10 +101,10 @@ class SwarmRuntime:
     def _read(self, services: list | None = None) -> list[Instance]:
         """Our services, their tasks (one call for all) and the nodes, as instances."""
         services = self._services() if services is None else services
+        hostnames = {n.id: n.hostname for n in self.read_nodes()}  # the pools' nodes, fresh with each read
         if not services:
             return []
         tasks = self.client.api.tasks(filters={"service": [s.id for s in services]})
-        hostnames = {n.id: n.hostname for n in self.read_nodes()}
         return [instance_from_service(s.attrs, [t for t in tasks if t.get("ServiceID") == s.id],
                                       self.stack.network, hostnames, self.local_id) for s in services]
 
