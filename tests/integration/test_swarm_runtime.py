@@ -36,6 +36,7 @@ from contract.placement import Placement  # noqa: E402
 from contract.pools import LOCAL_NODE  # noqa: E402
 from contract.spec import ModelSpec  # noqa: E402
 from orchestrator.backends.docker.containers import LABEL_MODEL  # noqa: E402
+from orchestrator.backends.runtime import Change  # noqa: E402
 from orchestrator.backends.swarm import swarm_runtime  # noqa: E402
 from orchestrator.backends.swarm.services import LABEL_SERVICE_PROJECT  # noqa: E402
 from orchestrator.settings import OrchestratorSettings  # noqa: E402
@@ -223,6 +224,18 @@ async def test_a_model_through_its_whole_life_on_a_swarm(swarm: Swarm, capsys):
         t_restart = time.monotonic() - t0
         assert (bounced.id, bounced.spec_hash) == (first.id, new_hash)
 
+        # A crash: the poller reports the service down, and Swarm's restart policy brings it back.
+        changes.clear()
+        [container] = runtime.client.containers.list(filters={"label": f"{LABEL_MODEL}=tiny-a", "status": "running"})
+        t0 = time.monotonic()
+        container.kill()
+        await wait_until_async(lambda: Change(first.id, down=True) in changes, 15, "the poller seeing tiny-a down")
+        t_seen = time.monotonic() - t0
+        back = await wait_until_async(lambda: _restarted(runtime, bounced), READY_S, "tiny-a back after its crash",
+                                      every=0.25)
+        t_back = time.monotonic() - t0
+        assert back.restart_count == 1 and back.id == first.id
+
         # Remove: the service goes, its containers too.
         await runtime.remove("tiny-a")
         assert await runtime.instances() == []
@@ -236,7 +249,7 @@ async def test_a_model_through_its_whole_life_on_a_swarm(swarm: Swarm, capsys):
     assert "tiny-a@local | " in capsys.readouterr().out
     with capsys.disabled():
         print(f"\nswarm: ready {t_ready:.1f} s, update {t_update:.1f} s, stop {t_stop:.1f} s, start {t_start:.1f} s, "
-              f"restart {t_restart:.1f} s, "
+              f"restart {t_restart:.1f} s, crash seen {t_seen:.1f} s and back {t_back:.1f} s, "
               f"whole life {total:.1f} s")
     assert total < 90
 

@@ -21,16 +21,21 @@ UPDATED = "2026-12-03T10:00:00.5Z"
 HOSTS = {"n1": "box1", "n2": "box2"}
 
 
-def service(replicas: int = 1, updated: str = UPDATED) -> dict:
+CONTAINER = {"Image": "llama:cpu@sha256:abc", "Args": ["--ctx-size", "4096"]}
+
+
+def service(replicas: int = 1, updated: str = UPDATED, force: int = 1) -> dict:
     return {"ID": "svc1", "UpdatedAt": updated, "Spec": {
         "Name": "llamadock-model-qwen", "Mode": {"Replicated": {"Replicas": replicas}},
         "Labels": {LABEL_MODEL: "qwen", LABEL_HASH: "h1", LABEL_PLACEMENT: "",
                    LABEL_SPEC: json.dumps(SPEC.model_dump(mode="json"))},
-        "TaskTemplate": {"ContainerSpec": {"Image": "llama:cpu@sha256:abc"}}}}
+        # Swarm fills in fields the tasks' copies lack (Runtime here).
+        "TaskTemplate": {"ContainerSpec": CONTAINER, "ForceUpdate": force, "Runtime": "container"}}}
 
 
 def task(state: str, desired: str = "running", created: str = "2026-12-03T10:00:01.123456789Z", node: str = "n2",
-         address: str | None = "10.0.1.7/24", exit_code: int = 0, pid: int = 4242, err: str | None = None) -> dict:
+         address: str | None = "10.0.1.7/24", exit_code: int = 0, pid: int = 4242, err: str | None = None,
+         force: int = 1, args: tuple[str, ...] = ("--ctx-size", "4096")) -> dict:
     status = {"State": state, "Timestamp": created, "ContainerStatus": {"ExitCode": exit_code, "PID": pid}}
     if err:
         status["Err"] = err
@@ -38,7 +43,8 @@ def task(state: str, desired: str = "running", created: str = "2026-12-03T10:00:
     if address:
         attachments.append({"Network": {"Spec": {"Name": "llamadock"}}, "Addresses": [address]})
     return {"ID": f"t-{state}-{created}", "CreatedAt": created, "DesiredState": desired, "NodeID": node,
-            "Status": status, "NetworksAttachments": attachments}
+            "Status": status, "NetworksAttachments": attachments,
+            "Spec": {"ContainerSpec": CONTAINER | {"Args": list(args)}, "ForceUpdate": force}}
 
 
 def instance(svc: dict, tasks: list[dict]) -> Instance:
@@ -102,15 +108,21 @@ def test_a_stopped_service_is_exited_with_its_last_exit_code():
     assert instance(service(replicas=1), []).state is InstanceState.CREATED  # made, no task yet
 
 
-def test_restarts_count_failures_since_the_last_change_only():
-    before_update = task("failed", desired="shutdown", created="2026-12-03T09:59:00Z", exit_code=1)
-    crashed = task("failed", desired="shutdown", created="2026-12-03T10:00:01Z", exit_code=1)
+def test_restarts_count_failures_of_the_current_spec_only():
+    older_spec = task("failed", desired="shutdown", created="2026-12-03T09:58:00Z", exit_code=1,
+                      args=("--ctx-size", "512"))
+    before_restart = task("failed", desired="shutdown", created="2026-12-03T09:59:00Z", exit_code=1, force=0)
+    crashed = task("failed", desired="shutdown", created="2026-12-03T10:00:01Z", exit_code=137)
     again = task("ready", created="2026-12-03T10:00:04Z")
-    got = instance(service(), [before_update, crashed, again])
+    # Counted by spec, not by time: Swarm rewrites the service (its UpdatedAt) after a rolling update.
+    got = instance(service(updated="2026-12-03T10:00:05Z"), [older_spec, before_restart, crashed, again])
     assert got.restart_count == 1
     assert got.state is InstanceState.RESTARTING  # Swarm brings it back
-    # Nothing failed since the change: the new task is only being made.
-    assert instance(service(), [before_update, again]).state is InstanceState.CREATED
+    # The task before the new one did not fail: it is only being made (an update, a start).
+    shut = task("shutdown", desired="shutdown", created="2026-12-03T10:00:02Z")
+    got = instance(service(), [older_spec, before_restart, crashed, shut, again])
+    assert (got.state, got.restart_count) == (InstanceState.CREATED, 1)
+    assert instance(service(), [older_spec, again]).restart_count == 0
 
 
 def test_a_rejected_task_says_why():

@@ -65,11 +65,25 @@ def current_task(tasks: Sequence[dict]) -> dict | None:
     return next((t for t in newest if t.get("DesiredState") == "running"), newest[0] if newest else None)
 
 
+def made_from(task: dict, template: dict) -> bool:
+    """Whether the task was made from ``template`` (the service's task spec now): a task's spec is
+    a copy of it, which Swarm may have filled fewer fields of. (Not by time: Swarm rewrites the
+    service, and so its UpdatedAt, when a rolling update completes, after the new task began.)"""
+    return all(template.get(key) == value for key, value in (task.get("Spec") or {}).items())
+
+
 def restarts(service: dict, tasks: Sequence[dict]) -> int:
-    """Tasks that failed since the service was last changed (a start, a stop and an update each
-    change it): Swarm's restarts of what runs now, not those of an earlier spec."""
-    since = _when(service.get("UpdatedAt"))
-    return sum(1 for t in tasks if _state(t) in FAILED and _when(t.get("CreatedAt")) >= since)
+    """Tasks of the current spec that failed: Swarm's restarts of what runs now, not those of an
+    earlier spec (an update, or a restart, which bumps ForceUpdate, starts again at 0)."""
+    template = (service.get("Spec") or {}).get("TaskTemplate") or {}
+    return sum(1 for t in tasks if _state(t) in FAILED and made_from(t, template))
+
+
+def after_failure(task: dict, tasks: Sequence[dict]) -> bool:
+    """Whether the task before ``task`` failed: Swarm made ``task`` to bring it back."""
+    earlier = sorted((t for t in tasks if _when(t.get("CreatedAt")) < _when(task.get("CreatedAt"))),
+                     key=lambda t: _when(t.get("CreatedAt")))
+    return bool(earlier) and _state(earlier[-1]) in FAILED
 
 
 def task_address(task: dict, network: str) -> str | None:
@@ -116,7 +130,7 @@ def instance_from_service(service: dict, tasks: Sequence[dict], network: str, ho
     restarted = restarts(service, tasks)
     if task is None:
         state = InstanceState.EXITED if _replicas(spec_data) == 0 else InstanceState.CREATED
-    elif state_name in BEFORE_START and task.get("DesiredState") == "running" and restarted:
+    elif state_name in BEFORE_START and task.get("DesiredState") == "running" and after_failure(task, tasks):
         state = InstanceState.RESTARTING  # an earlier task failed; Swarm brings it back
     else:
         state = STATES.get(state_name, InstanceState.UNKNOWN)
