@@ -46,8 +46,8 @@ class OrchestratorSettings(BaseSettings):
     follow_model_logs: bool = Field(True, description="Copy model containers' output to this service's log.")
     log_level: str = "info"
 
-    @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
-                     mode="before")
+    @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir",
+                     "model_user", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.

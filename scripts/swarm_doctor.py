@@ -122,7 +122,9 @@ def check(daemon_json: str | None, runtime_config: str | None, gpus: str | None,
                         f"--set {ENVVAR_KEY}=true`), then `{RESTART}`."))
         else:
             add(Finding(True, f"{RUNTIME_CONFIG}: NVIDIA_VISIBLE_DEVICES is honoured"))
-        swarm_resource = (config.get("nvidia-container-runtime") or {}).get("swarm-resource", config.get("swarm-resource"))
+        # A top-level key in the toolkit's sample config; some guides put it under its runtime's table.
+        swarm_resource = config.get("swarm-resource") or (config.get("nvidia-container-runtime") or {}).get(
+            "swarm-resource")
         if swarm_resource:
             add(Finding(True, f"swarm-resource = {swarm_resource!r} is set: that is the generic-resources method; "
                         "a llamadock service sets NVIDIA_VISIBLE_DEVICES, which the runtime reads when "

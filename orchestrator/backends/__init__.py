@@ -1,8 +1,8 @@
 """Where models run: the ``Runtime`` seam (runtime.py) and its backends, one registration each.
 
 A backend is a module with a factory ``(OrchestratorSettings) -> Runtime``; ``LLAMADOCK_BACKEND``
-names the one to use (``LLAMADOCK_RUNTIME``, its first name, still reads). Factories are imported only when chosen, so a backend's SDK is loaded
-only where it runs.
+names the one to use (``LLAMADOCK_RUNTIME``, its first name, still reads). Factories are imported
+only when chosen, so a backend's SDK is loaded only where it runs.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ class MemoryRuntime:
         return self.by_id[instance.id]
 
     async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
-        await self.remove(spec.name)  # a container is made once: a new spec is a new one
+        await self.remove(spec.name)  # as the engine does: the old one goes, a new one is made
         return await self.run(spec, placement)
 
     async def start(self, instance: Instance) -> None:

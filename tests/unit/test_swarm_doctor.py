@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("swarm_doctor", Path(__file__).parents[2] / "scripts" / "swarm_doctor.py")
+_spec = importlib.util.spec_from_file_location("swarm_doctor",
+                                               Path(__file__).parents[2] / "scripts" / "swarm_doctor.py")
 doctor = importlib.util.module_from_spec(_spec)
 sys.modules["swarm_doctor"] = doctor  # its dataclasses look their module up
 _spec.loader.exec_module(doctor)

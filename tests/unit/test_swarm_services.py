@@ -128,7 +128,8 @@ def test_the_probe_asks_health_at_the_tasks_address():
         runtime._probe = httpx.AsyncClient(transport=httpx.MockTransport(answer))
         up, loading, unplaced = (Instance(id=n, name=n, model=n, state=InstanceState.RUNNING, spec_hash="h",
                                           probe_url=url)
-                                 for n, url in (("a", "http://10.0.1.2:8080"), ("b", "http://10.0.1.3:8080"), ("c", None)))
+                                 for n, url in (("a", "http://10.0.1.2:8080"), ("b", "http://10.0.1.3:8080"),
+                                                ("c", None)))
         return [await runtime.healthy(i) for i in (up, loading, unplaced)]
     assert asyncio.run(scenario()) == [True, False, False]
     assert asked == ["http://10.0.1.2:8080/health", "http://10.0.1.3:8080/health"]

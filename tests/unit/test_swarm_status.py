@@ -78,7 +78,8 @@ def test_every_swarm_task_state_is_mapped():
 
 def test_a_running_task_as_an_instance():
     got = instance(service(), [task("running")])
-    assert (got.id, got.name, got.model, got.spec_hash, got.spec) == ("svc1", "llamadock-model-qwen", "qwen", "h1", SPEC)
+    assert (got.id, got.name, got.model, got.spec_hash) == ("svc1", "llamadock-model-qwen", "qwen", "h1")
+    assert got.spec == SPEC
     assert got.image == "llama:cpu"  # the digest Swarm pinned left out
     assert got.node == "box2" and got.pids == (4242,)
     assert got.url == got.probe_url == "http://10.0.1.7:8080"  # on the overlay, not the ingress network
@@ -97,7 +98,8 @@ def test_the_current_task_is_the_newest_wanted_running():
     assert current_task([old]) is old
     assert current_task([]) is None
     # Docker trims trailing zeros of the nanoseconds: .5 comes after .123456789
-    a, b = task("shutdown", created="2026-12-03T10:00:01.123456789Z"), task("shutdown", created="2026-12-03T10:00:01.5Z")
+    a = task("shutdown", created="2026-12-03T10:00:01.123456789Z")
+    b = task("shutdown", created="2026-12-03T10:00:01.5Z")
     assert current_task([a, b]) is b
 
 
