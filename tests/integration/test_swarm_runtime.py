@@ -266,6 +266,13 @@ async def test_a_task_its_node_cannot_run_says_why(swarm: Swarm):
             lambda: _failed(runtime, made.id), 30, "the task's rejection", every=0.25)
         tail = await runtime.log_tail(failed, 20)
         assert tail and tail[-1].startswith("swarm: ") and missing in tail[-1], tail
+        # Once Swarm gives up (its restart attempts spent), a start makes a new task, as a stopped
+        # container's start would run it again.
+        spent = await wait_until_async(lambda: _given_up(runtime, made.id), 60, "Swarm giving up", every=0.5)
+        tasks = len(runtime.client.api.tasks(filters={"service": made.id}))
+        await runtime.start(spent)
+        wait_until(lambda: len(runtime.client.api.tasks(filters={"service": made.id})) > tasks, 15,
+                   "a new task after the start")
     finally:
         await runtime.remove("tiny-a")
         await runtime.close()
@@ -275,6 +282,12 @@ async def test_a_task_its_node_cannot_run_says_why(swarm: Swarm):
 async def _restarted(runtime, before):
     now = await runtime.inspect(before.id)
     return now if now.ready and now.started_at > before.started_at and now.pids != before.pids else None
+
+
+async def _given_up(runtime, instance_id: str):
+    now = await runtime.inspect(instance_id)
+    tasks = runtime.client.api.tasks(filters={"service": instance_id})
+    return now if now.state is InstanceState.EXITED and not any(t["DesiredState"] == "running" for t in tasks) else None
 
 
 async def _failed(runtime, instance_id: str):

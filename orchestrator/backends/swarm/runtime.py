@@ -225,8 +225,17 @@ class SwarmRuntime:
         service.update(**kwargs)
 
     async def start(self, instance: Instance) -> None:
-        await asyncio.to_thread(self._scale, instance.id, 1)
+        await asyncio.to_thread(self._start, instance.id)
         self._changed(Change(instance.id))
+
+    def _start(self, service_id: str) -> None:
+        """Scaled to 0 (stopped): back to 1. Still at 1 but with no task running (Swarm gave up
+        after its restart attempts): a new task, as a stopped container's start would run it again."""
+        service = self.client.services.get(service_id)
+        if ((service.attrs["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1) == 0:
+            self._scale(service_id, 1)
+        else:
+            service.force_update()
 
     async def stop(self, instance: Instance) -> None:
         """Scale to 0 and wait until its task has stopped (SIGTERM, the grace period, SIGKILL)."""
