@@ -12,7 +12,7 @@ COMPOSE := bash scripts/compose.sh
 CLI := bash scripts/cli.sh
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
-.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add edit rm load unload chat reconcile llama-upgrade llama-rollback
+.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add edit rm load unload chat reconcile llama-upgrade llama-rollback swarm-init swarm-doctor
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -101,6 +101,12 @@ gpu: ## Show GPU status from the running gateway
 
 gpu-check: venv ## GPU self-check without Docker: memory estimate vs NVML, load time, streaming via the gateway
 	bash scripts/gpu-check.sh
+
+swarm-init: ## Preview: make this box a Swarm manager for LLAMADOCK_BACKEND=swarm (swarm, overlay network, node label): [LLAMADOCK_NODE_MEMORY_MB=n]
+	bash scripts/swarm-init.sh
+
+swarm-doctor: ## Preview: check this box's NVIDIA runtime set-up for Swarm (default runtime, toolkit config, driver); says what to change
+	python3 scripts/swarm_doctor.py
 
 chat: ## Chat in the terminal (the cli container): make chat [MODEL=name]
 	$(CLI) chat $(if $(MODEL),--model "$(MODEL)")

@@ -454,10 +454,12 @@ class ModelManager:
             await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
         except SourceError as exc:
             raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
-        await self.runtime.ensure_image(self._effective(spec))
-        if old is not None:
-            await self.runtime.remove(spec.name)
-        instance = await self.runtime.run(self._effective(spec), placement)
+        effective = self._effective(spec)
+        await self.runtime.ensure_image(effective)
+        if old is None:
+            instance = await self.runtime.run(effective, placement)
+        else:
+            instance = await self.runtime.replace(old, effective, placement)
         if wait:
             try:
                 await self._wait_ready(spec, instance.id, new=True)

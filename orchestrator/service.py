@@ -1,4 +1,4 @@
-"""Wiring: the runtime backend (LLAMADOCK_RUNTIME), the manager, its refresh loop, the API."""
+"""Wiring: the runtime backend (LLAMADOCK_BACKEND), the manager, its refresh loop, the API."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The official llama.cpp server images, pinned to the build that matches the
@@ -15,7 +15,7 @@ OFFICIAL_GPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11312"
 
 
 class OrchestratorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LLAMADOCK_", extra="ignore", populate_by_name=True)
 
     orchestrator_host: str = Field("127.0.0.1", description="Address the orchestrator's API listens on.")
     orchestrator_port: int = Field(8081, description="Its TCP port. In the stack it listens on its own container's "
@@ -23,8 +23,10 @@ class OrchestratorSettings(BaseSettings):
     orchestrator_socket: Path | None = Field(None, description="Also serve on this Unix socket (a volume the gateway "
                                              "mounts too). Unset: TCP only.")
     admin_token: str = Field("", description="Bearer token every call but /health needs. Empty: the API refuses all.")
-    runtime: str = Field("docker", description="Where models run: a backend named in orchestrator/backends "
-                         "(docker: the Docker engine on this box).")
+    # LLAMADOCK_BACKEND is the documented name; LLAMADOCK_RUNTIME, the seam's first name, still reads.
+    runtime: str = Field("engine", validation_alias=AliasChoices("LLAMADOCK_BACKEND", "LLAMADOCK_RUNTIME", "runtime"),
+                         description="Where models run: a backend named in orchestrator/backends (engine: the Docker "
+                         "engine on this box; swarm: services of a Docker Swarm).")
     gpu: Literal["auto", "nvidia", "none"] = Field("auto", description="GPU mode; auto asks the Docker daemon.")
     catalog_file: Path = Field(Path("config/models.yaml"), description="Declared models (persisted on add/remove).")
     models_dir: Path = Field(Path("models"), description="models/ as this process sees it (for checks).")
@@ -45,11 +47,13 @@ class OrchestratorSettings(BaseSettings):
         "events", description="What of the model containers' output is copied into this service's log (so "
         "`docker compose logs -f` shows it): events (each start until the server listens, then warnings, errors "
         "and its end; not the lines per request), all, or off. The whole log stays in each model's container.")
+    swarm_network: str = Field("llamadock", description="Swarm backend: the attachable overlay network model "
+                               "services join (made by `make swarm-init`).")
     log_level: str = "info"
     log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
 
-    @field_validator("llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir", "model_user",
-                     "orchestrator_socket", mode="before")
+    @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir",
+                     "model_user", "orchestrator_socket", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.

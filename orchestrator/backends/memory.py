@@ -144,6 +144,10 @@ class MemoryRuntime:
         self._launch(instance)
         return self.by_id[instance.id]
 
+    async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+        await self.remove(spec.name)  # as the engine does: the old one goes, a new one is made
+        return await self.run(spec, placement)
+
     async def start(self, instance: Instance) -> None:
         self.calls.append(("start", instance.model))
         self._launch(self.by_id[instance.id])

@@ -121,6 +121,10 @@ class Runtime(Protocol):
     async def completes(self, instance: Instance) -> str | None:
         """Whether its server makes a one-token completion: None when it does, else why not."""
 
+    async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+        """Make ``old`` into an instance of ``spec`` and start it: the engine removes it and runs a
+        new one; a backend that updates in place (a Swarm service) keeps its id."""
+
     async def start(self, instance: Instance) -> None:
         """Start a stopped instance again, as it was made."""
 

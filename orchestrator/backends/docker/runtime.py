@@ -198,6 +198,10 @@ class DockerRuntime:
         self._changed(Change(container.id))
         return self._instance(container.attrs)
 
+    async def replace(self, old: Instance, spec: ModelSpec, placement: Placement | None = None) -> Instance:
+        await self.remove(spec.name)  # a container is made once: a new spec is a new one
+        return await self.run(spec, placement)
+
     async def start(self, instance: Instance) -> None:
         container = await asyncio.to_thread(self.client.containers.get, instance.id)
         await asyncio.to_thread(container.start)
