@@ -113,8 +113,11 @@ class MemoryRuntime:
 
     # ---- effects -------------------------------------------------------------------------------
 
+    def image(self, spec: ModelSpec) -> str:
+        return spec.image or "llama:memory"
+
     async def ensure_image(self, spec: ModelSpec) -> None:
-        image = spec.image or "llama:memory"
+        image = self.image(spec)
         if image in self.missing_images:
             raise ApiError(400, f"The image {image} is not there.", "image_unavailable", "image")
 
@@ -127,7 +130,7 @@ class MemoryRuntime:
         instance = Instance(
             id=f"{number:012d}{'0' * 52}", name=f"memory-model-{spec.name}", model=spec.name,
             state=InstanceState.CREATED, spec_hash=made.spec_hash, spec=spec, placement=made.placement,
-            image=spec.image or "llama:memory", url=f"http://memory-model-{spec.name}:8080",
+            image=self.image(spec), url=f"http://memory-model-{spec.name}:8080",
             probe_url=f"memory://{number}", node=self.node)
         self.by_id[instance.id] = instance
         self._launch(instance)
