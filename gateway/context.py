@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from .gpu import NvmlReader
+from .kvcache.keeper import KvKeeper
 from .scheduling.lifecycle import Lifecycle
 from .metrics import GatewayMetrics
 from .routes.registry import ModelRegistry
@@ -19,6 +20,7 @@ class GatewayContext:
     gpu: NvmlReader
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     lifecycle: "Lifecycle | None" = None  # the scheduler, when an orchestrator manages the models
+    kv_keeper: KvKeeper | None = None  # conversations' KV caches across stops (with an orchestrator and a cache dir)
     _background: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coroutine) -> None:

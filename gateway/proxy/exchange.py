@@ -12,6 +12,7 @@ dropped, and llama-server stops generating.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -30,6 +31,8 @@ from ..context import GatewayContext
 from .dialect import Asked, Dialect, UpstreamCall
 from ..scheduling.lifecycle import Ticket
 from ..routes.table import ModelRoute, retry_after_s
+
+log = logging.getLogger("llamadock.exchange")
 
 # Never forwarded: hop-by-hop headers, and the client's credentials for the gateway.
 _DROP_REQUEST_HEADERS = upstream.HOP_BY_HOP | {b"authorization", b"x-api-key"}
@@ -160,6 +163,9 @@ class Exchange(Response):
         self._sse = False
         self._events = 0
         self._last = b""
+        # Served after its conversation's KV cache was restored from disk (gateway/kvcache/): what an
+        # activity line says about it. None: not restored (nothing saved matched, or it was not worth it).
+        self.kv_restored = None
 
     # ---- the exchange ----------------------------------------------------------------------------
 
@@ -212,6 +218,15 @@ class Exchange(Response):
             return await self.fail(errors.upstream_unreachable(model, "it has no network address right now"),
                                    "upstream_unreachable")
         call = req.call
+        keeper = self.ctx.kv_keeper
+        if keeper is not None and req.ticket is not None:
+            # Admitted, its model ready: the conversation it continues is restored first, if saved.
+            self.kv_restored = await keeper.before_forward(model, req.route.url, req.route.kv_key, req.route.run_id,
+                                                           call.target, call.body)
+            if self.kv_restored is not None:
+                restored = self.kv_restored
+                log.info("%s %s: served from a restored KV cache (%d of its prompt's tokens, restored in %.2f s)",
+                         model, req.endpoint, restored.shared, restored.seconds)
         forwarded = [(k, v) for k, v in call.headers if k not in _DROP_REQUEST_HEADERS]
         settings = self.ctx.settings
         try:
