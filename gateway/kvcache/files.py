@@ -38,6 +38,8 @@ from typing import Callable, Iterable
 
 from common.files import atomic_write
 
+from .choice import common_prefix
+
 log = logging.getLogger("llamadock.kvcache")
 
 MAGIC = 0x67677371  # 'ggsq'
@@ -67,6 +69,7 @@ class Entry:
     last_used: float
     save_s: float = 0.0  # how long the save took (a first figure for what a restore costs)
     prompt_tokens_per_s: float | None = None  # prompt processing speed of the server that saved it
+    answer_tokens: int = 0  # its last tokens were generated (the answer), not sent by the client
 
     @property
     def n_tokens(self) -> int:
@@ -76,7 +79,7 @@ class Entry:
         return {"version": SIDECAR_VERSION, "model": self.model, "kv_key": self.kv_key, "file": self.name,
                 "n_tokens": self.n_tokens, "size_bytes": self.size_bytes, "crc32": self.crc32,
                 "saved_at": self.saved_at, "last_used": self.last_used, "save_s": self.save_s,
-                "prompt_tokens_per_s": self.prompt_tokens_per_s}
+                "prompt_tokens_per_s": self.prompt_tokens_per_s, "answer_tokens": self.answer_tokens}
 
 
 # ---- the slot file's header (pure but for reading it) --------------------------------------------
@@ -132,8 +135,16 @@ def tokens_digest(tokens: array) -> str:
     return hashlib.sha256(tokens.tobytes()).hexdigest()[:16]
 
 
-def is_prefix(short: array, long: array) -> bool:
-    return len(short) <= len(long) and long[:len(short)] == short
+ANSWER_SLACK = 2  # tokens around an answer that a chat template writes its own way (end of turn)
+
+
+def superseded(old: Entry, tokens: array) -> bool:
+    """Whether a conversation now saved as ``tokens`` holds all ``old`` is worth: all of it, or all
+    but its last answer (which the client sent back re-tokenized by the template in its next turn).
+    Two conversations that only share their start (a long system prompt) both stay."""
+    answer = old.answer_tokens + ANSWER_SLACK if old.answer_tokens else 0
+    keep = max(1, len(old.tokens) - answer)
+    return len(tokens) >= len(old.tokens) and common_prefix(old.tokens, tokens) >= keep
 
 
 # ---- the directory ----------------------------------------------------------------------------------
@@ -214,7 +225,8 @@ class CacheDir:
                          size_bytes=int(meta["size_bytes"]), crc32=int(meta["crc32"]),
                          saved_at=float(meta["saved_at"]), last_used=float(meta["last_used"]),
                          save_s=float(meta.get("save_s") or 0.0),
-                         prompt_tokens_per_s=meta.get("prompt_tokens_per_s"))
+                         prompt_tokens_per_s=meta.get("prompt_tokens_per_s"),
+                         answer_tokens=int(meta.get("answer_tokens") or 0))
         except FileNotFoundError:
             self._discard(slot, path, "its slot file is missing")
         except (OSError, ValueError, KeyError, TypeError) as exc:  # CorruptFile is a ValueError
@@ -265,7 +277,7 @@ class CacheDir:
     # ---- changes ----
 
     def adopt(self, model: str, kv_key: str, temp: str, *, save_s: float,
-              prompt_tokens_per_s: float | None) -> Entry | None:
+              prompt_tokens_per_s: float | None, answer_tokens: int = 0) -> Entry | None:
         """Take a slot file llama-server just wrote under the name ``temp``: check it, name it, write its
         sidecar, drop the entries it makes redundant (its own prefixes). None when it does not check out."""
         directory = self.model_dir(model)
@@ -278,7 +290,7 @@ class CacheDir:
             now = self.clock()
             entry = Entry(model=model, kv_key=kv_key, name=f"{kv_key}-{tokens_digest(tokens)}.bin", tokens=tokens,
                           size_bytes=size, crc32=crc, saved_at=now, last_used=now, save_s=save_s,
-                          prompt_tokens_per_s=prompt_tokens_per_s)
+                          prompt_tokens_per_s=prompt_tokens_per_s, answer_tokens=answer_tokens)
             os.replace(path, directory / entry.name)
             atomic_write((directory / entry.name).with_suffix(".json"), json.dumps(entry.sidecar()))
         except (OSError, CorruptFile) as exc:
@@ -286,8 +298,8 @@ class CacheDir:
             return None
         with self._lock:
             for old in self.entries(model):
-                if old.name != entry.name and old.kv_key == kv_key and is_prefix(old.tokens, tokens):
-                    self.remove(old, None)  # the new file holds all of it, and more
+                if old.name != entry.name and old.kv_key == kv_key and superseded(old, tokens):
+                    self.remove(old, None)  # the new file holds all of it (but its last answer), and more
             self._index[model] = [e for e in self.entries(model) if e.name != entry.name] + [entry]
         return entry
 

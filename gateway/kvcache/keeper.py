@@ -139,7 +139,7 @@ class KvKeeper:
                 await asyncio.to_thread(self.files.discard_temp, model, temp)
                 continue
             entry = await asyncio.to_thread(self.files.adopt, model, kv_key, temp, save_s=0.0,
-                                            prompt_tokens_per_s=speed)
+                                            prompt_tokens_per_s=speed, answer_tokens=slot.answer_tokens)
             if entry is None:
                 self.metrics.kv_save_failures.labels(model, "error").inc()
                 continue

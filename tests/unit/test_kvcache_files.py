@@ -37,10 +37,11 @@ def cache(tmp_path: Path, *, max_bytes: int = 2**30, free: int = 2**40, clock=No
                     clock=clock or Clock())
 
 
-def saved(files: CacheDir, tokens: list[int], key: str = "k", model: str = "m", state: bytes = b"\x07" * 4096):
+def saved(files: CacheDir, tokens: list[int], key: str = "k", model: str = "m", state: bytes = b"\x07" * 4096,
+          answer: int = 0):
     temp = files.temp_name(key, 0)
     slot_file(files.model_dir(model) / temp, tokens, state)
-    return files.adopt(model, key, temp, save_s=0.01, prompt_tokens_per_s=1000.0)
+    return files.adopt(model, key, temp, save_s=0.01, prompt_tokens_per_s=1000.0, answer_tokens=answer)
 
 
 def test_tokens_are_read_from_the_header_packed_or_plain(tmp_path):
@@ -87,6 +88,19 @@ def test_a_continuation_replaces_the_conversation_it_extends_but_not_another_key
     names = {e.name for e in files.entries("m")}
     assert names == {longer.name, other_key.name, unrelated.name}
     assert not (files.model_dir("m") / first.name).exists()
+
+
+def test_the_next_turn_replaces_a_conversation_whose_answer_it_re_tokenized_but_not_a_shared_start(tmp_path):
+    files = cache(tmp_path)
+    prompt, answer = list(range(100)), [500, 501, 502, 503]
+    first = saved(files, prompt + answer, answer=len(answer))
+    # the client sent the answer back through the chat template: other tokens from 100 on
+    second = saved(files, prompt + [600, 601, 602, 603, 604, 7, 8, 9], answer=3)
+    assert {e.name for e in files.entries("m")} == {second.name}
+    assert not (files.model_dir("m") / first.name).exists()
+    # another conversation after the same long system prompt: both stay
+    other = saved(files, prompt[:80] + [900] * 40, answer=3)
+    assert {e.name for e in files.entries("m")} == {second.name, other.name}
 
 
 def test_a_corrupt_file_fails_its_check_and_is_removed_with_a_warning(tmp_path, caplog):
