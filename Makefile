@@ -90,10 +90,11 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU
+bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU; TTFT after a swap with the KV cache restored
 	bash bench/setup-litellm.sh
 	$(PY) bench/deployed.py --json logs/bench-deployed.json
 	$(PY) bench/gateway_overhead.py
 	$(PY) bench/stack_startup.py
 	$(PY) bench/scheduling.py
 	$(PY) bench/idle.py
+	$(PY) bench/kv_swap.py

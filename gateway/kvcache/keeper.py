@@ -180,20 +180,21 @@ class KvKeeper:
         try:
             if not self.candidates(model, kv_key, run_id):
                 return None
+            # Tokenized outside the lock: requests at once to one model are not serialized for it.
+            prompt = await server.prompt_tokens(self.client, url, target, body)
+            if prompt is None:
+                return None
             async with self._locks.setdefault(model, asyncio.Lock()):
-                return await self._restore(model, url, kv_key, run_id, target, body)
+                return await self._restore(model, url, kv_key, run_id, prompt)
         except Exception as exc:  # the request goes on as if nothing was saved
             log.warning("KV cache: no restore for %s: %s", model, exc)
             self.metrics.kv_lookups.labels(model, "failed").inc()
             return None
 
-    async def _restore(self, model: str, url: str, kv_key: str, run_id: str | None, target: str,
-                       body: bytes) -> Restored | None:
-        entries = self.candidates(model, kv_key, run_id)
+    async def _restore(self, model: str, url: str, kv_key: str, run_id: str | None,
+                       prompt: list[int]) -> Restored | None:
+        entries = self.candidates(model, kv_key, run_id)  # again: another request may have restored one meanwhile
         if not entries:
-            return None
-        prompt = await server.prompt_tokens(self.client, url, target, body)
-        if prompt is None:
             return None
         figures = self.figures.get(model, Figures())
         choice = choose([_saved(e) for e in entries], prompt, kv_key, figures)

@@ -2,7 +2,7 @@
 superseded by their continuations, capped (least recently used first), a full disk refused.
 
 Slot files here are written in llama-server's own layout (files.py's docstring); the real server
-writes and reads them in tests/integration/test_kvcache.py."""
+writes and reads them in tests/integration/test_kvcache_llama.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where the lifecycle carries out a planned stop, the model's slots are saved first, and never for
 longer than the keeper's bound. The orchestrator and the model's server are httpx mock transports
-here (the real server saves and restores in tests/integration/test_kvcache.py)."""
+here (the real server saves and restores in tests/integration/test_kvcache_llama.py)."""
 
 from __future__ import annotations
 
