@@ -8,7 +8,8 @@ For each history size (tokens of conversation so far) and each round, in a rotat
 
 * restored: prime the conversation on `a`, load `b` (a stops: saved), load `a` again, ask the
   next turn: the gateway restores the slot before it forwards the turn;
-* without:  the same, with a's saved files removed before it is loaded again;
+* without:  the same on a second stack with saving off (`LLAMADOCK_KV_CACHE_MAX_MB=0`): every
+  swap as it was before (the two stacks run side by side; one request at a time in all);
 * never left: prime on `c`, load `b` (c stays), ask the next turn on `c`.
 
 Loads are admin loads, so the figure is the turn's own TTFT (the restore included), not the
@@ -84,18 +85,11 @@ def load(stack: Stack, model: str) -> None:
     stack.admin.post(f"/admin/models/{model}/load").raise_for_status()
 
 
-def forget(stack: Stack, model: str) -> None:
-    for path in (stack.models / ".cache" / "kv" / model).glob("*"):
-        path.unlink()
-
-
 def one(stack: Stack, condition: str, tokens: int, seed: int) -> dict:
     model = "c" if condition == "never left" else "a"
     load(stack, model)
     messages, primed = answer_of(stack, model, history(tokens, seed))
-    load(stack, "b")  # a swap for a (saved first); c stays
-    if condition == "without":
-        forget(stack, "a")
+    load(stack, "b")  # a swap for a (saved first where saving is on); c stays
     load(stack, model)
     ttft, timings = turn(stack, model, messages)
     return {"condition": condition, "history": tokens, "history_tokens": primed, "ttft_s": ttft,
@@ -112,27 +106,33 @@ def main() -> None:
     conditions = ["restored", "without", "never left"]
 
     binary = ensure_llama_server()
-    stack = Stack(Path(tempfile.mkdtemp(prefix="llamadock-bench-kv-")), llama_image=local_llama_image(),
-                  env={"LLAMADOCK_MIN_RESIDENCY_S": "0"})
-    make_tiny_model(stack.models / "m.gguf", name="m", seed=4, vocab=vocab_path(binary), **SMALL)
-    (stack.config / "models.yaml").write_text(yaml.safe_dump({"models": MODELS}))
+    image = local_llama_image()
+    stacks = {"restored": Stack(Path(tempfile.mkdtemp(prefix="llamadock-bench-kv-")), llama_image=image,
+                                env={"LLAMADOCK_MIN_RESIDENCY_S": "0"}),
+              "without": Stack(Path(tempfile.mkdtemp(prefix="llamadock-bench-nokv-")), llama_image=image,
+                               env={"LLAMADOCK_MIN_RESIDENCY_S": "0", "LLAMADOCK_KV_CACHE_MAX_MB": "0"})}
+    stacks["never left"] = stacks["restored"]
+    for stack in (stacks["restored"], stacks["without"]):
+        make_tiny_model(stack.models / "m.gguf", name="m", seed=4, vocab=vocab_path(binary), **SMALL)
+        (stack.config / "models.yaml").write_text(yaml.safe_dump({"models": MODELS}))
     rows: list[dict] = []
     try:
-        stack.run("make", "up")
-        load(stack, "c")
-        one(stack, "restored", 200, seed=0)  # warm up: the first start of each model, the figures
-        seed = 1
+        for name in ("restored", "without"):
+            stacks[name].run("make", "up")
+            load(stacks[name], "c")
+            one(stacks[name], name, 200, seed=0)  # warm up: the first start of each model, the figures
         for r in range(args.rounds):
             for tokens in sizes:
                 order = conditions[r % 3:] + conditions[:r % 3]  # interleaved, rotating
                 for condition in order:
-                    seed += 1
-                    row = one(stack, condition, tokens, seed) | {"round": r}
+                    # the same conversation in each condition of a round: the ratios compare like with like
+                    row = one(stacks[condition], condition, tokens, seed=1000 * (r + 1) + tokens) | {"round": r}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        metrics = httpx.get(stack.url + "/metrics").text
+        metrics = httpx.get(stacks["restored"].url + "/metrics").text
     finally:
-        stack.force_down()
+        for name in ("restored", "without"):
+            stacks[name].force_down()
     print_table(rows, sizes, args.rounds)
     lookups = [line for line in metrics.splitlines() if line.startswith("llamadock_kv_cache_lookups_total")]
     print("\n".join(lookups))

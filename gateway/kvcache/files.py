@@ -34,7 +34,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from common.files import atomic_write
 
@@ -69,7 +69,7 @@ class Entry:
     last_used: float
     save_s: float = 0.0  # how long the save took (a first figure for what a restore costs)
     prompt_tokens_per_s: float | None = None  # prompt processing speed of the server that saved it
-    answer_tokens: int = 0  # its last tokens were generated (the answer), not sent by the client
+    prompt_tokens: int = 0  # how many of its tokens were the last request's prompt (0: not known)
 
     @property
     def n_tokens(self) -> int:
@@ -79,7 +79,7 @@ class Entry:
         return {"version": SIDECAR_VERSION, "model": self.model, "kv_key": self.kv_key, "file": self.name,
                 "n_tokens": self.n_tokens, "size_bytes": self.size_bytes, "crc32": self.crc32,
                 "saved_at": self.saved_at, "last_used": self.last_used, "save_s": self.save_s,
-                "prompt_tokens_per_s": self.prompt_tokens_per_s, "answer_tokens": self.answer_tokens}
+                "prompt_tokens_per_s": self.prompt_tokens_per_s, "prompt_tokens": self.prompt_tokens}
 
 
 # ---- the slot file's header (pure but for reading it) --------------------------------------------
@@ -135,16 +135,21 @@ def tokens_digest(tokens: array) -> str:
     return hashlib.sha256(tokens.tobytes()).hexdigest()[:16]
 
 
-ANSWER_SLACK = 2  # tokens around an answer that a chat template writes its own way (end of turn)
+SAME_CONVERSATION = 0.9  # without its prompt's length: this much of it in common is the same conversation
 
 
 def superseded(old: Entry, tokens: array) -> bool:
-    """Whether a conversation now saved as ``tokens`` holds all ``old`` is worth: all of it, or all
-    but its last answer (which the client sent back re-tokenized by the template in its next turn).
-    Two conversations that only share their start (a long system prompt) both stay."""
-    answer = old.answer_tokens + ANSWER_SLACK if old.answer_tokens else 0
-    keep = max(1, len(old.tokens) - answer)
-    return len(tokens) >= len(old.tokens) and common_prefix(old.tokens, tokens) >= keep
+    """Whether a conversation now saved as ``tokens`` holds what ``old`` is worth: all of its last
+    prompt (the answer after it is what the client sends back in its next turn, through the chat
+    template: other tokens, or none, as a reasoning model's thinking is dropped), or where that
+    length is not known, nearly all of it. Two conversations that only share their start (a long
+    system prompt) both stay."""
+    if len(tokens) < len(old.tokens):
+        return False
+    shared = common_prefix(old.tokens, tokens)
+    if old.prompt_tokens:
+        return shared >= old.prompt_tokens
+    return shared >= SAME_CONVERSATION * len(old.tokens)
 
 
 # ---- the directory ----------------------------------------------------------------------------------
@@ -226,7 +231,7 @@ class CacheDir:
                          saved_at=float(meta["saved_at"]), last_used=float(meta["last_used"]),
                          save_s=float(meta.get("save_s") or 0.0),
                          prompt_tokens_per_s=meta.get("prompt_tokens_per_s"),
-                         answer_tokens=int(meta.get("answer_tokens") or 0))
+                         prompt_tokens=int(meta.get("prompt_tokens") or 0))
         except FileNotFoundError:
             self._discard(slot, path, "its slot file is missing")
         except (OSError, ValueError, KeyError, TypeError) as exc:  # CorruptFile is a ValueError
@@ -277,9 +282,10 @@ class CacheDir:
     # ---- changes ----
 
     def adopt(self, model: str, kv_key: str, temp: str, *, save_s: float,
-              prompt_tokens_per_s: float | None, answer_tokens: int = 0) -> Entry | None:
+              prompt_tokens_per_s: float | None, prompts: Iterable[Sequence[int]] = ()) -> Entry | None:
         """Take a slot file llama-server just wrote under the name ``temp``: check it, name it, write its
-        sidecar, drop the entries it makes redundant (its own prefixes). None when it does not check out."""
+        sidecar, drop the entries it makes redundant (``superseded``). ``prompts``: recent requests'
+        prompt tokens (the longest that begins the file is its prompt). None when it does not check out."""
         directory = self.model_dir(model)
         path = directory / temp
         try:
@@ -288,9 +294,11 @@ class CacheDir:
                 raise CorruptFile("an empty slot")
             size, crc = path.stat().st_size, file_crc32(path)
             now = self.clock()
+            prompt = max((len(p) for p in prompts if len(p) <= len(tokens) and common_prefix(p, tokens) == len(p)),
+                         default=0)
             entry = Entry(model=model, kv_key=kv_key, name=f"{kv_key}-{tokens_digest(tokens)}.bin", tokens=tokens,
                           size_bytes=size, crc32=crc, saved_at=now, last_used=now, save_s=save_s,
-                          prompt_tokens_per_s=prompt_tokens_per_s, answer_tokens=answer_tokens)
+                          prompt_tokens_per_s=prompt_tokens_per_s, prompt_tokens=prompt)
             os.replace(path, directory / entry.name)
             atomic_write((directory / entry.name).with_suffix(".json"), json.dumps(entry.sidecar()))
         except (OSError, CorruptFile) as exc:

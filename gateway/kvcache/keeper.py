@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
+from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,6 +42,7 @@ log = logging.getLogger("llamadock.kvcache")
 SAVE_BUDGET_S = 5.0  # per model and stop, every slot together
 RESTORE_TIMEOUT_MIN_S = 5.0  # a restore gets this long at least (four times its estimate if more)
 CALL_TIMEOUT_S = 5.0  # /slots, /metrics, /apply-template, /tokenize
+PROMPTS_KEPT = 8  # per run of a model
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class _Run:
     run_id: str | None
     slots: dict[int, str] = field(default_factory=dict)
     restored_at: dict[int, float] = field(default_factory=dict)
+    # The last prompts tokenized in this run: a file saved later knows where its prompt ends (files.superseded).
+    prompts: deque = field(default_factory=lambda: deque(maxlen=PROMPTS_KEPT))
 
 
 class KvKeeper:
@@ -138,8 +143,9 @@ class KvKeeper:
                 self.metrics.kv_save_failures.labels(model, "error").inc()
                 await asyncio.to_thread(self.files.discard_temp, model, temp)
                 continue
+            run = self._runs.get(model)
             entry = await asyncio.to_thread(self.files.adopt, model, kv_key, temp, save_s=0.0,
-                                            prompt_tokens_per_s=speed, answer_tokens=slot.answer_tokens)
+                                            prompt_tokens_per_s=speed, prompts=list(run.prompts) if run else ())
             if entry is None:
                 self.metrics.kv_save_failures.labels(model, "error").inc()
                 continue
@@ -184,6 +190,7 @@ class KvKeeper:
             prompt = await server.prompt_tokens(self.client, url, target, body)
             if prompt is None:
                 return None
+            self._run(model, run_id).prompts.append(array("i", prompt))
             async with self._locks.setdefault(model, asyncio.Lock()):
                 return await self._restore(model, url, kv_key, run_id, prompt)
         except Exception as exc:  # the request goes on as if nothing was saved

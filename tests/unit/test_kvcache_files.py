@@ -38,10 +38,10 @@ def cache(tmp_path: Path, *, max_bytes: int = 2**30, free: int = 2**40, clock=No
 
 
 def saved(files: CacheDir, tokens: list[int], key: str = "k", model: str = "m", state: bytes = b"\x07" * 4096,
-          answer: int = 0):
+          prompts=()):
     temp = files.temp_name(key, 0)
     slot_file(files.model_dir(model) / temp, tokens, state)
-    return files.adopt(model, key, temp, save_s=0.01, prompt_tokens_per_s=1000.0, answer_tokens=answer)
+    return files.adopt(model, key, temp, save_s=0.01, prompt_tokens_per_s=1000.0, prompts=prompts)
 
 
 def test_tokens_are_read_from_the_header_packed_or_plain(tmp_path):
@@ -90,17 +90,25 @@ def test_a_continuation_replaces_the_conversation_it_extends_but_not_another_key
     assert not (files.model_dir("m") / first.name).exists()
 
 
-def test_the_next_turn_replaces_a_conversation_whose_answer_it_re_tokenized_but_not_a_shared_start(tmp_path):
+def test_the_next_turn_replaces_the_conversation_it_continues_but_not_one_that_shares_its_start(tmp_path):
     files = cache(tmp_path)
-    prompt, answer = list(range(100)), [500, 501, 502, 503]
-    first = saved(files, prompt + answer, answer=len(answer))
-    # the client sent the answer back through the chat template: other tokens from 100 on
-    second = saved(files, prompt + [600, 601, 602, 603, 604, 7, 8, 9], answer=3)
+    system = list(range(100))
+    first_prompt = system + [1000, 1001]  # a system prompt, a question
+    first = saved(files, first_prompt + [500, 501, 502, 503])  # + its answer; its prompt's length not known
+    assert first.prompt_tokens == 0
+    # The next turn sent the answer back through the template (other tokens from there on, or none,
+    # as a reasoning model's thinking): nearly all of the first in common, the same conversation.
+    second_prompt = first_prompt + [600, 601, 602, 603, 604]
+    second = saved(files, second_prompt + [7, 8, 9], prompts=[system[:50], second_prompt])
+    assert second.prompt_tokens == len(second_prompt)
     assert {e.name for e in files.entries("m")} == {second.name}
     assert not (files.model_dir("m") / first.name).exists()
-    # another conversation after the same long system prompt: both stay
-    other = saved(files, prompt[:80] + [900] * 40, answer=3)
+    # Another conversation after the same system prompt: both stay.
+    other = saved(files, system + [2000] * 20)
     assert {e.name for e in files.entries("m")} == {second.name, other.name}
+    # The third turn holds all of the second's prompt: it replaces it.
+    third = saved(files, second_prompt + [70, 80, 90, 91])
+    assert {e.name for e in files.entries("m")} == {third.name, other.name}
 
 
 def test_a_corrupt_file_fails_its_check_and_is_removed_with_a_warning(tmp_path, caplog):
