@@ -126,7 +126,7 @@ def main() -> None:
                 order = conditions[r % 3:] + conditions[:r % 3]  # interleaved, rotating
                 for condition in order:
                     # the same conversation in each condition of a round: the ratios compare like with like
-                    row = one(stacks[condition], condition, tokens, seed=1000 * (r + 1) + tokens) | {"round": r}
+                    row = one(stacks[condition], condition, tokens, seed=100_000 * (r + 1) + tokens) | {"round": r}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         metrics = httpx.get(stacks["restored"].url + "/metrics").text
@@ -146,7 +146,7 @@ def _spread(values: list[float]) -> str:
 
 def print_table(rows: list[dict], sizes: list[int], rounds: int) -> None:
     print(f"\nTTFT of the turn after a swap, CPU, {rounds} interleaved rounds (median, min–max over rounds)\n")
-    print("| history (tokens) | never left | restored | without restore | restored / never left "
+    print("| prompt of the turn (tokens) | never left | restored | without restore | restored / never left "
           "| without / never left | restored / without |")
     print("|---|---|---|---|---|---|---|")
     for tokens in sizes:
@@ -154,7 +154,8 @@ def print_table(rows: list[dict], sizes: list[int], rounds: int) -> None:
               for c in ("never left", "restored", "without")}
         per_round = {c: {r["round"]: r["ttft_s"] for r in by[c]} for c in by}
         ratio = lambda a, b: [per_round[a][i] / per_round[b][i] for i in per_round[a] if i in per_round[b]]  # noqa: E731
-        shown = statistics.median(r["history_tokens"] for r in by["restored"])
+        # the turn's whole prompt: what the server without a restore processed
+        shown = statistics.median(r["prompt_n"] for r in by["without"])
         print(f"| {shown:.0f} | " + " | ".join(
             f"{statistics.median(r['ttft_s'] for r in by[c]) * 1000:.0f} ms" for c in by) + " | "
             + " | ".join(_spread(ratio(a, b)) for a, b in (("restored", "never left"), ("without", "never left"),

@@ -167,6 +167,17 @@ class KvKeeper:
 
     # ---- restoring ------------------------------------------------------------------------------
 
+    async def prepare(self, model: str, kv_key: str | None) -> None:
+        """While ``model`` starts: check its saved conversations now, so that a restore does not
+        read them again (and finds them in the page cache). Never raises."""
+        if kv_key is None:
+            return
+        try:
+            await asyncio.to_thread(self.files.precheck,
+                                    [e for e in self.files.entries(model) if e.kv_key == kv_key])
+        except Exception as exc:  # the restore checks them itself
+            log.warning("KV cache: checking %s's saved slots ahead failed: %s", model, exc)
+
     def _run(self, model: str, run_id: str | None) -> _Run:
         run = self._runs.get(model)
         if run is None or run.run_id != run_id:

@@ -212,6 +212,8 @@ class Lifecycle:
             self._note_change(action.placement.pools if action.placement else ())
             self._begin_learning(action.model, action.placement)
             self._spawn(self._start(action.model, action.placement))
+            if self.keeper is not None and (known := self._status(action.model)) is not None:
+                self._spawn(self.keeper.prepare(action.model, known.kv_key))  # its saved slots checked meanwhile
         elif isinstance(action, Stop):
             log.info("stopping %s: %s", action.model, action.reason)
             self._count_stop(action)

@@ -168,3 +168,22 @@ def test_a_full_disk_or_a_slot_bigger_than_the_cap_is_refused_before_saving(tmp_
     assert cache(tmp_path, free=2**30).room_for(10 * 2**20) is None
     assert "nearly full" in cache(tmp_path, free=2**20 + 5).room_for(10)
     assert "cap" in cache(tmp_path, max_bytes=2**20).room_for(2 * 2**20)
+
+
+def test_a_file_checked_while_its_model_starts_is_not_read_again_unless_it_changed(tmp_path, monkeypatch):
+    from gateway.kvcache import files as module
+
+    files = cache(tmp_path)
+    entry = saved(files, [1, 2, 3])
+    reads = []
+    real = module.file_crc32
+    monkeypatch.setattr(module, "file_crc32", lambda path: (reads.append(path), real(path))[1])
+    files.precheck([entry])
+    assert files.verify(entry) and len(reads) == 1  # the restore did not read it again
+    assert files.verify(entry) and len(reads) == 2  # one-shot: later checks read it
+    files.precheck([entry])
+    path = files.model_dir("m") / entry.name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))  # changed after the check: read again, and caught
+    assert not files.verify(entry) and not path.exists()
