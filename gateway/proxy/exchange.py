@@ -167,6 +167,11 @@ class Exchange(Response):
         # activity line says about it. None: not restored (nothing saved matched, or it was not worth it).
         self.kv_restored = None
 
+    @property
+    def served_from_restored_cache(self) -> bool:
+        """For the activity line: its conversation's KV cache was restored from disk before it was forwarded."""
+        return self.kv_restored is not None
+
     # ---- the exchange ----------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send) -> None:
