@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.kvcache.files import MAGIC, STATE_VERSION, CacheDir, CorruptFile, read_tokens, unpack_tokens
+from gateway.kvcache.files import CacheDir
+from gateway.kvcache.slotfile import MAGIC, STATE_VERSION, CorruptFile, read_tokens, unpack_tokens
 
 
 class Clock:
