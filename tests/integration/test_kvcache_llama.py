@@ -6,6 +6,7 @@ server refuses. A full disk stops saving; the requests are served all the same."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -176,3 +177,35 @@ async def test_a_full_disk_stops_saving_and_serving_goes_on(server, full_disk, c
     assert "nearly full" in caplog.text
     await keeper.close()
     await floored.close()
+
+
+async def test_two_conversations_of_one_model_come_back_into_two_slots(keeper, llama_server_bin, tiny_models,
+                                                                      kv_root, tmp_path):
+    """Two slots, two conversations: both saved, and each restored into its own slot of the next server."""
+    def two_slots() -> LlamaServer:
+        return LlamaServer(llama_server_bin, tiny_models[MODEL], parallel=2, ctx=8192, alias=MODEL, log_dir=tmp_path,
+                           extra_args=["--slots", "--metrics", "--slot-save-path", str(kv_root / MODEL)]).start()
+
+    other = [{"role": "user", "content": " ".join(random.Random(9).choice(WORDS) for _ in range(1200))}]
+    first = two_slots()
+    try:
+        # at once, so that each takes its own slot
+        async with httpx.AsyncClient(timeout=120) as client:
+            answers = await asyncio.gather(*(client.post(first.url + "/v1/chat/completions", json={
+                "messages": m, "max_tokens": 8, "temperature": 0}) for m in (HISTORY, other)))
+        assert await keeper.save(MODEL, first.url, KEY) == 2
+    finally:
+        first.stop()
+    second = two_slots()
+    try:
+        turns = []
+        for messages, answer in zip((HISTORY, other), answers):
+            said = answer.json()["choices"][0]["message"]["content"]
+            turns.append(messages + [{"role": "assistant", "content": said}, {"role": "user", "content": "more?"}])
+        for turn in turns:
+            assert await keeper.before_forward(MODEL, second.url, KEY, "run-2", "/v1/chat/completions",
+                                               body(turn)) is not None
+        for turn in turns:
+            assert chat(second.url, turn)["timings"]["cache_n"] > 1000
+    finally:
+        second.stop()
