@@ -117,7 +117,7 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU; log volume
+bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU; log volume; TTFT after a swap with the KV cache restored
 	bash bench/setup-litellm.sh
 	$(PY) bench/deployed.py --json logs/bench-deployed.json
 	$(PY) bench/gateway_overhead.py
@@ -125,3 +125,4 @@ bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, 
 	$(PY) bench/scheduling.py
 	$(PY) bench/idle.py
 	$(PY) bench/log_volume.py
+	$(PY) bench/kv_swap.py

@@ -109,11 +109,18 @@ def context(model: ScheduledModel) -> str:
     return "model's" if model.ctx_size == 0 else str(model.ctx_size)
 
 
+def saved(model: ScheduledModel) -> str:
+    """Conversations whose KV cache waits on disk for the model's next start, and their size."""
+    if not model.kv_saved:
+        return "-"
+    return f"{model.kv_saved} ({format_size(model.kv_saved_bytes)})"
+
+
 # Narrower than the terminal, columns go in this order; NAME and STATE are never cut (README).
-DROP_FIRST = ("PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
+DROP_FIRST = ("SAVED", "PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
 COLUMNS = (("NAME", "left"), ("STATE", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
            ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
-           ("QUEUED", "right"), ("UNLOADS IN", "left"))
+           ("QUEUED", "right"), ("SAVED", "right"), ("UNLOADS IN", "left"))
 
 
 def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | str]:
@@ -129,6 +136,7 @@ def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | 
         "SLOTS": str(model.parallel) if model.parallel else "?",
         "RUNNING": f"{model.in_flight}/{model.limit}" if loaded or model.in_flight else "-",
         "QUEUED": str(model.queued) if model.queued else "-",
+        "SAVED": saved(model),
         "UNLOADS IN": until_unload(model),
     }
 

@@ -108,6 +108,9 @@ class ModelStatus(BaseModel):
     need_bytes: int | None = Field(None, description="Memory it needs: the spec's `memory`, else the estimate.")
     need_detail: str | None = None
     estimate: MemoryEstimate | None = Field(None, description="By part; null when unknown or set in the spec.")
+    kv_key: str | None = Field(None, description="What its server's saved KV caches are known by: a hash of "
+                               "the weights, the cache layout, the args and the image (orchestrator/kv_key.py). "
+                               "A slot file saved under another key is never restored into it.")
     listing_version: int | None = Field(None, description="On a start's or stop's answer: the listing version it "
                                         "is at least as new as (an older listing must not undo it).")
 

@@ -29,6 +29,7 @@ RESERVED_FLAGS: dict[str, str] = {
     "-ngl": "use `gpu_layers`", "--gpu-layers": "use `gpu_layers`", "--n-gpu-layers": "use `gpu_layers`",
     "-np": "use `parallel`", "--parallel": "use `parallel`",
     "-mm": "use `mmproj`", "--mmproj": "use `mmproj`",
+    "--slot-save-path": "llamadock sets it: the model's KV cache directory",
 }
 
 

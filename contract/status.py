@@ -57,6 +57,8 @@ class ScheduledModel(BaseModel):
     idle_s: float | None = Field(None, description="Ready and idle for this long (the ttl counts from here).")
     ctx_size: int | None = None
     parallel: int | None = None
+    kv_saved: int = Field(0, description="Conversations whose KV cache is saved for this model's next start.")
+    kv_saved_bytes: int = Field(0, description="Their size on disk.")
 
 
 class PoolView(BaseModel):

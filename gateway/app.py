@@ -20,6 +20,9 @@ from .api.docs import serve_docs
 from .activity import ActivityLog
 from .gpu import NvmlReader
 from .orchestrator_link import orchestrator_transport
+from .kvcache.files import CacheDir
+from .kvcache.keeper import KvKeeper
+from .metrics import GatewayMetrics
 from .scheduling.lifecycle import Lifecycle
 from .scheduling.inputs import Defaults
 from .routes.orchestrated import OrchestratorRegistry
@@ -73,6 +76,15 @@ def defaults_from(settings: GatewaySettings) -> Defaults:
                     vram_reserve=int(settings.vram_reserve), state_dir=settings.state_dir)
 
 
+def kv_keeper(settings: GatewaySettings, metrics: GatewayMetrics) -> KvKeeper | None:
+    """The keeper of conversations' KV caches, when a cache directory is set and saving is on."""
+    if settings.kv_cache_dir is None or settings.kv_cache_max_mb <= 0:
+        return None
+    files = CacheDir(settings.kv_cache_dir, max_bytes=settings.kv_cache_max_mb * 2**20,
+                     min_free_bytes=settings.kv_cache_min_free_mb * 2**20)
+    return KvKeeper(files, metrics, save_budget_s=settings.kv_save_budget_s)
+
+
 def default_registry(settings: GatewaySettings) -> ModelRegistry:
     static = StaticRegistry(settings.upstreams_file, settings.health_interval_s)
     if settings.orchestrator_url:
@@ -98,12 +110,13 @@ def create_app(
             timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS,
             transport=orchestrator_transport(settings.orchestrator_socket, ORCHESTRATOR_LIMITS))
         if isinstance(registry, OrchestratorRegistry):
+            context.kv_keeper = kv_keeper(settings, context.metrics)
             context.lifecycle = lifecycle = Lifecycle(
                 httpx.AsyncClient(headers={"authorization": f"Bearer {settings.admin_token}"},
                                   timeout=httpx.Timeout(None, connect=5.0), limits=ORCHESTRATOR_LIMITS,
                                   transport=orchestrator_transport(settings.orchestrator_socket, ORCHESTRATOR_LIMITS)),
                 settings.orchestrator_url, defaults_from(settings), context.gpu, context.metrics,
-                on_status=registry.apply_status)
+                on_status=registry.apply_status, keeper=context.kv_keeper)
             registry.on_listing = lifecycle.on_listing
             await lifecycle.start()
         await registry.start()
@@ -113,6 +126,8 @@ def create_app(
             if context.lifecycle is not None:
                 await context.lifecycle.stop()
                 await context.lifecycle.client.aclose()
+            if context.kv_keeper is not None:
+                await context.kv_keeper.close()
             await app.state.admin_client.aclose()
             await registry.stop()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .activity import ActivityLog
 from .gpu import NvmlReader
+from .kvcache.keeper import KvKeeper
 from .scheduling.lifecycle import Lifecycle
 from .metrics import GatewayMetrics
 from .routes.registry import ModelRegistry
@@ -21,6 +22,7 @@ class GatewayContext:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     lifecycle: "Lifecycle | None" = None  # the scheduler, when an orchestrator manages the models
     activity: ActivityLog = field(default_factory=lambda: ActivityLog(1000))  # the latest requests, for /admin/activity
+    kv_keeper: KvKeeper | None = None  # conversations' KV caches across stops (with an orchestrator and a cache dir)
     _background: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coroutine) -> None:

@@ -56,6 +56,24 @@ class GatewayMetrics:
         self.evictions = Counter(
             "llamadock_evictions", "Models stopped, by reason: ttl, room, swap_group, admin, crash, other.",
             ["model", "reason"], registry=r)
+        # Conversations' KV caches kept across stops (gateway/kvcache/).
+        self.kv_saves = Counter(
+            "llamadock_kv_cache_saves", "Slots saved before a planned stop, by model.", ["model"], registry=r)
+        self.kv_saved_bytes = Counter(
+            "llamadock_kv_cache_saved_bytes", "Bytes of the slots saved, by model.", ["model"], registry=r)
+        self.kv_save_failures = Counter(
+            "llamadock_kv_cache_save_failures", "Slots not saved before a stop, by why: timeout (the bound), "
+            "no_room (cap or disk floor), error.", ["model", "reason"], registry=r)
+        self.kv_lookups = Counter(
+            "llamadock_kv_cache_lookups", "Requests compared with the saved conversations of their model, by result: "
+            "restored (a hit: served after its conversation was restored), skipped (a shared prefix, but "
+            "processing it was faster, or no slot free), miss (nothing shared), failed (the file or the restore "
+            "failed: served without).", ["model", "result"], registry=r)
+        self.kv_restored_bytes = Counter(
+            "llamadock_kv_cache_restored_bytes", "Bytes of the slots restored, by model.", ["model"], registry=r)
+        self.kv_restored_tokens = Counter(
+            "llamadock_kv_cache_restored_tokens", "Prompt tokens the restores spared the model processing.",
+            ["model"], registry=r)
         self.model_scrape_errors = Counter(
             "llamadock_model_scrape_errors", "A model's own /metrics missing from a scrape of /metrics, by why: "
             "timeout, unreachable, http_<status>, unparsable.", ["model", "reason"], registry=r)

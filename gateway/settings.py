@@ -52,12 +52,21 @@ class GatewaySettings(BaseSettings):
     vram_reserve: ByteSize = Field(512 * 2**20, description="VRAM left free on each GPU for the driver and others.")
     state_dir: Path | None = Field(
         Path("logs"), description="Where the gateway keeps what it learns (the GPUs' CUDA overhead); must be writable.")
+    kv_cache_dir: Path | None = Field(
+        None, description="Where the model servers save their slots before a planned stop (one directory per "
+        "model); restored when a conversation comes back. Unset: conversations are not kept across stops.")
+    kv_cache_max_mb: int = Field(8192, ge=0, description="Cap on the saved slots, all models together (least "
+                                 "recently used go first); 0 turns saving and restoring off.")
+    kv_cache_min_free_mb: int = Field(1024, ge=0, description="Free disk left where the slots are saved: below "
+                                      "it, nothing more is saved.")
+    kv_save_budget_s: float = Field(5.0, gt=0, description="Longest a stop waits for its model's slots to be saved.")
     keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
     log_level: str = "info"
     log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
     activity_size: int = Field(1000, ge=0, description="Requests kept in memory for GET /admin/activity (newest).")
 
-    @field_validator("memory_budget", "orchestrator_url", "orchestrator_socket", "state_dir", mode="before")
+    @field_validator("memory_budget", "orchestrator_url", "orchestrator_socket", "state_dir", "kv_cache_dir",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes `${VAR:-}` as ""

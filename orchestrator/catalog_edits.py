@@ -26,6 +26,12 @@ class CatalogEdits:
         self.defaults = catalog_file.load_defaults(self.path)
         return specs
 
+    def effective(self, spec: ModelSpec) -> ModelSpec:
+        """The spec as its instance is made: the catalog's default image when it names none (the
+        spec's own `image` wins; without a default either, the runtime's stack image)."""
+        default = self.defaults.llama_image
+        return spec if spec.image or not default else spec.model_copy(update={"image": default})
+
     async def set_defaults(self, defaults: catalog_file.CatalogDefaults) -> None:
         await self._update(lambda text: catalog_file.render_with_defaults(text, defaults))
         self.defaults = defaults

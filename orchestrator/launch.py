@@ -47,6 +47,7 @@ OWN_FLAGS: dict[str, str] = {
     "-c": "ctx_size", "--ctx-size": "ctx_size",
     "-ngl": "gpu_layers", "--gpu-layers": "gpu_layers", "--n-gpu-layers": "gpu_layers",
     "-np": "parallel", "--parallel": "parallel",
+    "--slot-save-path": "slot_save_path",
 }
 # Prometheus metrics and the slots view feed llamadock's status and scheduling; --slots ends
 # llamadock's own part of the command line.
@@ -80,14 +81,17 @@ class Launch:
     # Values llama-server will refuse at start (it reports them; the estimate cannot size them).
     invalid: tuple[str, ...] = ()
 
-    def argv(self, *, models_dir: str) -> list[str]:
-        """llama-server's arguments, ``models_dir`` being where models/ is seen by the server."""
+    def argv(self, *, models_dir: str, kv_dir: str | None = None) -> list[str]:
+        """llama-server's arguments, ``models_dir`` being where models/ is seen by the server;
+        ``kv_dir``: where it saves and restores slots (the gateway's KV cache keeper), None: nowhere."""
         cmd = ["--alias", self.alias]
         cmd += ["--model", f"{models_dir}/{self.model}"] if self.model is not None else ["--hf-repo", self.hf_repo]
         if self.mmproj is not None:
             cmd += ["--mmproj", f"{models_dir}/{self.mmproj}"]
         cmd += ["--ctx-size", str(self.ctx_size), "--n-gpu-layers", str(self.gpu_layers),
                 "--parallel", str(self.parallel)]
+        if kv_dir is not None:
+            cmd += ["--slot-save-path", kv_dir]
         return cmd + list(ALWAYS) + list(self.args)
 
 

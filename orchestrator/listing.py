@@ -18,9 +18,11 @@ from contract.listing import InstanceInfo, InstanceState, Listing, ModelState, M
 from contract.spec import ModelSpec
 
 from . import catalog as catalog_file
-from .backends.runtime import Instance, Runtime
+from .backends.runtime import LIVE, Instance, Runtime
 from .catalog_edits import CatalogEdits
 from .estimate import estimate_spec
+from .kv_key import kv_key, source_identity
+from .launch import describe_launch
 from .model_state import STARTING, model_state, uptime_s
 from .records import Records
 from .settings import OrchestratorSettings
@@ -156,6 +158,8 @@ class LiveListing:
                 instance=None if instance is None else instance_info(instance),
                 pids=list(instance.pids) if instance else [],
                 uptime_s=None if (u := uptime_s(instance, now)) is None else round(u, 1),
+                kv_key=self._kv_key(instance.spec if instance is not None and instance.state in LIVE
+                                    and instance.spec is not None else spec),
                 **self._need(specs.get(name)),
             ))
         return out
@@ -163,6 +167,21 @@ class LiveListing:
     def need_of(self, spec: ModelSpec) -> dict:
         """``need_bytes``, ``need_detail`` and ``estimate`` of a spec (declared or not yet); any thread."""
         return self._need(spec)
+
+    def _kv_key(self, spec: ModelSpec | None) -> str | None:
+        """The KV cache key of the server that runs (its own spec), or of the one the next start
+        makes (the declared spec: a container of another spec is recreated then)."""
+        if spec is None:
+            return None
+        size = mtime = None
+        if spec.model is not None:
+            try:
+                found = (self.settings.models_dir / spec.model).stat()
+                size, mtime = found.st_size, found.st_mtime_ns
+            except OSError:
+                pass
+        launch = describe_launch(spec, gpu=self.runtime.gpu)
+        return kv_key(launch, image=self.runtime.image(self.catalog.effective(spec)), source=source_identity(spec.model, size, mtime, spec.hf))
 
     def _need(self, spec: ModelSpec | None) -> dict:
         if spec is None:

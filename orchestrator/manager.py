@@ -128,8 +128,7 @@ class ModelManager:
     def _effective(self, spec: ModelSpec) -> ModelSpec:
         """The spec as its instance is made: the catalog's default image when it names none (the
         spec's own `image` wins; without a default either, the runtime's stack image)."""
-        default = self.catalog.defaults.llama_image
-        return spec if spec.image or not default else spec.model_copy(update={"image": default})
+        return self.catalog.effective(spec)
 
     # ---- the llama-server image ------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class OrchestratorSettings(BaseSettings):
     project: str | None = Field(None, description="Compose project name (labels, container names).")
     network: str | None = Field(None, description="Docker network the model containers join.")
     models_host_dir: str | None = Field(None, description="Host path of models/ (bind-mounted into models).")
+    kv_cache_dir: Path | None = Field(None, description="The KV cache root as this process sees it (one directory "
+                                      "per model is made there before its server starts); unset: models_dir/.cache/kv.")
+    kv_cache_host_dir: str | None = Field(None, description="Host path of the KV cache root (bind-mounted into "
+                                          "models); inside the stack, read from the orchestrator's /kv mount.")
     llama_image_cpu: str = Field(OFFICIAL_CPU_IMAGE, description="llama-server image without a GPU.")
     llama_image_gpu: str = Field(OFFICIAL_GPU_IMAGE, description="llama-server image with an NVIDIA GPU.")
     model_user: str | None = Field(None, description="uid:gid the model servers run as (owner of downloads).")
@@ -53,10 +57,15 @@ class OrchestratorSettings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
 
     @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir",
-                     "model_user", "orchestrator_socket", mode="before")
+                     "model_user", "orchestrator_socket", "kv_cache_dir", "kv_cache_host_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.
         if value == "":
             return cls.model_fields[info.field_name].default
         return value
+
+    @property
+    def kv_root(self) -> Path:
+        """Where this process makes the models' KV cache directories."""
+        return self.kv_cache_dir or self.models_dir / ".cache" / "kv"

@@ -26,5 +26,11 @@ export LLAMADOCK_ADMIN_TOKEN="${LLAMADOCK_ADMIN_TOKEN:-$(env_file_value LLAMADOC
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-$(env_file_value COMPOSE_PROJECT_NAME)}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-llamadock}"
 
+# Saved KV caches: beside the downloads, under the models/ in use, unless set.
+models_dir="${LLAMADOCK_MODELS_DIR:-$(env_file_value LLAMADOCK_MODELS_DIR)}"
+models_dir="${models_dir:-models}"
+export LLAMADOCK_KV_CACHE_DIR="${LLAMADOCK_KV_CACHE_DIR:-$(env_file_value LLAMADOCK_KV_CACHE_DIR)}"
+export LLAMADOCK_KV_CACHE_DIR="${LLAMADOCK_KV_CACHE_DIR:-$models_dir/.cache/kv}"
+
 # Bind-mount sources must exist, or Docker creates them owned by root.
-mkdir -p "${LLAMADOCK_MODELS_DIR:-models}/.cache" "${LLAMADOCK_LOGS_DIR:-logs}/sessions"
+mkdir -p "$models_dir/.cache" "${LLAMADOCK_LOGS_DIR:-logs}/sessions" "$LLAMADOCK_KV_CACHE_DIR"

@@ -170,7 +170,14 @@ class Exchange(Response):
         self._tail: deque[bytes] = deque(maxlen=TAIL_PIECES)  # the answer's last pieces: its token counts
         self.error_kind: str | None = None
         self.client_gone = False
-        self.kv_cache_restored = False  # set by whatever serves a request from a KV cache restored from disk
+        # Served after its conversation's KV cache was restored from disk (gateway/kvcache/): what an
+        # activity line says about it. None: not restored (nothing saved matched, or it was not worth it).
+        self.kv_restored = None
+
+    @property
+    def served_from_restored_cache(self) -> bool:
+        """For the activity line: its conversation's KV cache was restored from disk before it was forwarded."""
+        return self.kv_restored is not None
 
     # ---- the exchange ----------------------------------------------------------------------------
 
@@ -231,7 +238,7 @@ class Exchange(Response):
             endpoint=req.endpoint, stream=req.asked.stream, status=self.status, error=self.error_kind,
             queue_wait_s=queue_s, load_wait_s=load_s, ttft_s=ttft, tokens_in=counts.tokens_in,
             tokens_out=counts.tokens_out, tokens_per_s=speed, duration_s=took, client_disconnected=self.client_gone,
-            kv_cache_restored=self.kv_cache_restored)
+            kv_cache_restored=self.served_from_restored_cache)
 
     async def _exchange(self) -> None:
         if not await self._admitted():
@@ -246,6 +253,15 @@ class Exchange(Response):
             return await self.fail(errors.upstream_unreachable(model, "it has no network address right now"),
                                    "upstream_unreachable")
         call = req.call
+        keeper = self.ctx.kv_keeper
+        if keeper is not None and req.ticket is not None:
+            # Admitted, its model ready: the conversation it continues is restored first, if saved.
+            self.kv_restored = await keeper.before_forward(model, req.route.url, req.route.kv_key, req.route.run_id,
+                                                           call.target, call.body)
+            if self.kv_restored is not None:
+                restored = self.kv_restored
+                log.info("%s %s: served from a restored KV cache (%d of its prompt's tokens, restored in %.2f s)",
+                         model, req.endpoint, restored.shared, restored.seconds)
         forwarded = [(k, v) for k, v in call.headers if k not in _DROP_REQUEST_HEADERS]
         settings = self.ctx.settings
         try:

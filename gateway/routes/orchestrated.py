@@ -40,8 +40,10 @@ def _why(exc: Exception) -> str:
 
 def route_of(model: ModelStatus, created: int) -> ModelRoute:
     """One model of the orchestrator's listing as a route (pure)."""
+    instance = model.instance
     return ModelRoute(name=model.name, url=model.url, aliases=tuple(model.aliases), state=model.state,
-                      reason=model.reason, pids=tuple(model.pids), created=created)
+                      reason=model.reason, pids=tuple(model.pids), created=created, kv_key=model.kv_key,
+                      run_id=None if instance is None else f"{instance.id}@{instance.started_at}")
 
 
 class OrchestratorRegistry:

@@ -26,6 +26,8 @@ class ModelRoute:
     reason: str | None = None  # why it is not ready, in words
     pids: tuple[int, ...] = ()  # host PIDs of its server, for VRAM attribution
     created: int = 0  # unix time the model became known (OpenAI's `created`)
+    kv_key: str | None = None  # what its server's saved slots are known by (contract ModelStatus.kv_key)
+    run_id: str | None = None  # one run of its server: instance and start time (a restart is another run)
 
 
 @dataclass(frozen=True)

@@ -192,9 +192,11 @@ def sync_event(listing: Listing, gpu: GpuStatus | None, state: State, defaults: 
 
 
 def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[str, str],
-                   learned: Mapping[str, int | None], measured: Mapping[str, Mapping[str, int]]) -> SchedulerView:
+                   learned: Mapping[str, int | None], measured: Mapping[str, Mapping[str, int]],
+                   saved: Mapping[str, tuple[int, int]] | None = None) -> SchedulerView:
     """What holds memory where and what waits, for /status and `llamadock ps`. ``uuids``: per GPU
-    pool; ``learned``: the CUDA overhead learned per pool (None: not yet)."""
+    pool; ``learned``: the CUDA overhead learned per pool (None: not yet); ``saved``: per model, the
+    conversations (and bytes) its next start can restore."""
     pools = {}
     for pool, capacity in state.capacity.items():
         ours = sum(m.held.get(pool, 0) for m in state.models.values() if m.phase in HOLDS_MEMORY)
@@ -218,6 +220,7 @@ def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[st
             # For `llamadock ps`: the ttl unload counts from the last use; context and slots.
             idle_s=round(now - m.last_used, 1) if m.phase is Phase.READY and not m.busy else None,
             ctx_size=spec.ctx_size if spec else None, parallel=spec.parallel if spec else None,
+            kv_saved=(saved or {}).get(m.name, (0, 0))[0], kv_saved_bytes=(saved or {}).get(m.name, (0, 0))[1],
         )
     return SchedulerView(pools=pools, models=models)
 

@@ -39,6 +39,7 @@ from contract.status import SchedulerView
 
 from .calibration import OverheadStore, learn_from_device, learn_from_process, uuids_by_pool
 from ..gpu import NvmlReader, device_pool, devices_by_pool
+from ..kvcache.keeper import KvKeeper
 from ..metrics import GatewayMetrics
 from ..model_metrics import crashed, eviction_reason
 from .placement import Placement, start_body
@@ -122,13 +123,15 @@ class Ticket:
 class Lifecycle:
     def __init__(self, client: httpx.AsyncClient, orchestrator_url: str, defaults: Defaults, gpu: NvmlReader,
                  metrics: GatewayMetrics, on_status: Callable[[ModelStatus], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, keeper: KvKeeper | None = None) -> None:
         self.client = client
         self.url = orchestrator_url.rstrip("/")
         self.defaults = defaults
         self.gpu = gpu
         self.metrics = metrics
         self.on_status = on_status  # hands the orchestrator's fresh model status to the registry
+        self.keeper = keeper  # saves a model's slots before its planned stop (gateway/kvcache/)
+        self._heard: dict[str, ModelStatus] = {}  # the last start's or stop's own answer, per model
         self.clock = clock
         self.state = State(queue_timeout_s=defaults.queue_timeout_s, release_timeout_s=defaults.release_timeout_s)
         self.overheads = OverheadStore(defaults.state_dir / "gpu-overhead.json" if defaults.state_dir else None)
@@ -172,6 +175,10 @@ class Lifecycle:
             self.metrics.evictions.labels(name, "crash").inc()
         self.listing = listing
         self._sync(phases_from_listing=True)
+        if self.keeper is not None:
+            unread = [m.name for m in listing.models if not self.keeper.files.is_indexed(m.name)]
+            if unread:
+                self._spawn(self.keeper.refresh_index(unread))  # what each model has saved, read once
 
     def policy_for(self, model: ModelStatus) -> Policy:
         """The policy a model not yet in the listing would get (an add's plan reads it)."""
@@ -181,7 +188,9 @@ class Lifecycle:
         """The scheduler's view, for /status: what holds memory where, and what waits."""
         uuids = self._uuids()
         learned = {pool: self.overheads.overhead(uuid) for pool, uuid in uuids.items()}
-        return scheduler_view(self.state, self.listing, self.clock(), uuids, learned, self._measured)
+        saved = {} if self.keeper is None else {
+            m.name: self.keeper.saved(m.name, m.kv_key) for m in self.listing.models}
+        return scheduler_view(self.state, self.listing, self.clock(), uuids, learned, self._measured, saved)
 
     def dispatch(self, event) -> None:
         self.state, actions = step(self.state, event)
@@ -227,6 +236,8 @@ class Lifecycle:
             self._note_change(action.placement.pools if action.placement else ())
             self._begin_learning(action.model, action.placement)
             self._spawn(self._start(action.model, action.placement))
+            if self.keeper is not None and (known := self._status(action.model)) is not None:
+                self._spawn(self.keeper.prepare(action.model, known.kv_key))  # its saved slots checked meanwhile
         elif isinstance(action, Stop):
             log.info("stopping %s: %s", action.model, action.reason)
             self._count_stop(action)
@@ -280,17 +291,30 @@ class Lifecycle:
     def _heard_status(self, name: str, content: bytes) -> None:
         """Hand a start's or stop's answer to the registry; one that does not parse (an orchestrator of
         another version) only waits for the next listing: the start or stop itself did happen."""
-        if self.on_status is None:
-            return
         try:
-            self.on_status(ModelStatus.model_validate_json(content))
+            status = ModelStatus.model_validate_json(content)
         except ValidationError as exc:
             log.warning("the orchestrator's answer for %s does not read as a model status: %s", name, exc)
+            return
+        self._heard[name] = status
+        if self.on_status is not None:
+            self.on_status(status)
+
+    def _status(self, name: str) -> ModelStatus | None:
+        """The model as last heard: the listing, or a start's answer newer than it."""
+        listed, heard = self.listing.find(name), self._heard.get(name)
+        if heard is not None and (listed is None or (heard.listing_version or -1) > self.listing.version):
+            return heard
+        return listed
 
     async def _stop(self, name: str, held: dict[str, int]) -> None:
         pids = tuple(listed.pids) if (listed := self.listing.find(name)) else ()
         used = {pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()
                 if d.memory.used_bytes is not None}
+        if self.keeper is not None and (running := self._status(name)) is not None:
+            # Idle (the scheduler stops only idle models) and admitting nothing: its slots are saved
+            # now, within the keeper's bound, so that its conversations survive the stop.
+            await self.keeper.save(name, running.url, running.kv_key)
         try:
             response = await self._post_idempotent(f"{self.url}/models/{name}/stop")
             if response.status_code == 200:

@@ -121,8 +121,11 @@ class MemoryRuntime:
 
     # ---- effects -------------------------------------------------------------------------------
 
+    def image(self, spec: ModelSpec) -> str:
+        return spec.image or self.stack_image
+
     async def ensure_image(self, spec: ModelSpec) -> None:
-        await self.pull(spec.image or self.stack_image)
+        await self.pull(self.image(spec))
 
     async def pull(self, image: str) -> None:
         if image in self.missing_images:
@@ -138,7 +141,7 @@ class MemoryRuntime:
         instance = Instance(
             id=f"{number:012d}{'0' * 52}", name=f"memory-{kind}-{spec.name}", model=spec.name,
             state=InstanceState.CREATED, spec_hash=made.spec_hash, spec=spec, placement=made.placement,
-            image=spec.image or self.stack_image, url=f"http://memory-{kind}-{spec.name}:8080",
+            image=self.image(spec), url=f"http://memory-{kind}-{spec.name}:8080",
             probe_url=f"memory://{number}", node=self.node)
         self.by_id[instance.id] = instance
         self._launch(instance)

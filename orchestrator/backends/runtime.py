@@ -71,7 +71,7 @@ class Change:
 
 
 class Runtime(Protocol):
-    """Where models run. Every method but ``fingerprint``, ``pools`` and ``on_change`` may block
+    """Where models run. Every method but ``fingerprint``, ``image``, ``pools`` and ``on_change`` may block
     on the backend, so they are coroutines; each raises ``common.errors.ApiError`` for a failure
     the user can act on (no image, a name taken, no GPU for containers)."""
 
@@ -97,6 +97,8 @@ class Runtime(Protocol):
         """One instance as it is now (raises when it is gone)."""
 
     stack_image: str  # what a spec without an `image` runs, unless the catalog's defaults say otherwise
+    def image(self, spec: ModelSpec) -> str:
+        """Pure: what an instance of ``spec`` would run from (part of its KV cache key)."""
 
     async def ensure_image(self, spec: ModelSpec) -> None:
         """What ``spec`` runs from is there (pulled if need be)."""

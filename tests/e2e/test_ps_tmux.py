@@ -66,9 +66,9 @@ def test_make_ps_shows_each_model_with_its_state(stack, terminal):
     screen = terminal.transcript()
     assert terminal.exit_status() == 0, screen
     keep = row(screen, "keep")
-    assert keep and re.search(r"keep\s+ready\s+100 MiB\s+100% CPU\s+CPU\s+1024\s+1\s+0/1\s+-\s+never \(pinned\)",
+    assert keep and re.search(r"keep\s+ready\s+100 MiB\s+100% CPU\s+CPU\s+1024\s+1\s+0/1\s+-\s+-\s+never \(pinned\)",
                               keep), screen
-    assert re.search(r"lazy\s+stopped\s+100 MiB\s+100% CPU\s+-\s+2048\s+2\s+-\s+-\s+-", row(screen, "lazy") or ""), \
+    assert re.search(r"lazy\s+stopped\s+100 MiB\s+100% CPU\s+-\s+2048\s+2\s+-\s+-\s+-\s+-", row(screen, "lazy") or ""), \
         screen
 
 
@@ -92,7 +92,7 @@ def test_make_ps_through_a_pipe_prints_every_column_whole(stack):
     assert out.returncode == 0, out.stderr
     assert "\x1b[" not in out.stdout  # no colours into a pipe
     header = next(line for line in out.stdout.splitlines() if line.startswith("NAME"))
-    assert re.search(r"PLACEMENT\s+CONTEXT\s+SLOTS\s+RUNNING\s+QUEUED\s+UNLOADS IN", header), out.stdout
+    assert re.search(r"PLACEMENT\s+CONTEXT\s+SLOTS\s+RUNNING\s+QUEUED\s+SAVED\s+UNLOADS IN", header), out.stdout
     assert re.search(rf"^{LONG}\s+stopped\s+100 MiB\b", out.stdout, re.M), out.stdout
     assert "…" not in out.stdout
 

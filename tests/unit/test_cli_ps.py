@@ -54,7 +54,7 @@ def test_cpu_host_with_a_memory_budget():
     text = render(body)
     assert "VRAM USED" not in text  # nothing measures a CPU model's memory
     assert [c.strip() for c in row(text, "tiny")] == \
-        ["tiny", "ready", "120 MiB", "100% CPU", "CPU", "2048", "2", "1/2", "3", "busy, then 5m00s"]
+        ["tiny", "ready", "120 MiB", "100% CPU", "CPU", "2048", "2", "1/2", "3", "-", "busy, then 5m00s"]
 
 
 def test_gpu_host_fully_offloaded_on_one_gpu():
@@ -64,7 +64,7 @@ def test_gpu_host_fully_offloaded_on_one_gpu():
                                   ctx_size=8192, parallel=4, limit=4, in_flight=2, idle_s=None, ttl_s=0)},
                   gpu=True)
     cells = [c.strip() for c in row(render(body), "qwen3")]
-    assert cells == ["qwen3", "ready", "6.0 GiB", "5.5 GiB", "100% GPU", "GPU 0", "8192", "4", "2/4", "-", "never"]
+    assert cells == ["qwen3", "ready", "6.0 GiB", "5.5 GiB", "100% GPU", "GPU 0", "8192", "4", "2/4", "-", "-", "never"]
 
 
 def test_split_over_two_gpus_with_part_in_ram():
@@ -154,7 +154,8 @@ def render_at(body: dict, width: int) -> str:
 def two_models() -> dict:
     return status({LONG: model(need_bytes={"gpu0": 3 * GIB}, placement={"pools": ["gpu0"], "text": "gpu0"},
                                ctx_size=8192, parallel=8, limit=8, ttl_s=300),
-                   "bar-tiny": model(phase="stopped", need_bytes={"gpu0": 81 * MIB}, idle_s=None)},
+                   "bar-tiny": model(phase="stopped", need_bytes={"gpu0": 81 * MIB}, idle_s=None, kv_saved=2,
+                                     kv_saved_bytes=14 * MIB)},
                   gpu=True, states={"bar-tiny": "stopped"})
 
 
@@ -196,3 +197,11 @@ def test_no_terminal_prints_every_column_whatever_columns_says(monkeypatch):
     header = next(line for line in text.splitlines() if line.startswith("NAME"))
     assert "PLACEMENT" in header and "UNLOADS IN" in header
     assert row(text, LONG)[:2] == [LONG, "ready"]
+
+
+def test_saved_conversations_show_with_their_size_and_go_first_when_narrow():
+    wide = render_at(two_models(), 200)
+    assert "2 (14 MiB)" in next(line for line in wide.splitlines() if line.startswith("bar-tiny")), wide
+    header = wide.splitlines()[0]
+    assert header.index("QUEUED") < header.index("SAVED") < header.index("UNLOADS IN")
+    assert "SAVED" not in render_at(two_models(), 120).splitlines()[0]

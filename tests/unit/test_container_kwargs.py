@@ -199,3 +199,16 @@ def test_the_hash_leaves_placement_out_and_the_label_tells_it():
 def test_bad_placements_are_refused(body):
     with pytest.raises(pydantic.ValidationError):
         Placement.model_validate(body)
+
+
+def test_each_model_saves_its_slots_into_its_own_directory_and_no_other():
+    stack = StackFacts(**{**STACK.__dict__, "kv_dir": "/home/u/llamadock/models/.cache/kv"})
+    kw = create_kwargs(SPEC, CPU, stack)
+    kv = next(m for m in kw["mounts"] if m["Target"] == "/kv")
+    assert kv == {"Type": "bind", "Source": "/home/u/llamadock/models/.cache/kv/qwen", "Target": "/kv",
+                  "ReadOnly": False}
+    assert flag(kw["command"], "--slot-save-path") == "/kv"
+    placed = create_kwargs(SPEC, NATIVE, stack, Placement(gpus=(0, 1)))
+    assert flag(placed["command"], "--slot-save-path") == "/kv"
+    # Without a KV cache root: no mount and no flag (the slot endpoints refuse).
+    assert "--slot-save-path" not in create_kwargs(SPEC, CPU, STACK)["command"]

@@ -19,7 +19,7 @@ from orchestrator.backends.docker.watch import change_of
 from orchestrator.backends.runtime import Change, Instance
 from orchestrator.settings import OrchestratorSettings
 
-STACK = SimpleNamespace(project="p", network="n", models_dir="/m", cache_dir="/m/.cache", cpu_image="llama:cpu",
+STACK = SimpleNamespace(project="p", network="n", models_dir="/m", cache_dir="/m/.cache", kv_dir=None, cpu_image="llama:cpu",
                         gpu_image="llama:cuda", user=None, log_max_size="10m", log_max_files=3)
 
 

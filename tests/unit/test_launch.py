@@ -181,6 +181,8 @@ def test_argv_round_trips_through_the_parser(spec, gpu, placement):
     # with the host and port a backend puts in front, as a container's command has them
     assert read_argv(["--host", "0.0.0.0", "--port", "8080", *described.argv(models_dir=MODELS)],
                      models_dir=MODELS) == described
+    # with the slot directory llamadock adds for the KV cache keeper
+    assert read_argv(described.argv(models_dir=MODELS, kv_dir="/kv"), models_dir=MODELS) == described
     # and the args it passes on, given again as a spec's args, read the same
     again = describe_launch(spec.model_copy(update={"args": described.args}), gpu=gpu)
     assert again == described

@@ -26,6 +26,7 @@ LABEL_PLACEMENT = "io.llamadock.placement"
 SERVER_PORT = 8080
 MODELS_MOUNT = "/models"  # models/ inside a model container (read-only)
 CACHE_MOUNT = "/cache"  # models/.cache inside it: where -hf downloads land (read-write)
+KV_MOUNT = "/kv"  # the model's own KV cache directory inside it: slots saved before a stop (read-write)
 NS = 1_000_000_000  # Docker wants durations in nanoseconds
 
 
@@ -40,6 +41,7 @@ class StackFacts:
     cpu_image: str
     gpu_image: str
     user: str | None = None  # "uid:gid" the servers run as (so downloads belong to the user)
+    kv_dir: str | None = None  # host path of the KV cache root: one directory per model (None: no slot files)
     log_max_size: str = "10m"
     log_max_files: int = 3
 
@@ -54,10 +56,17 @@ def candidate_name(project: str, model: str) -> str:
     return f"{project}-candidate-{model}"
 
 
-def server_command(spec: ModelSpec, host: HostFacts, placement: Placement | None = None) -> list[str]:
-    """llama-server's arguments (the image's entrypoint is llama-server)."""
+def kv_host_dir(stack: StackFacts, model: str) -> str | None:
+    """The host directory a model's slots are saved in (the gateway sees it under its own mount)."""
+    return None if stack.kv_dir is None else f"{stack.kv_dir}/{model}"
+
+
+def server_command(spec: ModelSpec, host: HostFacts, placement: Placement | None = None,
+                   kv: bool = False) -> list[str]:
+    """llama-server's arguments (the image's entrypoint is llama-server); ``kv``: slots can be saved."""
     launch = describe_launch(spec, gpu=host.gpu, placement=placement)
-    return ["--host", "0.0.0.0", "--port", str(SERVER_PORT), *launch.argv(models_dir=MODELS_MOUNT)]
+    return ["--host", "0.0.0.0", "--port", str(SERVER_PORT),
+            *launch.argv(models_dir=MODELS_MOUNT, kv_dir=KV_MOUNT if kv else None)]
 
 
 def _device_requests(spec: ModelSpec, host: HostFacts) -> list[dict]:
@@ -96,6 +105,10 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
         {"Type": "bind", "Source": stack.models_dir, "Target": MODELS_MOUNT, "ReadOnly": True},
         {"Type": "bind", "Source": stack.cache_dir, "Target": CACHE_MOUNT, "ReadOnly": False},
     ]
+    kv_dir = kv_host_dir(stack, spec.name)
+    if kv_dir is not None:
+        # Its own directory only: a server can neither read nor overwrite another model's slots.
+        mounts.append({"Type": "bind", "Source": kv_dir, "Target": KV_MOUNT, "ReadOnly": False})
     devices: list[str] = []
     if host.gpu and host.wsl2 and not host.docker_desktop:
         # A Docker engine inside a WSL2 distro: the driver's libraries are in
@@ -105,7 +118,7 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
         devices.append("/dev/dxg:/dev/dxg:rwm")
     kwargs = {
         "image": image,
-        "command": server_command(spec, host),
+        "command": server_command(spec, host, kv=kv_dir is not None),
         "environment": environment,
         "mounts": mounts,
         "devices": devices,
@@ -132,7 +145,7 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
     if placement is not None and host.gpu:
         _place(kwargs, placement, host)
-        kwargs["command"] = server_command(spec, host, placement)
+        kwargs["command"] = server_command(spec, host, placement, kv=kv_dir is not None)
     kwargs["name"] = container_name(stack.project, spec.name)
     kwargs["labels"] = {
         LABEL_PROJECT: stack.project,

@@ -19,6 +19,7 @@ from .containers import StackFacts
 from ...settings import OrchestratorSettings
 
 MODELS_MOUNT_IN_ORCHESTRATOR = "/models"
+KV_MOUNT_IN_ORCHESTRATOR = "/kv"
 
 
 def own_container_attrs(client: docker.DockerClient) -> dict | None:
@@ -41,7 +42,9 @@ def stack_facts(settings: OrchestratorSettings, own: dict | None) -> StackFacts:
     if missing:
         raise RuntimeError("Cannot tell where the stack is: set " + ", ".join(missing)
                            + " (inside the compose stack these are read from the orchestrator's own container).")
+    # The KV cache root: set, or the host source of the orchestrator's own /kv mount, or models/.cache/kv.
+    kv = settings.kv_cache_host_dir or mounts.get(KV_MOUNT_IN_ORCHESTRATOR) or os.path.join(models, ".cache", "kv")
     return StackFacts(
-        project=project, network=network, models_dir=models, cache_dir=os.path.join(models, ".cache"),
+        project=project, network=network, models_dir=models, cache_dir=os.path.join(models, ".cache"), kv_dir=kv,
         cpu_image=settings.llama_image_cpu, gpu_image=settings.llama_image_gpu, user=settings.model_user,
     )

@@ -152,11 +152,26 @@ class DockerRuntime:
 
     # ---- effects ---------------------------------------------------------------------------------
 
+    def image(self, spec: ModelSpec) -> str:
+        return create_kwargs(spec, self.facts, self.stack)["image"]
+
     async def ensure_image(self, spec: ModelSpec) -> None:
-        await self.pull(create_kwargs(spec, self.facts, self.stack)["image"])
+        await self.pull(self.image(spec))
 
     async def pull(self, image: str) -> None:
         await asyncio.to_thread(self._ensure_image, image)
+
+    def _ensure_kv_dir(self, model: str) -> None:
+        """The model's KV cache directory, made before its server starts: Docker refuses a bind mount
+        whose source is missing (and would make it as root if it did not)."""
+        if self.stack.kv_dir is None:
+            return
+        path = self.settings.kv_root / model
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ApiError(500, f"Cannot make the KV cache directory {path} ({exc.strerror or exc}): "
+                           "check LLAMADOCK_KV_CACHE_DIR is writable.", "kv_cache_dir") from None
 
     def _ensure_image(self, image: str) -> None:
         try:
@@ -181,6 +196,7 @@ class DockerRuntime:
         kwargs = create_kwargs(spec, self.facts, self.stack, placement)
         if candidate:
             kwargs["name"] = candidate_name(self.stack.project, spec.name)
+        await asyncio.to_thread(self._ensure_kv_dir, spec.name)
         try:
             container = await asyncio.to_thread(self.client.containers.create, **kwargs)
         except docker.errors.APIError as exc:
@@ -203,6 +219,7 @@ class DockerRuntime:
         return await self.run(spec, placement)
 
     async def start(self, instance: Instance) -> None:
+        await asyncio.to_thread(self._ensure_kv_dir, instance.model)
         container = await asyncio.to_thread(self.client.containers.get, instance.id)
         await asyncio.to_thread(container.start)
         self._changed(Change(instance.id))

@@ -123,6 +123,14 @@ class SwarmRuntime:
         kwargs = self._kwargs(spec, placement)
         return Fingerprint(spec_hash(kwargs), kwargs["labels"][LABEL_PLACEMENT])
 
+    @property
+    def stack_image(self) -> str:
+        """What a spec without an image runs (unless the catalog's defaults name another)."""
+        return self.stack.gpu_image if self.facts.gpu else self.stack.cpu_image
+
+    def image(self, spec: ModelSpec) -> str:
+        return spec.image or self.stack_image
+
     def _kwargs(self, spec: ModelSpec, placement: Placement | None) -> dict:
         return service_kwargs(spec, self.facts, self.stack, placement, stop_grace_s=self.settings.stop_grace_s)
 
