@@ -13,6 +13,7 @@ from common.errors import ApiError, install_error_handlers
 from . import __version__
 from .api import admin as api_admin, models as api_models, ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
+from .cors import install_cors
 from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai
 from .api.docs import serve_docs
@@ -124,5 +125,6 @@ def create_app(
 
     install_error_handlers(app, service="gateway", validation_prefix="Invalid request",
                            validation_code="invalid_request", render=_answer)
+    install_cors(app, settings.cors_origins)  # preflights answered before any route (or key check)
 
     return app

@@ -48,14 +48,21 @@ class GatewaySettings(BaseSettings):
     state_dir: Path | None = Field(
         Path("logs"), description="Where the gateway keeps what it learns (the GPUs' CUDA overhead); must be writable.")
     keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*"],
+        description="Origins whose web pages may call the gateway (comma-separated; `*` any, `:*` any port); "
+                    "empty: no cross-origin calls.")
+    default_model: str | None = Field(
+        None, description="The model that answers a request naming no model, or one nobody serves; "
+                          "unset: those get 400 / 404.")
     log_level: str = "info"
 
-    @field_validator("memory_budget", "orchestrator_url", "state_dir", mode="before")
+    @field_validator("memory_budget", "orchestrator_url", "state_dir", "default_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes `${VAR:-}` as ""
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

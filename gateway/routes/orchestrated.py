@@ -38,8 +38,9 @@ def _why(exc: Exception) -> str:
 
 def route_of(model: ModelStatus, created: int) -> ModelRoute:
     """One model of the orchestrator's listing as a route (pure)."""
+    files = (model.spec.model,) if model.spec is not None and model.spec.model else ()
     return ModelRoute(name=model.name, url=model.url, aliases=tuple(model.aliases), state=model.state,
-                      reason=model.reason, pids=tuple(model.pids), created=created)
+                      reason=model.reason, pids=tuple(model.pids), created=created, files=files)
 
 
 class OrchestratorRegistry:
@@ -75,9 +76,8 @@ class OrchestratorRegistry:
     def route_table(self) -> RouteTable:
         if self.static is None:
             return self._table
-        # Orchestrated models win a name clash with the static file.
-        names = {r.name for r in self._routes}
-        return RouteTable.of(self._routes + [r for r in self.static.route_table().routes if r.name not in names])
+        # Orchestrated models win a name clash with the static file, and both with a provider's.
+        return self.static.combined(self._table.routes)
 
     async def start(self) -> None:
         if self.static:

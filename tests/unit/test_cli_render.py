@@ -216,3 +216,17 @@ def test_models_table_shows_the_gpu_placement_only_when_there_is_one():
     assert "gpu0+gpu1 split 4800:10560" in text and " gpu " in text
     cpu = plain(admin_models_table(listing, placements_from_status(GatewayStatus(scheduler=None))), width=160)
     assert " gpu " not in cpu
+
+
+def test_models_table_lists_the_gateways_other_models_with_where_they_come_from():
+    from cli.render import admin_models_table
+    from contract.status import ModelObject
+    listing = served_listing(status("big", "ready", model="big.gguf"))
+    others = [ModelObject(id="big"), ModelObject(id="mine", state="ready"),
+              ModelObject(id="lmstudio:qwen", state="stopped", provider="lmstudio", aliases=["qwen"])]
+    text = plain(admin_models_table(listing, {}, others), width=160)
+    lines = {name: [line for line in text.splitlines() if f" {name} " in line] for name in ("big", "mine", "lmstudio:qwen")}
+    assert len(lines["big"]) == 1  # declared: listed once, as the orchestrator has it
+    lines = {name: found[0] for name, found in lines.items()}
+    assert "upstreams file" in lines["mine"]
+    assert "provider lmstudio" in lines["lmstudio:qwen"] and "qwen" in lines["lmstudio:qwen"]
