@@ -30,6 +30,8 @@ PROVIDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # no ':' (it separates provider
 
 
 class ProviderEntry(BaseModel):
+    model_config = {"extra": "forbid"}  # a misspelt key is said, not silently ignored
+
     url: str = Field(pattern=r"^https?://[^/]")
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="Name of the environment variable that holds its API key.")

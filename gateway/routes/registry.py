@@ -110,11 +110,13 @@ def read_upstreams(path: Path) -> Upstreams:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(first.get("loc", ()))
-        line = _line_of(text, loc)
-        where = ".".join(str(p) for p in loc)
-        raise ValueError(f"{path}{f', line {line}' if line else ''}: {where}: {first['msg']}") from None
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error.get("loc", ()))
+            line = _line_of(text, loc)
+            where = ".".join(str(p) for p in loc)
+            problems.append(f"{f'line {line}: ' if line else ''}{where + ': ' if where else ''}{error['msg']}")
+        raise ValueError(f"{path}: {'; '.join(problems)}") from None
     now = int(time.time())
     models = [
         ModelRoute(name=name, url=entry.url.rstrip("/"), aliases=tuple(entry.aliases), state=ModelState.STARTING,
