@@ -98,8 +98,8 @@ class ProviderSource:
         try:
             async with self._client.stream("GET", f"{entry.url}/v1/models", headers=headers) as response:
                 if response.status_code in (401, 403):
-                    return (f"it refused the API key (HTTP {response.status_code}) on /v1/models",
-                            "provider_auth_failed", [])
+                    key = f"the API key in {entry.api_key_env}" if entry.api_key_env else "a request without an API key"
+                    return (f"it refused {key} (HTTP {response.status_code} on /v1/models)", "provider_auth_failed", [])
                 if response.status_code != 200:
                     return f"its /v1/models answered HTTP {response.status_code}", "provider_error", []
                 body = bytearray()

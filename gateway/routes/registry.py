@@ -108,7 +108,10 @@ def read_upstreams(path: Path) -> Upstreams:
     try:
         parsed = UpstreamsFile.model_validate(yaml.safe_load(text) or {})
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or exc
+        raise ValueError(f"{path}{where}: not valid YAML: {what}") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -254,4 +257,15 @@ class StaticRegistry:
             state, reason = state_from_health(None, "its server does not answer /health")
         except httpx.HTTPError as exc:
             state, reason = state_from_health(None, f"/health failed: {exc}")
-        return replace(route, state=state, reason=reason)
+        files = route.files or (await self._served_file(route.url) if state is ModelState.READY else ())
+        return replace(route, state=state, reason=reason, files=files)
+
+    async def _served_file(self, url: str) -> tuple[str, ...]:
+        """The GGUF file a llama-server serves (its /props `model_path`), so a request may name the
+        file; asked once, when it is first seen ready. Nothing, if it does not say."""
+        try:
+            props = (await self._client.get(f"{url}/props")).json()
+        except (httpx.HTTPError, ValueError):
+            return ()
+        path = props.get("model_path") if isinstance(props, dict) else None
+        return (path.replace("\\", "/").rsplit("/", 1)[-1],) if isinstance(path, str) and path else ()
