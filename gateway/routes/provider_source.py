@@ -22,6 +22,7 @@ from .table import ModelRoute, ProviderStatus
 log = logging.getLogger("llamadock.providers")
 
 MAX_LISTING_BYTES = 4 * 2**20  # a model list; anything bigger is not one
+FIRST_WAIT_S = 2.0  # how long a (re)load waits for new providers' first model lists
 
 
 class ProviderSource:
@@ -33,6 +34,7 @@ class ProviderSource:
         self._status: dict[str, ProviderStatus] = {}
         self._created: dict[str, dict[str, int]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._asked: dict[str, asyncio.Event] = {}  # set once a provider's first discovery ended
         self.routes: tuple[ModelRoute, ...] = ()
         self.statuses: dict[str, ProviderStatus] = {}
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
@@ -46,9 +48,15 @@ class ProviderSource:
         self._entries = dict(entries)
         for name in changed:
             self._status[name] = status_of(name, entries[name], "not asked yet", "provider_unavailable", 0)
-        await asyncio.gather(*(self.refresh(name) for name in changed))
-        for name in changed:
+            self._asked[name] = asyncio.Event()
             self._tasks[name] = asyncio.create_task(self._loop(name), name=f"provider-{name}")
+        # Their models listed before the first request, if they answer soon; one that stalls is
+        # waited for in the background, not by the gateway's start.
+        waits = [asyncio.ensure_future(self._asked[name].wait()) for name in changed]
+        if waits:
+            await asyncio.wait(waits, timeout=FIRST_WAIT_S)
+            for wait in waits:
+                wait.cancel()
 
     async def refresh(self, name: str) -> None:
         """Read one provider's model list now."""
@@ -85,12 +93,14 @@ class ProviderSource:
         await self._client.aclose()
 
     async def _loop(self, name: str) -> None:
+        asked = self._asked[name]
         while True:
-            await asyncio.sleep(self._entries[name].refresh_s)
             try:
                 await self.refresh(name)
             except Exception:  # never let a provider's loop die; the next round retries
                 log.exception("provider %s: discovery failed", name)
+            asked.set()
+            await asyncio.sleep(self._entries[name].refresh_s)
 
     async def _discover(self, entry: ProviderEntry, auth: bytes | None) -> tuple[str | None, str | None, list[str]]:
         """(error, its code, model ids): one bounded ``GET /v1/models``."""
@@ -121,7 +131,7 @@ class ProviderSource:
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
-        for table in (self._ids, self._status, self._created):
+        for table in (self._ids, self._status, self._created, self._asked):
             table.pop(name, None)
         self._publish()
 

@@ -231,3 +231,19 @@ def test_the_default_model_answers_unknown_and_missing_names_and_says_it_answere
     named = httpx.post(default_gateway.url + "/v1/chat/completions", timeout=30,
                        json={"model": "tiny-a", "messages": CHAT, "max_tokens": 4})
     assert named.json()["model"] == "tiny-a"  # a name it knows is never substituted
+
+
+def test_a_provider_whose_model_list_stalls_delays_nothing(tmp_path, upstreams):
+    with StubProvider(stall_listing=True) as stalled:
+        path = write_upstreams(tmp_path / "upstreams.yaml", {"tiny-a": {"url": upstreams["tiny-a"].url}})
+        path.write_text(path.read_text() + f'providers:\n  slow: {{url: "{stalled.url}", refresh_s: 30}}\n')
+        started = time.monotonic()
+        with GatewayProcess(path) as gw:
+            assert time.monotonic() - started < 8  # healthy without waiting out the provider
+            assert chat(gw, "tiny-a", max_tokens=4).status_code == 200
+            status = wait_until(lambda: {p["name"]: p for p in httpx.get(gw.url + "/status").json()["providers"]}
+                                ["slow"]["code"] == "provider_timeout" and httpx.get(gw.url + "/status").json(),
+                                timeout=15)
+            assert "did not answer in time" in status["providers"][0]["reason"]
+            refused = chat(gw, "slow:anything")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "provider_unavailable"

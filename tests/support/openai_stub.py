@@ -2,6 +2,7 @@
 answer garbage, send a huge body, stall. Only for those cases; everything else in the provider
 tests is a real llama-server. The behaviour is chosen by the request's `model`:
 
+    (with ``stall_listing``, its /v1/models itself stalls)
     echo          a well-formed answer (stream or not), text "stub says hi"
     garbage       200 text/html
     huge          200 application/json, ``huge_bytes`` long
@@ -27,8 +28,9 @@ def _chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
 
 
 class StubProvider:
-    def __init__(self, huge_bytes: int = 2 * 2**20) -> None:
+    def __init__(self, huge_bytes: int = 2 * 2**20, stall_listing: bool = False) -> None:
         self.huge_bytes = huge_bytes
+        self.stall_listing = stall_listing  # its /v1/models sends headers, then nothing
         self.released = threading.Event()  # ends every stall (at shutdown)
         self.requests: list[dict] = []  # what it was sent: path, model, authorization
         stub = self
@@ -47,6 +49,14 @@ class StubProvider:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
+                if self.path == "/v1/models" and stub.stall_listing:
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "1000")
+                    self.end_headers()
+                    self.wfile.flush()
+                    stub.released.wait(120)
+                    return
                 if self.path == "/v1/models":
                     body = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
                     return self._send(200, "application/json", body.encode())
