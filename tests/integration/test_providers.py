@@ -247,3 +247,27 @@ def test_a_provider_whose_model_list_stalls_delays_nothing(tmp_path, upstreams):
             assert "did not answer in time" in status["providers"][0]["reason"]
             refused = chat(gw, "slow:anything")
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "provider_unavailable"
+
+
+def test_a_client_leaving_a_providers_stream_stops_its_generation(gateway, upstreams_file, spawn_llama):
+    """As for our own models: the provider's connection is dropped, and its llama-server stops."""
+    solo = spawn_llama("tiny-a", parallel=1, ctx=16384, alias="long", extra_args=["--api-key", KEY])
+    original = upstreams_file.read_text()
+    upstreams_file.write_text(original + f'  solo: {{url: "{solo.url}", api_key_env: SECURED_KEY, refresh_s: 0.5}}\n')
+
+    def busy() -> bool:
+        slots = httpx.get(solo.url + "/slots", headers={"authorization": f"Bearer {KEY}"}, timeout=5).json()
+        return any(slot["is_processing"] for slot in slots)
+
+    try:
+        wait_until(lambda: "solo:long" in httpx.get(gateway.url + "/v1/models").text, timeout=10)
+        body = {"model": "solo:long", "messages": CHAT, "max_tokens": 12000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as reply:
+            lines = reply.iter_lines()
+            for _ in range(20):
+                next(lines)
+            assert busy()
+        # 12,000 tokens take several seconds here: idle well before means it saw the client leave.
+        wait_until(lambda: not busy(), 3, what="the provider's llama-server to stop generating")
+    finally:
+        upstreams_file.write_text(original)

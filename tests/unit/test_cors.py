@@ -65,6 +65,16 @@ def test_preflight_on_every_surface_even_with_keys_on(tmp_path, path):
         assert "authorization" in allowed and "x-api-key" in allowed
         refused = preflight(client, path, "http://evil.example")
         assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        error = refused.json()["error"]  # in OpenAI's format, as every refusal here
+        assert error["code"] == "cors_refused" and "http://evil.example" in error["message"]
+
+
+def test_a_public_page_may_ask_to_reach_this_machine(tmp_path):
+    with gateway(tmp_path, ["https://chat.example.com"]) as client:
+        answer = client.options("/v1/chat/completions", headers={
+            "origin": "https://chat.example.com", "access-control-request-method": "POST",
+            "access-control-request-private-network": "true"})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-private-network"] == "true"
 
 
 def test_answers_carry_the_origin_and_expose_the_model_header(tmp_path):
