@@ -35,6 +35,7 @@ included, come back byte for byte.
 * **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
 * **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
 * **Ollama**: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/ps`, `/api/show`, `/api/version`
+* **Providers**: other OpenAI-compatible servers' models (`config/upstreams.yaml` `providers`), as `provider:model`
 * **Admin** (admin token): `/admin/models` add, remove, restart, logs, load, unload; `/admin/unload`; `/admin/reconcile`
 
 Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
