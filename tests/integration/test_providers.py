@@ -271,3 +271,15 @@ def test_a_client_leaving_a_providers_stream_stops_its_generation(gateway, upstr
         wait_until(lambda: not busy(), 3, what="the provider's llama-server to stop generating")
     finally:
         upstreams_file.write_text(original)
+
+
+def test_ollama_clients_reach_a_providers_model_too(gateway, secured):
+    import ollama
+
+    client = ollama.Client(host=gateway.url)
+    expected = text_of(keyed(secured), "tiny-a")
+    parts = list(client.chat(model="secured:tiny-a", messages=CHAT, stream=True,
+                             options={"temperature": 0, "seed": 7, "num_predict": 16}))
+    assert len(parts) > 2 and "".join(p.message.content or "" for p in parts) == expected
+    whole = client.chat(model="secured:tiny-a", messages=CHAT, options={"temperature": 0, "seed": 7, "num_predict": 16})
+    assert whole.message.content == expected
