@@ -42,8 +42,11 @@ class Guarded:
     async def next_piece(self) -> bytes | None:
         if self._held is not None:
             return self._held.pop(0) if self._held else None
+        # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancel (the client gone) that
+        # lands as a piece arrives, and a stream a client left would then run to its end.
         try:
-            return await asyncio.wait_for(self._response.next_piece(), self.idle_s)
+            async with asyncio.timeout(self.idle_s):
+                return await self._response.next_piece()
         except TimeoutError:
             raise UpstreamTimeout(f"nothing for {self.idle_s:g} s in the middle of its answer") from None
 

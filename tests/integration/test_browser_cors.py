@@ -14,8 +14,9 @@ from support.browser import Browser, PageServer
 from support.gateway import GatewayProcess, write_upstreams
 
 KEY = "browser-key"
-BODY = {"model": "tiny-a", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32,
-        "temperature": 0, "seed": 7, "stream": True}
+# Long enough (a few hundred ms here) that a stream read as it comes arrives in more than one read.
+BODY = {"model": "tiny-a", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 400,
+        "ignore_eos": True, "temperature": 0, "seed": 7, "stream": True}
 
 # Streams the chat, reading the body piece by piece as the page gets it; returns what it saw.
 STREAM_CHAT = """
@@ -70,8 +71,9 @@ def script(gateway) -> str:
 
 def test_a_page_on_another_port_streams_a_chat_and_reads_the_tokens(gateway, browser, page_root):
     direct = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
+    request = {k: v for k, v in BODY.items() if k != "ignore_eos"}
     expected = "".join(c.choices[0].delta.content or "" for c in direct.chat.completions.create(
-        **{k: v for k, v in BODY.items()}) if c.choices)
+        **request, extra_body={"ignore_eos": True}) if c.choices)
     with PageServer(page_root, "127.0.0.1") as page:
         assert page.origin != gateway.url  # another origin: another port
         seen = browser.evaluate(page.origin + "/index.html", script(gateway))

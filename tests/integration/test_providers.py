@@ -261,14 +261,14 @@ def test_a_client_leaving_a_providers_stream_stops_its_generation(gateway, upstr
 
     try:
         wait_until(lambda: "solo:long" in httpx.get(gateway.url + "/v1/models").text, timeout=10)
-        body = {"model": "solo:long", "messages": CHAT, "max_tokens": 12000, "ignore_eos": True, "stream": True}
+        body = {"model": "solo:long", "messages": CHAT, "max_tokens": 15000, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as reply:
             lines = reply.iter_lines()
             for _ in range(20):
                 next(lines)
             assert busy()
-        # 12,000 tokens take several seconds here: idle well before means it saw the client leave.
-        wait_until(lambda: not busy(), 3, what="the provider's llama-server to stop generating")
+        # 15,000 tokens take ~10 s here: idle well before means it saw the client leave.
+        wait_until(lambda: not busy(), 4, what="the provider's llama-server to stop generating")
     finally:
         upstreams_file.write_text(original)
 
