@@ -23,10 +23,13 @@ from .spec_options import spec_values, unset_fields
 def cmd_models(api: Api, console: Console, args: argparse.Namespace) -> int:
     listing = api.get(Listing, "GET", "/admin/models", admin=True)
     try:
-        placements = placements_from_status(api.get(GatewayStatus, "GET", "/status"))
+        status = api.get(GatewayStatus, "GET", "/status")
     except CallFailed:
-        placements = {}  # an older gateway: no GPU column
-    console.print(admin_models_table(listing, placements))
+        status = GatewayStatus()  # an older gateway: no GPU column, only the orchestrator's models
+    console.print(admin_models_table(listing, placements_from_status(status), status.models))
+    for provider in status.providers:
+        if provider.reason:
+            console.print(f"[red]provider {provider.name} ({provider.url}): {provider.reason}[/]")
     if listing.available:
         console.print("[dim]GGUF files in models/ not declared yet:[/] " + ", ".join(listing.available))
     for warning in listing.host.warnings:

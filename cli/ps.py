@@ -117,8 +117,8 @@ def saved(model: ScheduledModel) -> str:
 
 
 # Narrower than the terminal, columns go in this order; NAME and STATE are never cut (README).
-DROP_FIRST = ("SAVED", "PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
-COLUMNS = (("NAME", "left"), ("STATE", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
+DROP_FIRST = ("SAVED", "PROVIDER", "PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
+COLUMNS = (("NAME", "left"), ("STATE", "left"), ("PROVIDER", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
            ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
            ("QUEUED", "right"), ("SAVED", "right"), ("UNLOADS IN", "left"))
 
@@ -145,7 +145,9 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
     """The table of models, one row each in the gateway's order, failures explained below it.
     ``now``: the time to show above it (the live view)."""
     on_gpus = status.on_gpus
-    columns = [(name, justify) for name, justify in COLUMNS if on_gpus or name != "VRAM USED"]  # no NVML on a CPU
+    shown = {"VRAM USED": on_gpus,  # no NVML on a CPU
+             "PROVIDER": any(m.provider for m in status.models)}  # another server's models are listed
+    columns = [(name, justify) for name, justify in COLUMNS if shown.get(name, True)]
     scheduled = status.scheduler.models if status.scheduler else {}
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
     for name, justify in columns:
@@ -153,14 +155,18 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
     notes: list[Text] = []
     for routed in status.models:
         model = scheduled.get(routed.id)
-        if model is None:  # a static upstream (config/upstreams.yaml): the gateway only routes to it
+        if model is None:  # a static upstream or a provider's model (config/upstreams.yaml): only routed to
             cells: dict = {"NAME": routed.id, "STATE": Text(routed.state, style=STATE_STYLE.get(routed.state, "")),
-                           "UNLOADS IN": "never"}
+                           "UNLOADS IN": "-" if routed.provider else "never"}
         else:
             cells = ps_row(routed.id, model, on_gpus)
+        cells["PROVIDER"] = routed.provider or "-"
         table.add_row(*(cells.get(name, "-") for name, _ in columns))
-        if routed.reason and routed.state == "failed":
+        if routed.reason and routed.state == "failed" and not routed.provider:
             notes.append(Text(f"{routed.id}: {routed.reason}", style="red"))
+    for provider in status.providers:  # one line per provider that is not answering, not one per model
+        if provider.reason:
+            notes.append(Text(f"provider {provider.name} ({provider.url}): {provider.reason}", style="red"))
     parts: list[RenderableType] = []
     if now is not None:
         parts.append(Text(f"{now:%H:%M:%S} · every {REFRESH_S:g} s · Ctrl-C leaves", style="dim"))

@@ -16,7 +16,7 @@ from rich.text import Text
 from common.sizes import format_size
 from contract.gpu import GpuStatus
 from contract.listing import Listing, ModelStatus
-from contract.status import GatewayStatus
+from contract.status import GatewayStatus, ModelObject
 
 from .commands import HELP
 from .model_list import ModelInfo, models_from_listing
@@ -84,9 +84,12 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def admin_models_table(listing: Listing, placements: dict[str, str] | None = None) -> Fitted:
+def admin_models_table(listing: Listing, placements: dict[str, str] | None = None,
+                       others: Iterable[ModelObject] = ()) -> Fitted:
     """``GET /admin/models``: what the orchestrator runs, with sources and uptimes; ``placements``
-    (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any."""
+    (model -> e.g. 'gpu0+gpu1 split 5:11', from /status) adds a GPU column when there is any;
+    ``others``: the gateway's models the orchestrator does not run (the upstreams file's models and
+    its providers' models), with where they come from as their source."""
     placements = {k: v for k, v in (placements or {}).items() if v}
     table = Table(title="Models", title_justify="left")
     for column in ("name", "state", "source", *(["gpu"] if placements else []), "image", "aliases", "uptime",
@@ -98,6 +101,13 @@ def admin_models_table(listing: Listing, placements: dict[str, str] | None = Non
         where = [placements.get(model.name, "")] if placements else []
         table.add_row(model.name, state_text(model.state), source, *where, image_text(model),
                       ", ".join(model.aliases), uptime(model.uptime_s), model.reason or "")
+    declared = {model.name for model in listing.models}
+    for other in others:
+        if other.id in declared:
+            continue
+        source = f"provider {other.provider}" if other.provider else "upstreams file"
+        table.add_row(other.id, state_text(other.state), source, *([""] if placements else []), "-",
+                      ", ".join(other.aliases), "-", other.reason or "")
     return Fitted(table, keep=("name", "state"), drop=("aliases", "image", "gpu", "uptime", "source"))
 
 

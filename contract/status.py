@@ -25,6 +25,19 @@ class ModelObject(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Other names that route to this model.")
     state: ModelState = Field(ModelState.READY, description="Whether it can answer now.")
     reason: str | None = Field(None, description="Why it is not ready, in words.")
+    provider: str | None = Field(None, description="The OpenAI-compatible server (upstreams file `providers`) "
+                                 "it comes from; null: one of the stack's own models.")
+
+
+class ProviderView(BaseModel):
+    """One provider of ``/status``: where it is and how its last model discovery went (never its key)."""
+    name: str
+    url: str
+    state: ModelState = ModelState.STARTING
+    reason: str | None = None
+    code: str | None = Field(None, description="provider_unavailable, provider_timeout, provider_auth_failed, "
+                             "provider_garbage or provider_error.")
+    models: int = 0
 
 
 class ModelList(BaseModel):
@@ -86,6 +99,8 @@ class GatewayStatus(BaseModel):
                                             "need. Null without an orchestrator.")
     orchestrator_error: str | None = Field(None, description="Why the live model view may be stale "
                                            "(orchestrator away).")
+    providers: list[ProviderView] = Field(default_factory=list, description="OpenAI-compatible servers whose "
+                                          "models are served too.")
 
     @property
     def on_gpus(self) -> bool:

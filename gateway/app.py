@@ -14,6 +14,7 @@ from . import __version__
 from .api import activity as api_activity, admin as api_admin, models as api_models
 from .api import ollama_models as api_ollama, status as api_status
 from .context import GatewayContext
+from .cors import install_cors
 from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai
 from .api.docs import serve_docs
@@ -40,6 +41,7 @@ included, come back byte for byte.
 * **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
 * **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
 * **Ollama**: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/ps`, `/api/show`, `/api/version`
+* **Providers**: other OpenAI-compatible servers' models (`config/upstreams.yaml` `providers`), as `provider:model`
 * **Admin** (admin token): `/admin/models` add, remove, restart, logs, load, unload; `/admin/unload`; `/admin/reconcile`
 
 Errors use OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
@@ -148,5 +150,6 @@ def create_app(
 
     install_error_handlers(app, service="gateway", validation_prefix="Invalid request",
                            validation_code="invalid_request", render=_answer)
+    install_cors(app, settings.cors_origins)  # preflights answered before any route (or key check)
 
     return app

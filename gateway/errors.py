@@ -71,3 +71,40 @@ def upstream_timeout(name: str, detail: str) -> ApiError:
 
 def upstream_broken(name: str, detail: str) -> ApiError:
     return ApiError(502, f"The model '{name}' broke off its answer: {detail}.", type="server_error", code="upstream_broken")
+
+
+# ---- providers (OpenAI-compatible servers in the upstreams file) ----------------------------------
+
+def provider_unavailable(provider: str, url: str, detail: str | None) -> ApiError:
+    """The provider is down: 503 with Retry-After (it may come back), naming it."""
+    return ApiError(503, f"The provider '{provider}' ({url}) is not reachable" + (f": {detail}" if detail else "")
+                    + ". Retry in 5 s.", type="server_error", code="provider_unavailable",
+                    headers={"Retry-After": "5"})
+
+
+def provider_auth_failed(provider: str, detail: str) -> ApiError:
+    """The provider refused the key the gateway holds for it. 502, not 401: the client's own key (to
+    the gateway) was fine, and no other key from it would help; a 401 would send an app to ask its
+    user for theirs. The variable's name is said, never its value."""
+    return ApiError(502, f"The provider '{provider}' refused the gateway's credentials: {detail}.",
+                    type="server_error", code="provider_auth_failed")
+
+
+def provider_failed(provider: str, detail: str, code: str = "provider_error") -> ApiError:
+    """The provider answered, but not with something a client can use (garbage, too big, its own 5xx)."""
+    return ApiError(502, f"The provider '{provider}' gave no usable answer: {detail}.", type="server_error", code=code)
+
+
+def provider_timeout(provider: str, detail: str) -> ApiError:
+    return ApiError(504, f"The provider '{provider}' did not answer in time: {detail}.", type="server_error",
+                    code="provider_timeout")
+
+
+def provider_refusal(status) -> ApiError:
+    """A request for a provider's model, or a `provider:` name, while its last discovery failed."""
+    reason = status.reason or "not reached yet"
+    if status.code == "provider_auth_failed":
+        return provider_auth_failed(status.name, reason)
+    if status.code in ("provider_garbage", "provider_error"):
+        return provider_failed(status.name, reason, status.code)
+    return provider_unavailable(status.name, status.url, reason)

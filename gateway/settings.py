@@ -61,17 +61,24 @@ class GatewaySettings(BaseSettings):
                                       "it, nothing more is saved.")
     kv_save_budget_s: float = Field(5.0, gt=0, description="Longest a stop waits for its model's slots to be saved.")
     keepalive_s: float = Field(2.0, gt=0, description="While a streaming request waits for its model: SSE comment interval.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*"],
+        description="Origins whose web pages may call the gateway (comma-separated; `*` any, `:*` any port); "
+                    "empty: no cross-origin calls.")
+    default_model: str | None = Field(
+        None, description="The model that answers a request naming no model, or one nobody serves; "
+                          "unset: those get 400 / 404.")
     log_level: str = "info"
     log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
     activity_size: int = Field(1000, ge=0, description="Requests kept in memory for GET /admin/activity (newest).")
 
     @field_validator("memory_budget", "orchestrator_url", "orchestrator_socket", "state_dir", "kv_cache_dir",
-                     mode="before")
+                     "default_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes `${VAR:-}` as ""
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tools the tests drive besides Python and Docker: tmux, the terminal that
 # tests/e2e/test_cli_tmux.py runs the chat client in; chromium, the headless browser
-# that renders /docs and /redoc offline (tests/e2e/test_docs_offline.py). Idempotent: a no-op when
+# that renders /docs and /redoc offline (tests/e2e/test_reliability.py) and runs a page on
+# another origin against the gateway's CORS (tests/integration/test_browser_cors.py). Idempotent: a no-op when
 # everything is there (CI calls it on every run).
 #
 #   bash scripts/setup-test-tools.sh

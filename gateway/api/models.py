@@ -22,8 +22,8 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 def model_object(route: ModelRoute) -> ModelObject:
-    return ModelObject(id=route.name, created=route.created, aliases=list(route.aliases),
-                       state=route.state, reason=route.reason)
+    return ModelObject(id=route.name, created=route.created, aliases=list(route.aliases), state=route.state,
+                       reason=route.reason, provider=route.provider, owned_by=route.provider or "llamadock")
 
 
 _PENDING = {503: {"description": "The gateway has just started and does not know the model list yet (`Retry-After`)."}}

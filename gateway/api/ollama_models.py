@@ -46,7 +46,8 @@ def _entry(ctx: GatewayContext, route: ModelRoute) -> dict:
     return {"name": route.name, "model": route.name, "modified_at": ollama.iso(route.created or time.time()),
             "size": (listed.need_bytes if listed else None) or 0,
             "digest": hashlib.sha256((spec.model_dump_json() if spec else route.name).encode()).hexdigest(),
-            "details": ollama.details((spec.model or spec.hf or "") if spec else "")}
+            "details": ollama.details((spec.model or spec.hf or "") if spec else ""),
+            "provider": route.provider}  # llamadock's: where it comes from (null: one of ours); clients ignore it
 
 
 def _pending(ctx: GatewayContext) -> None:
@@ -68,6 +69,8 @@ async def ps(request: Request) -> JSONResponse:
     state = ctx.lifecycle.state if ctx.lifecycle is not None else None
     out = []
     for route in ctx.registry.route_table().routes:
+        if route.provider is not None:
+            continue  # another server's model: whether it is loaded there is not known here
         entry = _entry(ctx, route)
         model = state.models.get(route.name) if state is not None else None
         if model is not None:

@@ -38,7 +38,8 @@ class OpenAI:
 
     def read(self, raw: bytes, request: Request) -> Asked:
         try:
-            fields = routed_body(raw)  # the one parse of the body: model, stream, keep_alive
+            # A body without `model` reads as model "": the default model's, if one is set (exchange.resolve).
+            fields = routed_body(raw, model_optional=True)  # the one parse of the body: model, stream, keep_alive
         except RequestError as exc:
             raise errors.bad_request(str(exc), exc.param) from None
         try:

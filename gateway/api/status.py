@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contract.gpu import GpuStatus
 from contract.listing import ModelState
-from contract.status import GatewayStatus
+from contract.status import GatewayStatus, ProviderView
 
 from .. import model_metrics
 from .models import model_object
@@ -54,8 +54,11 @@ async def gpu(request: Request) -> GpuStatus:
 @router.get("/status", tags=["Gateway"], response_model=GatewayStatus, summary="Models and GPUs in one view")
 async def status(request: Request) -> GatewayStatus:
     ctx = _context(request)
-    return GatewayStatus(models=[model_object(r) for r in ctx.registry.route_table().routes], gpu=await read_gpu(ctx),
-                         upstreams_file_error=ctx.registry.file_error,
+    table = ctx.registry.route_table()
+    providers = [ProviderView(name=p.name, url=p.url, state=p.state, reason=p.reason, code=p.code, models=p.models)
+                 for p in table.providers.values()]
+    return GatewayStatus(models=[model_object(r) for r in table.routes], gpu=await read_gpu(ctx),
+                         providers=providers, upstreams_file_error=ctx.registry.file_error,
                          orchestrator_error=ctx.registry.error,
                          scheduler=ctx.lifecycle.describe() if ctx.lifecycle else None)
 
@@ -66,7 +69,9 @@ async def metrics(request: Request) -> Response:
     # The gateway's own series, then each ready model's llama-server series with a `model` label.
     # Models are scraped first so that this scrape's misses are already in the error counter.
     ctx = _context(request)
-    urls = {r.name: r.url for r in ctx.registry.route_table().routes if r.state is ModelState.READY and r.url}
+    # Our own servers only: a provider's /metrics (if any) is its own business, and may need its key.
+    urls = {r.name: r.url for r in ctx.registry.route_table().routes
+            if r.state is ModelState.READY and r.url and r.provider is None}
     scraped = await model_metrics.scrape(urls)
     for name, reason in scraped.errors.items():
         ctx.metrics.model_scrape_errors.labels(name, reason).inc()

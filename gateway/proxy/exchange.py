@@ -31,10 +31,11 @@ from ..scheduling import control
 from .. import errors
 from ..scheduling import progress
 from . import relay as pipes, upstream
+from .provider_answer import Guarded, screen
 from ..context import GatewayContext
 from .dialect import Asked, Dialect, UpstreamCall
 from ..scheduling.lifecycle import Ticket
-from ..routes.table import ModelRoute, retry_after_s
+from ..routes.table import ModelRoute, retry_after_s, wire_model, with_model
 
 log = logging.getLogger("llamadock.exchange")
 
@@ -60,17 +61,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def resolve(ctx: GatewayContext, requested: str) -> ModelRoute:
-    """The model a name or alias means; 404 only once the model list is known."""
+def resolve(ctx: GatewayContext, requested: str, use_default: bool = False) -> ModelRoute:
+    """The model a name means (RouteTable.find's rules; ``use_default``: LLAMADOCK_DEFAULT_MODEL for
+    a name nothing matches); 404 only once the model list is known."""
     table = ctx.registry.route_table()
-    route = table.resolve(requested)
-    if route is None:
+    default = ctx.settings.default_model if use_default else None
+    if not requested and not default:
+        raise errors.bad_request("You must provide a model parameter.", param="model")
+    found = table.find(requested)
+    if found is None:
+        provider = table.provider_of(requested)
+        if provider is not None and provider.code is not None:
+            raise errors.provider_refusal(provider)  # `lmstudio:x` while lmstudio is down: say so
         if not ctx.registry.current:
             # Just started, or the orchestrator is away: the model may well exist. 503 with
             # Retry-After, which OpenAI's and Anthropic's SDKs retry; a 404 they would not.
             raise errors.model_list_pending(ctx.registry.error)
-        raise errors.model_not_found(requested, table.names())
-    return route
+        found = table.find(requested, default=default)
+        if found is None:
+            raise errors.model_not_found(requested, table.names())
+    return found.route
 
 
 def known_name(ctx: GatewayContext, candidates: Sequence[str]) -> str:
@@ -87,13 +97,16 @@ def known_name(ctx: GatewayContext, candidates: Sequence[str]) -> str:
 async def ready_route(ctx: GatewayContext, requested: str) -> tuple[ModelRoute, Ticket | None]:
     """The model a request names and, for scheduled models, the request's place with the
     scheduler; or the error saying why not."""
-    route = resolve(ctx, requested)
+    route = resolve(ctx, requested, use_default=True)
     if ctx.lifecycle is not None and ctx.lifecycle.knows(route.name):
         # Declared with the orchestrator: started on demand, queued while busy.
         return route, ctx.lifecycle.request(route.name)
     if route.state is not ModelState.READY:
         # The view may be up to one probe interval old: ask again before refusing.
         route = await ctx.registry.refresh(route.name) or route
+        provider = ctx.registry.route_table().providers.get(route.provider) if route.provider else None
+        if route.state is not ModelState.READY and provider is not None and provider.code is not None:
+            raise errors.provider_refusal(provider)
         if route.state is not ModelState.READY:
             raise errors.model_not_ready(route.name, route.state.value, route.reason, retry_after_s(route.state))
     return route, None
@@ -115,6 +128,11 @@ async def relay(ctx: GatewayContext, dialect: Dialect, asked: Asked, incoming_ca
     name = known_name(ctx, dialect.candidates(asked.model))
     call = dialect.request(asked, name, incoming_call)
     route, ticket = await ready_route(ctx, name)
+    # A provider knows its model by its own name; a model standing in as the default is named, so
+    # that its answer says which model answered.
+    model = wire_model(route, substituted=route.name != name)
+    if model is not None:
+        call = replace(call, body=with_model(call.body, model))
     try:
         if asked.keep_alive is not None and ticket is not None:
             control.keep_alive(ctx.lifecycle, route.name, asked.keep_alive)  # after Arrive: busy, so not stopped now
@@ -262,20 +280,33 @@ class Exchange(Response):
                 restored = self.kv_restored
                 log.info("%s %s: served from a restored KV cache (%d of its prompt's tokens, restored in %.2f s)",
                          model, req.endpoint, restored.shared, restored.seconds)
+        route = req.route
+        # The client's credentials are for the gateway; a provider's own key (added in relay) goes on.
         forwarded = [(k, v) for k, v in call.headers if k not in _DROP_REQUEST_HEADERS]
+        if route.auth_header is not None:
+            forwarded.append((b"authorization", route.auth_header))
         settings = self.ctx.settings
         try:
-            response = await upstream.send(req.route.url, call.method, call.target, forwarded, call.body,
+            response = await upstream.send(route.url, call.method, call.target, forwarded, call.body,
                                            connect_timeout=settings.connect_timeout_s,
-                                           first_byte_timeout=settings.first_byte_timeout_s)
+                                           first_byte_timeout=route.timeout_s or settings.first_byte_timeout_s)
         except upstream.UpstreamConnectError as exc:
             self._unreachable(model)
+            if route.provider is not None:
+                return await self.fail(errors.provider_unavailable(route.provider, route.url, str(exc)),
+                                       "provider_unavailable")
             return await self.fail(errors.upstream_unreachable(model, str(exc)), "upstream_unreachable")
         except upstream.UpstreamTimeout as exc:
+            if route.provider is not None:
+                return await self.fail(errors.provider_timeout(route.provider, str(exc)), "provider_timeout")
             return await self.fail(errors.upstream_timeout(model, str(exc)), "upstream_timeout")
         except upstream.UpstreamError as exc:
             self._unreachable(model)
             return await self.fail(errors.upstream_broken(model, str(exc)), "upstream_broken")
+        if route.provider is not None:
+            response = Guarded(response, route.timeout_s or settings.first_byte_timeout_s)
+            if not await self._screened(response):
+                return
 
         self._sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         try:
@@ -285,6 +316,23 @@ class Exchange(Response):
             if self._sse:
                 # llama-server ends OpenAI-style streams with "data: [DONE]", not a token.
                 self.metrics.streamed_tokens.labels(model).inc(max(0, self._events - 1))
+
+    async def _screened(self, response: Guarded) -> bool:
+        """A provider's answer held to its bounds (provider_answer.screen); False: refused, and said."""
+        route = self.request.route
+        if self.request.endpoint == "upstream":
+            return True  # raw passthrough: its web UI, /props, whatever it serves, as it is
+        try:
+            problem = await screen(response, route.provider, route.max_answer_bytes or self.ctx.settings.max_body_bytes)
+        except upstream.UpstreamTimeout as exc:
+            problem = errors.provider_timeout(route.provider, str(exc))
+        except upstream.UpstreamError as exc:
+            problem = errors.upstream_broken(route.name, str(exc))
+        if problem is None:
+            return True
+        response.close()
+        await self.fail(problem, problem.code or "provider_error")
+        return False
 
     async def _admitted(self) -> bool:
         """Wait for the scheduler's go; False: refused, and the refusal answered. A client that
@@ -394,12 +442,16 @@ class Exchange(Response):
                 await pipes.pipe_direct(response, server, self.count)
             else:
                 await pipes.pipe_via_asgi(response, self._send, self.count)
-        except upstream.UpstreamBrokenError as exc:
-            self.error_kind = "upstream_broken"
-            self.metrics.error(model, "upstream_broken")
-            self._unreachable(model)
+        except upstream.UpstreamError as exc:
+            stalled = isinstance(exc, upstream.UpstreamTimeout)  # a provider's stream that stopped moving
+            self.error_kind = "upstream_timeout" if stalled else "upstream_broken"
+            self.metrics.error(model, "upstream_timeout" if stalled else "upstream_broken")
+            if not stalled:
+                self._unreachable(model)
             if not self._sse:
                 raise  # nothing valid can end a half-sent JSON body: the connection is dropped
-            await self.send(self.dialect.stream_error(errors.upstream_broken(model, str(exc))), more=False)
+            error = (errors.provider_timeout(self.request.route.provider or model, str(exc)) if stalled
+                     else errors.upstream_broken(model, str(exc)))
+            await self.send(self.dialect.stream_error(error), more=False)
             return
         await self.send(b"", more=False)

@@ -15,6 +15,7 @@ wrong when a model container restarts.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -216,6 +217,16 @@ class UpstreamResponse:
             transport.abort()
 
 
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()  # the system's CAs (SSL_CERT_FILE honoured)
+    return _TLS
+
+
 def build_request(
     method: str, host: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
 ) -> bytes:
@@ -247,13 +258,14 @@ async def send(
     read the body to its end or call ``close()``.
     """
     url = urlsplit(base_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
+    secure = url.scheme == "https"  # a provider in the cloud; our own models are plain HTTP
+    host, port = url.hostname or "127.0.0.1", url.port or (443 if secure else 80)
     prefix = url.path.rstrip("/")
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(connect_timeout):
             transport, protocol = await loop.create_connection(
-                lambda: _ResponseProtocol(loop), host, port
+                lambda: _ResponseProtocol(loop), host, port, ssl=_tls() if secure else None
             )
     except TimeoutError as exc:
         raise UpstreamConnectError(f"no answer from {host}:{port} within {connect_timeout:g} s") from exc

@@ -40,9 +40,10 @@ def _why(exc: Exception) -> str:
 
 def route_of(model: ModelStatus, created: int) -> ModelRoute:
     """One model of the orchestrator's listing as a route (pure)."""
+    files = (model.spec.model,) if model.spec is not None and model.spec.model else ()
     instance = model.instance
     return ModelRoute(name=model.name, url=model.url, aliases=tuple(model.aliases), state=model.state,
-                      reason=model.reason, pids=tuple(model.pids), created=created, kv_key=model.kv_key,
+                      reason=model.reason, pids=tuple(model.pids), created=created, kv_key=model.kv_key, files=files,
                       run_id=None if instance is None else f"{instance.id}@{instance.started_at}")
 
 
@@ -80,9 +81,8 @@ class OrchestratorRegistry:
     def route_table(self) -> RouteTable:
         if self.static is None:
             return self._table
-        # Orchestrated models win a name clash with the static file.
-        names = {r.name for r in self._routes}
-        return RouteTable.of(self._routes + [r for r in self.static.route_table().routes if r.name not in names])
+        # Orchestrated models win a name clash with the static file, and both with a provider's.
+        return self.static.combined(self._table.routes)
 
     async def start(self) -> None:
         if self.static:

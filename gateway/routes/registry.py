@@ -9,8 +9,10 @@ Static file format (``config/upstreams.yaml``)::
 
     models:
       qwen3-8b:
-        url: http://127.0.0.1:8081
-        aliases: ["llamacpp:qwen3", "gpt-4o-mini"]
+        url: http://127.0.0.1:8090
+        aliases: ["gpt-4o-mini"]
+    providers:            # any OpenAI-compatible server: gateway/routes/providers.py
+      lmstudio: {url: http://127.0.0.1:1234}
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import httpx
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, field_validator
 
 from common.files import file_stamp
 from contract.listing import ModelState
 
-from .table import ModelRoute, RouteTable
+from .provider_source import ProviderSource
+from .providers import PROVIDER_NAME, ProviderEntry, combine
+from .table import OWN_PROVIDERS, ModelRoute, RouteTable
 
 log = logging.getLogger("llamadock.registry")
 
@@ -57,26 +61,77 @@ class UpstreamEntry(BaseModel):
 
 
 class UpstreamsFile(BaseModel):
-    models: dict[str, UpstreamEntry] = {}
+    model_config = {"extra": "forbid"}  # a misspelt section is said, not silently ignored
+
+    models: dict[str, UpstreamEntry] | None = None
+    providers: dict[Annotated[str, StringConstraints(pattern=PROVIDER_NAME)], ProviderEntry] | None = None
+
+    @field_validator("providers")
+    @classmethod
+    def _not_ours(cls, providers: dict | None) -> dict | None:
+        for name in providers or {}:
+            if name.casefold() in OWN_PROVIDERS:
+                raise ValueError(f"'{name}' names our own models (`{name}:MODEL`); pick another provider name")
+        return providers
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """What the upstreams file declares: static models and providers."""
+
+    models: list[ModelRoute]
+    providers: dict[str, ProviderEntry]
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """The line (1-based) of the YAML node a validation error's location points at."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def read_upstreams(path: Path) -> Upstreams:
+    """Parse the static file (state unknown yet). Raises ValueError with the reason and its line."""
+    if not path.exists():
+        return Upstreams([], {})
+    text = path.read_text()
+    try:
+        parsed = UpstreamsFile.model_validate(yaml.safe_load(text) or {})
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or exc
+        raise ValueError(f"{path}{where}: not valid YAML: {what}") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error.get("loc", ()))
+            line = _line_of(text, loc)
+            where = ".".join(str(p) for p in loc)
+            problems.append(f"{f'line {line}: ' if line else ''}{where + ': ' if where else ''}{error['msg']}")
+        raise ValueError(f"{path}: {'; '.join(problems)}") from None
+    now = int(time.time())
+    models = [
+        ModelRoute(name=name, url=entry.url.rstrip("/"), aliases=tuple(entry.aliases), state=ModelState.STARTING,
+                   reason="not checked yet", created=now)
+        for name, entry in (parsed.models or {}).items()
+    ]
+    return Upstreams(models, dict(parsed.providers or {}))
 
 
 def load_upstreams(path: Path) -> list[ModelRoute]:
-    """Parse the static file into routes (state unknown yet). Raises ValueError with the reason."""
-    if not path.exists():
-        return []
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        parsed = UpstreamsFile.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    now = int(time.time())
-    return [
-        ModelRoute(name=name, url=entry.url.rstrip("/"), aliases=tuple(entry.aliases), state=ModelState.STARTING,
-                   reason="not checked yet", created=now)
-        for name, entry in parsed.models.items()
-    ]
+    """The static models of the file (``read_upstreams``' models)."""
+    return read_upstreams(path).models
 
 
 def state_from_health(status: int | None, error: str | None) -> tuple[ModelState, str | None]:
@@ -107,9 +162,24 @@ class StaticRegistry:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0),
                                          limits=httpx.Limits(max_keepalive_connections=0))
         self._task: asyncio.Task | None = None
+        self.providers = ProviderSource()
+        self._combined: tuple[tuple, RouteTable] | None = None
 
     def route_table(self) -> RouteTable:
-        return self._table
+        return self.combined(())
+
+    def combined(self, first: tuple[ModelRoute, ...] | list[ModelRoute]) -> RouteTable:
+        """``first`` (the orchestrator's models), then this file's models, then the providers'
+        models, in one table. Cached: it is asked for on every request, and changes seldom."""
+        key = (first, self._table, self.providers.routes)
+        cached = self._combined
+        if cached is not None and all(a is b for a, b in zip(cached[0], key)):
+            return cached[1]
+        names = {r.name for r in first}
+        own = [*first, *(r for r in self._table.routes if r.name not in names)]
+        table = combine(own, self.providers.routes, self.providers.statuses)
+        self._combined = (key, table)
+        return table
 
     async def start(self) -> None:
         await self._tick()  # a correct view before the first request
@@ -119,9 +189,14 @@ class StaticRegistry:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.providers.stop()
         await self._client.aclose()
 
     async def refresh(self, name: str) -> ModelRoute | None:
+        known = self.route_table().get(name)
+        if known is not None and known.provider is not None:
+            await self.providers.refresh(known.provider)  # its model list, read again now
+            return self.route_table().get(name)
         route = self._table.get(name)
         if route is None:
             return None
@@ -140,18 +215,19 @@ class StaticRegistry:
                 log.exception("registry refresh failed")
 
     async def _tick(self) -> None:
-        routes = self._reload_if_changed()
-        if routes is None:
-            routes = list(self._table.routes)
+        loaded = self._reload_if_changed()
+        routes = list(self._table.routes) if loaded is None else loaded.models
+        if loaded is not None:
+            await self.providers.configure(loaded.providers)
         probed = await asyncio.gather(*(self._probe(route) for route in routes))
         self._table = RouteTable.of(probed)
 
-    def _reload_if_changed(self) -> list[ModelRoute] | None:
+    def _reload_if_changed(self) -> Upstreams | None:
         stamp = file_stamp(self.path)
         if stamp == self._stamp and self._stamp is not None:
             return None
         try:
-            routes = load_upstreams(self.path)
+            upstreams = read_upstreams(self.path)
         except ValueError as exc:
             # Keep serving what we had: a typo in the file must not take every model away.
             if self.file_error != str(exc):
@@ -161,14 +237,15 @@ class StaticRegistry:
         self._stamp = stamp
         self.file_error = None
         known = {r.name: r for r in self._table.routes}
-        log.info("upstreams file loaded: %d model(s)", len(routes))
+        log.info("upstreams file loaded: %d model(s), %d provider(s)", len(upstreams.models), len(upstreams.providers))
         # Keep the known state and creation time of models whose URL did not change.
-        return [
+        models = [
             replace(route, state=known[route.name].state, reason=known[route.name].reason,
                     created=known[route.name].created)
             if route.name in known and known[route.name].url == route.url else route
-            for route in routes
+            for route in upstreams.models
         ]
+        return Upstreams(models, upstreams.providers)
 
     async def _probe(self, route: ModelRoute) -> ModelRoute:
         try:
@@ -180,4 +257,15 @@ class StaticRegistry:
             state, reason = state_from_health(None, "its server does not answer /health")
         except httpx.HTTPError as exc:
             state, reason = state_from_health(None, f"/health failed: {exc}")
-        return replace(route, state=state, reason=reason)
+        files = route.files or (await self._served_file(route.url) if state is ModelState.READY else ())
+        return replace(route, state=state, reason=reason, files=files)
+
+    async def _served_file(self, url: str) -> tuple[str, ...]:
+        """The GGUF file a llama-server serves (its /props `model_path`), so a request may name the
+        file; asked once, when it is first seen ready. Nothing, if it does not say."""
+        try:
+            props = (await self._client.get(f"{url}/props")).json()
+        except (httpx.HTTPError, ValueError):
+            return ()
+        path = props.get("model_path") if isinstance(props, dict) else None
+        return (path.replace("\\", "/").rsplit("/", 1)[-1],) if isinstance(path, str) and path else ()

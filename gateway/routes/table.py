@@ -14,6 +14,10 @@ from typing import Mapping
 
 from contract.listing import ModelState
 
+# The provider names apps put before a model of ours (`llamacpp:qwen3`, as llama.cpp's own tools
+# and some IDE plugins write it, or the stack's own name): they mean one of our own models.
+OWN_PROVIDERS = ("llamacpp", "llama.cpp", "llama-cpp", "llamadock")
+
 
 @dataclass(frozen=True)
 class ModelRoute:
@@ -28,6 +32,38 @@ class ModelRoute:
     created: int = 0  # unix time the model became known (OpenAI's `created`)
     kv_key: str | None = None  # what its server's saved slots are known by (contract ModelStatus.kv_key)
     run_id: str | None = None  # one run of its server: instance and start time (a restart is another run)
+    files: tuple[str, ...] = ()  # the GGUF file(s) it serves, so a request may name the file
+    provider: str | None = None  # the OpenAI-compatible server it comes from; None: one of our own
+    upstream_model: str | None = None  # the name its server knows it by (sent as `model`), if not ours
+    auth_header: bytes | None = field(default=None, repr=False)  # sent to its server; never shown or logged
+    timeout_s: float | None = None  # a provider's bound on its first byte and on each pause in its answer
+    max_answer_bytes: int | None = None  # a provider's largest whole (not streamed) answer
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """One provider as its last model discovery left it (no key in it: this is shown in /status)."""
+
+    name: str
+    url: str
+    state: ModelState = ModelState.STARTING
+    reason: str | None = None  # why it is not ready, in words
+    code: str | None = None  # provider_unavailable, provider_auth_failed, provider_garbage, provider_error
+    models: int = 0
+
+
+@dataclass(frozen=True)
+class Found:
+    """A model a requested name resolved to, and by which rule (``default``: it named none)."""
+
+    route: ModelRoute
+    by: str  # name, alias, case, own_provider, file, default
+
+
+def file_key(name: str) -> str:
+    """A GGUF file name as a request may give it: any folder, `.gguf` and case dropped."""
+    base = name.rsplit("/", 1)[-1]
+    return (base[:-5] if base.lower().endswith(".gguf") else base).casefold()
 
 
 @dataclass(frozen=True)
@@ -37,9 +73,12 @@ class RouteTable:
     routes: tuple[ModelRoute, ...] = ()
     _index: Mapping[str, ModelRoute] = field(default_factory=dict, repr=False, compare=False)
     _folded: Mapping[str, ModelRoute] = field(default_factory=dict, repr=False, compare=False)
+    _files: Mapping[str, ModelRoute] = field(default_factory=dict, repr=False, compare=False)
+    providers: Mapping[str, ProviderStatus] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, routes: list[ModelRoute] | tuple[ModelRoute, ...]) -> "RouteTable":
+    def of(cls, routes: list[ModelRoute] | tuple[ModelRoute, ...],
+           providers: Mapping[str, ProviderStatus] | None = None) -> "RouteTable":
         """Build the index. Names win over aliases; the first claim on a name wins."""
         index: dict[str, ModelRoute] = {}
         for route in routes:
@@ -50,11 +89,48 @@ class RouteTable:
         folded: dict[str, ModelRoute] = {}
         for key, route in index.items():
             folded.setdefault(key.casefold(), route)
-        return cls(tuple(routes), MappingProxyType(index), MappingProxyType(folded))
+        files: dict[str, ModelRoute] = {}
+        for route in routes:
+            for name in route.files:
+                files.setdefault(file_key(name), route)
+        return cls(tuple(routes), MappingProxyType(index), MappingProxyType(folded), MappingProxyType(files),
+                   MappingProxyType(dict(providers or {})))
 
     def resolve(self, requested: str) -> ModelRoute | None:
-        """Exact name or alias first, then the same ignoring case."""
-        return self._index.get(requested) or self._folded.get(requested.casefold())
+        """The model a name means, by every rule but the default model (``find``)."""
+        found = self.find(requested)
+        return found.route if found else None
+
+    def find(self, requested: str, default: str | None = None) -> Found | None:
+        """The model a requested name means, in this order: exact name or alias; the same ignoring
+        case; `llamacpp:NAME` (or another of OWN_PROVIDERS) for one of our own models; the GGUF file
+        a model of ours serves (`qwen3-8b-q4_k_m.gguf`, with or without `.gguf`); and last, with
+        ``default`` set, that model, for a name nothing else matched (or no name at all)."""
+        if requested:
+            route = self._index.get(requested)
+            if route is not None:
+                return Found(route, "name" if route.name == requested else "alias")
+            route = self._folded.get(requested.casefold())
+            if route is not None:
+                return Found(route, "case")
+            prefix, colon, rest = requested.partition(":")
+            if colon and rest and prefix.casefold() in OWN_PROVIDERS:
+                inner = self.find(rest)
+                if inner is not None and inner.route.provider is None:
+                    return Found(inner.route, "own_provider")
+            route = self._files.get(file_key(requested))
+            if route is not None and route.provider is None:
+                return Found(route, "file")
+        if default:
+            chosen = self.find(default)
+            if chosen is not None:
+                return Found(chosen.route, "default")
+        return None
+
+    def provider_of(self, requested: str) -> ProviderStatus | None:
+        """The provider a `provider:model` name names, if it is one of ours."""
+        prefix, colon, _ = requested.partition(":")
+        return self.providers.get(prefix) if colon else None
 
     def get(self, name: str) -> ModelRoute | None:
         """The model of that exact name (not an alias): how a route is found again by its own name."""
@@ -66,7 +142,30 @@ class RouteTable:
 
     def with_route(self, route: ModelRoute) -> "RouteTable":
         """The same table with one model's entry replaced (by name)."""
-        return RouteTable.of([route if r.name == route.name else r for r in self.routes])
+        return RouteTable.of([route if r.name == route.name else r for r in self.routes], self.providers)
+
+
+def wire_model(route: ModelRoute, substituted: bool) -> str | None:
+    """The `model` a request must carry to the route's server, when not the one it came with: a
+    provider's own name for its model, and the name of the model that really answers when the
+    default model stood in (llama-server names the request's model in its answer, so the answer
+    then says who answered). None: the body goes as it came."""
+    if route.upstream_model is not None:
+        return route.upstream_model
+    return route.name if substituted else None
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """``body`` with its `model` set to ``model``; re-encoded only when that changes it. A body that
+    is not a JSON object (a raw passthrough) goes as it came."""
+    try:
+        payload = json.loads(body) if body else None
+    except ValueError:
+        return body
+    if not isinstance(payload, dict) or payload.get("model") == model:
+        return body
+    payload["model"] = model
+    return json.dumps(payload, ensure_ascii=False).encode()
 
 
 class RequestError(ValueError):
@@ -86,9 +185,10 @@ class RoutedBody:
     keep_alive: object = None  # llamadock's extension: seconds the model stays loaded (-1: pinned)
 
 
-def routed_body(body: bytes) -> RoutedBody:
+def routed_body(body: bytes, model_optional: bool = False) -> RoutedBody:
     """The ``model`` (and whether a stream is asked for) of a JSON request body, or
-    RequestError saying what is wrong."""
+    RequestError saying what is wrong. ``model_optional`` (a default model is set): a body with no
+    `model` reads as model "" (the default model answers it)."""
     if not body:
         raise RequestError("The request body is empty; send a JSON object with a 'model' field.")
     try:
@@ -98,9 +198,11 @@ def routed_body(body: bytes) -> RoutedBody:
     if not isinstance(payload, dict):
         raise RequestError("The request body must be a JSON object.")
     model = payload.get("model")
-    if model is None:
+    if model is None and model_optional:
+        model = ""
+    elif model is None:
         raise RequestError("You must provide a model parameter.", param="model")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or (not model.strip() and not (model_optional and model == "")):
         raise RequestError("'model' must be a non-empty string.", param="model")
     return RoutedBody(model=model, stream=payload.get("stream") is True, keep_alive=payload.get("keep_alive"))
 

@@ -101,6 +101,57 @@ def test_make_up_starts_cleanly_with_no_model(stack):
         assert ("/var/run/docker.sock" in mounts) == has_socket
 
 
+def test_make_up_warns_when_the_upstreams_file_points_at_the_stack(stack):
+    """The old example pointed at 127.0.0.1:8081, the orchestrator's port on a Linux engine."""
+    upstreams = stack.config / "upstreams.yaml"
+    example = upstreams.read_text()
+    assert "llamadock: warning" not in stack.run("make", "up").stderr  # the shipped example points at no port of ours
+    orchestrator_port = stack.env["LLAMADOCK_ORCHESTRATOR_HOST_PORT"]
+    upstreams.write_text(f"models:\n  loop: {{url: 'http://127.0.0.1:{orchestrator_port}'}}\n"
+                         f"providers:\n  self: {{url: 'http://localhost:{stack.port}/v1'}}\n")
+    try:
+        up = stack.run("make", "up")
+        assert f"model 'loop' points at http://127.0.0.1:{orchestrator_port}, which is the orchestrator's own port" \
+            in up.stderr, up.stderr
+        assert f"provider 'self' points at http://localhost:{stack.port}, which is the gateway's own port" in up.stderr
+    finally:
+        upstreams.write_text(example)
+
+
+def test_a_provider_with_a_key_from_env_is_served_and_listed_by_ps_and_models(stack, spawn_llama):
+    """A llama-server outside the stack, with --api-key, as a provider: its key goes in .env (the
+    gateway's environment), its models are listed with their provider by `make ps` / `make models`."""
+    mode = json.loads(stack.run("docker", "inspect", f"{stack.project}-gateway-1").stdout)[0]["HostConfig"]["NetworkMode"]
+    assert mode == "host", "this test reaches a host llama-server on 127.0.0.1: it needs the host network (Linux)"
+    key = "e2e-provider-key-7"
+    solo = spawn_llama("tiny-a", alias="e2e-tiny", extra_args=["--api-key", key])
+    upstreams, env_file = stack.config / "upstreams.yaml", REPO / ".env"
+    example, env_text = upstreams.read_text(), env_file.read_text() if env_file.exists() else None
+    env_file.write_text((env_text or "").rstrip("\n") + f"\nE2E_PROVIDER_KEY={key}\n")
+    upstreams.write_text(f"providers:\n  host: {{url: 'http://127.0.0.1:{solo.port}/v1', "
+                         "api_key_env: E2E_PROVIDER_KEY, refresh_s: 0.5}\n")
+    try:
+        stack.run("make", "up")  # the gateway is recreated with the new .env
+        wait_until(lambda: "host:e2e-tiny" in models_by_name(stack), timeout=30, what="the provider's model")
+        client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        for name in ("host:e2e-tiny", "e2e-tiny"):
+            reply = client.chat.completions.create(model=name, messages=CHAT, max_tokens=4)
+            assert reply.model == "e2e-tiny" and reply.choices[0].message.content is not None
+        ps = stack.run("make", "ps").stdout
+        header = next(line for line in ps.splitlines() if line.startswith("NAME"))
+        assert "PROVIDER" in header
+        assert any(line.startswith("host:e2e-tiny") and " host " in line for line in ps.splitlines()), ps
+        assert "provider host" in stack.run("make", "models").stdout
+        for text in (httpx.get(stack.url + "/status", timeout=10).text, stack.compose("logs", "gateway").stdout):
+            assert key not in text
+    finally:
+        upstreams.write_text(example)
+        if env_text is None:
+            env_file.unlink()
+        else:
+            env_file.write_text(env_text)
+
+
 def test_admin_endpoints_need_the_token(stack):
     assert httpx.get(stack.url + "/admin/models", timeout=10).status_code == 401
     wrong = httpx.post(stack.url + "/admin/models", json={"name": "x", "model": "tiny.gguf"},

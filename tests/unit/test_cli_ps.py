@@ -171,16 +171,18 @@ def test_a_narrow_terminal_drops_columns_and_never_cuts_a_name_or_state(width):
 def test_columns_go_in_the_documented_order():
     from cli.ps import COLUMNS, DROP_FIRST
 
+    own = [name for name, _ in COLUMNS if name != "PROVIDER"]  # PROVIDER only when a provider's model is listed
+    drop = [name for name in DROP_FIRST if name != "PROVIDER"]
     shown = []
     for width in range(51, 200):
         header = next(line for line in render_at(two_models(), width).splitlines() if line.startswith("NAME"))
-        shown.append(tuple(name for name, _ in COLUMNS if name in header))
+        shown.append(tuple(name for name in own if name in header))
     # Each wider terminal shows the same columns or more, and what is missing is DROP_FIRST's head.
     assert all(set(a) <= set(b) for a, b in zip(shown, shown[1:]))
     for columns in set(shown):
-        missing = {name for name, _ in COLUMNS if name not in columns}
-        assert missing == set(DROP_FIRST[:len(missing)]), (columns, missing)
-    assert set(shown[-1]) == {name for name, _ in COLUMNS}  # wide enough: every column
+        missing = {name for name in own if name not in columns}
+        assert missing == set(drop[:len(missing)]), (columns, missing)
+    assert set(shown[-1]) == set(own)  # wide enough: every column
 
 
 def test_no_terminal_prints_every_column_whatever_columns_says(monkeypatch):
@@ -205,3 +207,17 @@ def test_saved_conversations_show_with_their_size_and_go_first_when_narrow():
     header = wide.splitlines()[0]
     assert header.index("QUEUED") < header.index("SAVED") < header.index("UNLOADS IN")
     assert "SAVED" not in render_at(two_models(), 120).splitlines()[0]
+
+
+def test_a_providers_models_show_their_provider_and_a_provider_down_is_said_once():
+    body = two_models()
+    body["models"] += [{"id": "lmstudio:qwen", "state": "stopped", "provider": "lmstudio", "aliases": ["qwen"],
+                        "reason": "provider lmstudio: cannot connect"},
+                       {"id": "lmstudio:phi", "state": "stopped", "provider": "lmstudio"}]
+    body["providers"] = [{"name": "lmstudio", "url": "http://127.0.0.1:1234", "state": "stopped",
+                          "reason": "cannot connect", "code": "provider_unavailable", "models": 2}]
+    text = render_at(body, 200)
+    assert "PROVIDER" in text.splitlines()[0]
+    assert [c.strip() for c in row(text, "lmstudio:qwen")[:3]] == ["lmstudio:qwen", "stopped", "lmstudio"]
+    assert row(text, LONG)[2].strip() == "-"  # one of ours
+    assert text.count("provider lmstudio (http://127.0.0.1:1234): cannot connect") == 1

@@ -229,3 +229,17 @@ def test_models_table_shows_the_image_each_model_runs_and_which_name_their_own()
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│")}
     assert "llama:next" in rows["a"] and "(own)" not in rows["a"]
     assert "llama:mine (own)" in rows["b"] and " - " in rows["c"]
+
+
+def test_models_table_lists_the_gateways_other_models_with_where_they_come_from():
+    from cli.render import admin_models_table
+    from contract.status import ModelObject
+    listing = served_listing(status("big", "ready", model="big.gguf"))
+    others = [ModelObject(id="big"), ModelObject(id="mine", state="ready"),
+              ModelObject(id="lmstudio:qwen", state="stopped", provider="lmstudio", aliases=["qwen"])]
+    text = plain(admin_models_table(listing, {}, others), width=160)
+    lines = {name: [line for line in text.splitlines() if f" {name} " in line] for name in ("big", "mine", "lmstudio:qwen")}
+    assert len(lines["big"]) == 1  # declared: listed once, as the orchestrator has it
+    lines = {name: found[0] for name, found in lines.items()}
+    assert "upstreams file" in lines["mine"]
+    assert "provider lmstudio" in lines["lmstudio:qwen"] and "qwen" in lines["lmstudio:qwen"]
