@@ -34,9 +34,8 @@ url="http://${bind:-127.0.0.1}:${port:-8080}"
 # A static upstream or provider on one of the stack's own ports would route chats back into the
 # stack (the old example pointed at 127.0.0.1:8081, the orchestrator's port here): say so.
 # Checked by the gateway's own code, in its container (the host may have no Python packages).
-orchestrator_port="${LLAMADOCK_ORCHESTRATOR_HOST_PORT:-$(env_file_value LLAMADOCK_ORCHESTRATOR_HOST_PORT)}"
 bash scripts/compose.sh exec -T gateway python -m gateway.routes.own_ports /app/config/upstreams.yaml \
-    --port "gateway=${port:-8080}" --port "orchestrator=${orchestrator_port:-8081}" || true
+    --port "gateway=${port:-8080}" || true
 cat <<MSG
 
 llamadock is up.

@@ -1,9 +1,9 @@
-"""Does the upstreams file point at the stack itself? A static model or provider on one of the
-stack's own ports (the gateway's, or the orchestrator's loopback port on a Linux engine) would send
-chats back into the gateway, or to the orchestrator. `make up` (scripts/up.sh) prints these
-warnings; ``own_port_warnings`` is the pure check.
+"""Does the upstreams file point at the stack itself? A static model or provider on the
+gateway's own port would send chats back into the gateway (the orchestrator has no TCP port
+anyone can reach: it serves on a Unix socket). `make up` (scripts/up.sh) prints these warnings;
+``own_port_warnings`` is the pure check.
 
-    python -m gateway.routes.own_ports config/upstreams.yaml --port gateway=8080 --port orchestrator=8081
+    python -m gateway.routes.own_ports config/upstreams.yaml --port gateway=8080
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-# Where the gateway would find itself or the orchestrator: this machine, the host seen from a
-# container, and the stack's own service names.
+# Where the gateway would find itself: this machine, the host seen from a container, and its
+# service name on the stack's network.
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "host.docker.internal"}
-SERVICES = {"gateway": 8080, "orchestrator": 8081}  # inside the stack's network
+SERVICES = {"gateway": 8080}  # inside the stack's network
 
 
 def _is_local(host: str) -> bool:
@@ -41,7 +41,7 @@ def own_port_warnings(urls: Iterable[tuple[str, str]], ports: Mapping[str, int])
         if hit is not None:
             warnings.append(f"{what} points at {url}, which is the {hit}'s own port: requests sent there would "
                             f"reach llamadock's {hit}, not a model server. Use the port your server listens on "
-                            f"(e.g. 8090), or move the {hit} (LLAMADOCK_PORT / LLAMADOCK_ORCHESTRATOR_HOST_PORT).")
+                            f"(e.g. 8090), or move the {hit} (LLAMADOCK_PORT).")
     return warnings
 
 

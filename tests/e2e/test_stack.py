@@ -102,16 +102,15 @@ def test_make_up_starts_cleanly_with_no_model(stack):
 
 
 def test_make_up_warns_when_the_upstreams_file_points_at_the_stack(stack):
-    """The old example pointed at 127.0.0.1:8081, the orchestrator's port on a Linux engine."""
+    """A static model or provider on the gateway's own port would send chats back into it."""
     upstreams = stack.config / "upstreams.yaml"
     example = upstreams.read_text()
     assert "llamadock: warning" not in stack.run("make", "up").stderr  # the shipped example points at no port of ours
-    orchestrator_port = stack.env["LLAMADOCK_ORCHESTRATOR_HOST_PORT"]
-    upstreams.write_text(f"models:\n  loop: {{url: 'http://127.0.0.1:{orchestrator_port}'}}\n"
+    upstreams.write_text(f"models:\n  loop: {{url: 'http://127.0.0.1:{stack.port}'}}\n"
                          f"providers:\n  self: {{url: 'http://localhost:{stack.port}/v1'}}\n")
     try:
         up = stack.run("make", "up")
-        assert f"model 'loop' points at http://127.0.0.1:{orchestrator_port}, which is the orchestrator's own port" \
+        assert f"model 'loop' points at http://127.0.0.1:{stack.port}, which is the gateway's own port" \
             in up.stderr, up.stderr
         assert f"provider 'self' points at http://localhost:{stack.port}, which is the gateway's own port" in up.stderr
     finally:

@@ -7,15 +7,14 @@ import pytest
 
 from gateway.routes.own_ports import main, own_port_warnings
 
-PORTS = {"gateway": 8080, "orchestrator": 8081}
+PORTS = {"gateway": 8080}
 
 
 @pytest.mark.parametrize("url, hit", [
-    ("http://127.0.0.1:8081", "orchestrator"),  # the old example: the orchestrator on a Linux engine
+    ("http://127.0.0.1:8081", None),  # the old example's port: the orchestrator had it once, no longer
     ("http://localhost:8080/v1", "gateway"),
     ("http://host.docker.internal:8080", "gateway"),
-    ("http://127.0.1.1:8081", "orchestrator"),
-    ("http://orchestrator:8081", "orchestrator"),
+    ("http://127.0.1.1:8080", "gateway"),
     ("http://gateway:8080", "gateway"),
     ("http://127.0.0.1:8090", None),
     ("http://127.0.0.1:1234", None),
@@ -30,8 +29,8 @@ def test_own_port_warnings(url, hit):
 
 
 def test_moved_ports_are_the_ones_checked():
-    assert own_port_warnings([("m", "http://127.0.0.1:8081")], {"gateway": 8090, "orchestrator": 8091}) == []
-    assert own_port_warnings([("m", "http://127.0.0.1:8091")], {"gateway": 8090, "orchestrator": 8091})
+    assert own_port_warnings([("m", "http://127.0.0.1:8080")], {"gateway": 8090}) == []
+    assert own_port_warnings([("m", "http://127.0.0.1:8090")], {"gateway": 8090})
 
 
 def test_the_shipped_example_points_at_no_port_of_ours(capsys):
@@ -39,16 +38,16 @@ def test_the_shipped_example_points_at_no_port_of_ours(capsys):
     # Every URL in it, commented out or not (a user uncomments them), checked as `make up` would.
     urls = re.findall(r"https?://[^\s\"']+", example.read_text())
     assert len(urls) >= 4 and own_port_warnings([("example", url) for url in urls], PORTS) == []
-    assert main([str(example), "--port", "gateway=8080", "--port", "orchestrator=8081"]) == 0
+    assert main([str(example), "--port", "gateway=8080"]) == 0
     assert capsys.readouterr().err == ""
 
 
 def test_the_command_warns_per_entry_and_never_fails(tmp_path, capsys):
     path = tmp_path / "u.yaml"
-    path.write_text("models:\n  x: {url: 'http://127.0.0.1:8081'}\nproviders:\n  p: {url: 'http://localhost:8080/v1'}\n")
-    assert main([str(path), "--port", "gateway=8080", "--port", "orchestrator=8081"]) == 0
+    path.write_text("models:\n  x: {url: 'http://127.0.0.1:8080'}\nproviders:\n  p: {url: 'http://localhost:8080/v1'}\n")
+    assert main([str(path), "--port", "gateway=8080"]) == 0
     err = capsys.readouterr().err
-    assert "model 'x'" in err and "orchestrator's own port" in err and "provider 'p'" in err
+    assert "model 'x'" in err and "gateway's own port" in err and "provider 'p'" in err
     path.write_text("models: [\n")
     assert main([str(path), "--port", "gateway=8080"]) == 0
     assert "not valid YAML" in capsys.readouterr().err
