@@ -83,11 +83,13 @@ def provider_unavailable(provider: str, url: str, detail: str | None) -> ApiErro
 
 
 def provider_auth_failed(provider: str, detail: str) -> ApiError:
-    """The provider refused the key the gateway holds for it. 502, not 401: the client's own key (to
-    the gateway) was fine, and no other key from it would help; a 401 would send an app to ask its
-    user for theirs. The variable's name is said, never its value."""
-    return ApiError(502, f"The provider '{provider}' refused the gateway's credentials: {detail}.",
-                    type="server_error", code="provider_auth_failed")
+    """The provider refused the key the gateway holds for it: its 401 passes on, as its other 4xx
+    do, but the message says whose key it was (the provider's, from the upstreams file's
+    `api_key_env`; the client's own key to the gateway was accepted). The variable's name is said,
+    never its value."""
+    return ApiError(401, f"The provider '{provider}' refused the gateway's credentials for it: {detail}. "
+                    "Your key to llamadock was accepted; the provider's key is set in its `api_key_env` variable.",
+                    type="authentication_error", code="provider_auth_failed")
 
 
 def provider_failed(provider: str, detail: str, code: str = "provider_error") -> ApiError:

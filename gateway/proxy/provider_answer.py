@@ -4,7 +4,7 @@ Our own llama-servers are trusted to answer like llama-server; a provider is any
 answer is held to bounds: each pause is at most its ``timeout_s`` (a stalled stream ends with a
 504 event, never a hang), a whole answer is at most ``max_answer_bytes`` and must be JSON (else
 502), and its errors come back in our OpenAI format, naming it: its 4xx as they are (the
-client's request was at fault), a refused key as 502 ``provider_auth_failed``, its 5xx as 502.
+client's request was at fault), a refused key as 401 ``provider_auth_failed`` (naming whose key), its 5xx as 502.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def test_the_names_apps_send_reach_our_own_models(client, upstreams):
 def test_a_wrong_key_is_said_clearly(gateway):
     answer = chat(gateway, "wrongkey:tiny-a")
     error = answer.json()["error"]
-    assert answer.status_code == 502 and error["code"] == "provider_auth_failed"
+    assert answer.status_code == 401 and error["code"] == "provider_auth_failed"
     assert "wrongkey" in error["message"] and "WRONG_KEY" in error["message"] and "not-the-key" not in answer.text
 
 

@@ -115,9 +115,9 @@ def test_key_header_reads_the_variable_and_names_it_when_missing():
 
 
 @pytest.mark.parametrize("status, body, ours, code, says", [
-    (401, b'{"error":{"message":"Invalid API Key","type":"authentication_error","code":401}}', 502,
+    (401, b'{"error":{"message":"Invalid API Key","type":"authentication_error","code":401}}', 401,
      "provider_auth_failed", "Invalid API Key"),
-    (403, b"forbidden", 502, "provider_auth_failed", "forbidden"),
+    (403, b"forbidden", 401, "provider_auth_failed", "forbidden"),
     (400, b'{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature",'
           b'"code":"bad_param"}}', 400, "bad_param", "bad temperature"),
     (404, b'{"error":"model not found"}', 404, "provider_rejected", "model not found"),
@@ -128,7 +128,8 @@ def test_error_from_a_providers_answer(status, body, ours, code, says):
     error = error_from("lm", status, body)
     assert (error.status, error.code) == (ours, code)
     assert says in error.message and "'lm'" in error.message
-    assert error.body()["error"]["type"] == ("invalid_request_error" if ours < 500 else "server_error")
+    kind = "authentication_error" if ours == 401 else "invalid_request_error" if ours < 500 else "server_error"
+    assert error.body()["error"]["type"] == kind
 
 
 class Pieces:
@@ -164,7 +165,7 @@ async def test_screen_holds_a_whole_answer_to_json_and_a_size():
     huge = await screen(Guarded(Pieces(200, b"application/json", b"[" + b"1," * 100), idle_s=1), "lm", 100)
     assert (huge.status, huge.code) == (502, "provider_answer_too_large")
     refused = await screen(Guarded(Pieces(401, b"application/json", b'{"error":"no"}'), idle_s=1), "lm", 100)
-    assert (refused.status, refused.code) == (502, "provider_auth_failed")
+    assert (refused.status, refused.code) == (401, "provider_auth_failed")
 
 
 async def test_a_stall_is_a_timeout_never_a_hang():
