@@ -13,7 +13,6 @@ from typing import AsyncIterator, Callable, Sequence
 
 import docker
 import docker.errors
-import httpx
 
 from common.errors import ApiError
 from contract.listing import HostInfo, InstanceState
@@ -23,6 +22,7 @@ from contract.spec import ModelSpec
 
 from ...settings import OrchestratorSettings
 from ..pools import node_pools
+from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import Change, Fingerprint, Instance
 from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts, candidate_name, container_name,
                          create_kwargs, spec_hash)
@@ -48,7 +48,7 @@ class DockerRuntime:
         self._watcher: EventWatcher | None = None
         self._copier = LogCopier(client, mode=settings.model_logs, as_json=settings.log_format == "json") \
             if settings.model_logs != "off" else None
-        self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
+        self._probe = probe_client()
 
     @property
     def stack_image(self) -> str:
@@ -117,12 +117,7 @@ class DockerRuntime:
         return Fingerprint(spec_hash(kwargs), kwargs["labels"][LABEL_PLACEMENT])
 
     async def healthy(self, instance: Instance) -> bool:
-        if not instance.probe_url:
-            return False
-        try:
-            return (await self._probe.get(f"{instance.probe_url}/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return await answers_health(self._probe, instance)
 
     async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[bytes]:
         container = await asyncio.to_thread(self.client.containers.get, instance.id)
@@ -266,15 +261,7 @@ class DockerRuntime:
         self._changed(Change())
 
     async def completes(self, instance: Instance) -> str | None:
-        """One token from llama-server's own /completion: the model loaded and the image computes."""
-        if not instance.probe_url:
-            return "it has no address"
-        try:
-            answer = await self._probe.post(f"{instance.probe_url}/completion", json={"prompt": "Hi", "n_predict": 1},
-                                            timeout=60.0)
-        except httpx.HTTPError as exc:
-            return f"a one-token completion failed: {exc!r}"
-        return None if answer.status_code == 200 else f"a one-token completion answered {answer.status_code}"
+        return await completes_one_token(self._probe, instance)
 
     def _remove(self, model: str) -> None:
         """SIGTERM, the grace period, SIGKILL, remove: every container of ours for that model."""

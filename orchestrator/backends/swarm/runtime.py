@@ -16,7 +16,6 @@ from typing import AsyncIterator, Callable, Sequence
 
 import docker
 import docker.errors
-import httpx
 from docker.types import ServiceMode
 
 from common.errors import ApiError
@@ -27,6 +26,7 @@ from contract.spec import ModelSpec
 
 from ...settings import OrchestratorSettings
 from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
+from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
 from .nodes import SwarmNode, known_names, node_from_attrs, node_pools
 from .services import SwarmFacts, service_kwargs, spec_hash
@@ -53,7 +53,7 @@ class SwarmRuntime:
         self._changed: Callable[[Change], None] = lambda change: None
         self._poller: TaskPoller | None = None
         self._copier = ServiceLogCopier(client, self._node_name) if settings.model_logs != "off" else None
-        self._probe = httpx.AsyncClient(timeout=httpx.Timeout(1.0), limits=httpx.Limits(max_keepalive_connections=0))
+        self._probe = probe_client()
 
     # ---- the change feed -----------------------------------------------------------------------
 
@@ -144,23 +144,10 @@ class SwarmRuntime:
         return None
 
     async def completes(self, instance: Instance) -> str | None:
-        """One token from llama-server's own /completion, as the engine backend checks it."""
-        if not instance.probe_url:
-            return "it has no address"
-        try:
-            answer = await self._probe.post(f"{instance.probe_url}/completion", json={"prompt": "Hi", "n_predict": 1},
-                                            timeout=60.0)
-        except httpx.HTTPError as exc:
-            return f"a one-token completion failed: {exc!r}"
-        return None if answer.status_code == 200 else f"a one-token completion answered {answer.status_code}"
+        return await completes_one_token(self._probe, instance)
 
     async def healthy(self, instance: Instance) -> bool:
-        if not instance.probe_url:
-            return False
-        try:
-            return (await self._probe.get(f"{instance.probe_url}/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return await answers_health(self._probe, instance)
 
     async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[bytes]:
         stream = await asyncio.to_thread(self.client.api.service_logs, instance.id, stdout=True, stderr=True,
