@@ -36,10 +36,10 @@ images: ## Build the stack's images (base images stood in locally when no regist
 llama-image: ## Build llama-server from source into a local image and use it for new models: [GPU=1] [CUDA_ARCHITECTURES="86;89"]
 	$(if $(GPU),GPU=$(GPU)) bash scripts/llama-image.sh
 
-up: ## Start the stack (GPU / WSL2 detected) and wait until it is healthy
+up: ## Start the stack (GPU / WSL2 detected) and wait until it is healthy: [LLAMADOCK_BACKEND=swarm] models as Swarm services (after make swarm-init)
 	bash scripts/up.sh
 
-down: ## Stop the stack and every model container; nothing of ours is left running
+down: ## Stop the stack and every model container (in swarm mode, every model service); nothing of ours is left running
 	bash scripts/down.sh
 
 logs: ## Follow the stack's logs, model servers included

@@ -4,9 +4,12 @@
 #   NVIDIA GPU, plus docker/compose.wsl2.yaml when the engine runs under WSL2, plus
 #   docker/compose.hostnet.yaml when the engine runs on Linux (WSL2 included) rather
 #   than in Docker Desktop's VM: the gateway then uses the host's network (faster),
-#   plus docker/compose.healthcheck.yaml when the engine has healthcheck start_interval.
+#   plus docker/compose.healthcheck.yaml when the engine has healthcheck start_interval,
+#   plus docker/compose.swarm.yaml when LLAMADOCK_BACKEND=swarm (the gateway then stays on the
+#   bridge: a host-network container cannot join the overlay network the models are on).
 # LLAMADOCK_GPU=auto|nvidia|none overrides the GPU detection, LLAMADOCK_NETWORK=
-# auto|host|bridge the network one (both also read from .env).
+# auto|host|bridge the network one, LLAMADOCK_BACKEND=engine|swarm the backend (all also read
+# from .env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,18 @@ mode="${LLAMADOCK_GPU:-$(from_env_file LLAMADOCK_GPU)}"
 mode="${mode:-auto}"
 network="${LLAMADOCK_NETWORK:-$(from_env_file LLAMADOCK_NETWORK)}"
 network="${network:-auto}"
+backend="${LLAMADOCK_BACKEND:-$(from_env_file LLAMADOCK_BACKEND)}"
+backend="${backend:-engine}"
+case "$backend" in
+    engine) ;;
+    swarm)
+        if [[ $network == host ]]; then
+            echo "LLAMADOCK_NETWORK=host cannot be used with LLAMADOCK_BACKEND=swarm: a container on the host's network cannot join the overlay the models are on (use auto or bridge)" >&2
+            exit 2
+        fi
+        network=bridge ;;
+    *) echo "LLAMADOCK_BACKEND must be engine or swarm (got '$backend')" >&2; exit 2 ;;
+esac
 info="$(docker info --format '{{json .Runtimes}} {{json .CDISpecDirs}} {{.KernelVersion}} {{.OperatingSystem}}' 2>/dev/null || true)"
 
 gpu=no
@@ -56,4 +71,5 @@ api="$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null || true)"
 if [[ -n $api && $(printf '%s\n1.44\n' "$api" | sort -V | head -n1) == 1.44 ]]; then
     files+=" -f docker/compose.healthcheck.yaml"
 fi
+[[ $backend == swarm ]] && files+=" -f docker/compose.swarm.yaml"
 echo "$files"

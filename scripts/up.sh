@@ -25,6 +25,22 @@ for name in models upstreams chat; do
     fi
 done
 
+# Swarm mode: this engine must manage a swarm that has the overlay, or compose's error would be
+# only "network declared as external, but could not be found".
+backend="${LLAMADOCK_BACKEND:-$(env_file_value LLAMADOCK_BACKEND)}"
+if [[ ${backend:-engine} == swarm ]]; then
+    overlay="${LLAMADOCK_SWARM_NETWORK:-$(env_file_value LLAMADOCK_SWARM_NETWORK)}"
+    overlay="${overlay:-llamadock}"
+    if [[ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" != true ]]; then
+        echo "llamadock: LLAMADOCK_BACKEND=swarm needs this engine to be a swarm manager: run \`make swarm-init\` first" >&2
+        exit 1
+    fi
+    if [[ "$(docker network inspect "$overlay" --format '{{.Driver}} {{.Attachable}}' 2>/dev/null)" != "overlay true" ]]; then
+        echo "llamadock: no attachable overlay network '$overlay': run \`make swarm-init\` (LLAMADOCK_SWARM_NETWORK names another)" >&2
+        exit 1
+    fi
+fi
+
 bash scripts/compose.sh up -d --build --wait --wait-timeout 120
 
 port="${LLAMADOCK_PORT:-$(env_file_value LLAMADOCK_PORT)}"
