@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make down`: remove the model containers the orchestrator created and the one-off
-# containers of `make chat` / `make models` (compose knows neither as part of the
-# stack), then the stack itself; then check that nothing of ours is left, and fail
-# naming what is, rather than exit 0 over a network still in use.
+# `make down`: remove the model containers the orchestrator created (in swarm mode, its
+# model services, on every node) and the one-off containers of `make chat` / `make models`
+# (compose knows none of them as part of the stack), then the stack itself; then check that
+# nothing of ours is left, and fail naming what is, rather than exit 0 over a network still
+# in use. The overlay network `make swarm-init` made stays: it belongs to the swarm (other
+# boxes' nodes use it too); `docker network rm llamadock` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/stack-env.sh
@@ -30,7 +32,28 @@ remove_strays() {
     docker rm -f $ids >/dev/null 2>&1 || true
 }
 
+# Swarm mode: the model services carry the project label (their tasks' containers another one,
+# so that the engine backend never takes them for its own). Only a manager can list services.
+manager() { [[ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" == true ]]; }
+services() { manager && docker service ls -q --filter "label=io.llamadock.project=$project"; return 0; }
+tasks() { docker ps -aq --filter "label=io.llamadock.swarm-project=$project"; }
+
+remove_services() {
+    local ids
+    ids="$(services)"
+    [[ -n "$ids" ]] || return 0
+    echo "llamadock: removing $(wc -w <<<"$ids") model service(s)" >&2
+    # shellcheck disable=SC2086
+    docker service rm $ids >/dev/null 2>&1 || true
+    # Swarm stops their tasks after it answers: wait until this node's have gone (the grace
+    # period, then SIGKILL), so the overlay and the memory are free when we return.
+    local deadline=$((SECONDS + 60))
+    while [[ -n "$(tasks)" && $SECONDS -lt $deadline ]]; do sleep 0.5; done
+}
+
 leftovers() {
+    services | sed 's/^/service /'
+    docker ps -a --format '{{.Names}}' --filter "label=io.llamadock.swarm-project=$project" | sed 's/^/container /'
     docker ps -a --format '{{.Names}}' --filter "label=io.llamadock.project=$project" | sed 's/^/container /'
     docker ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" | sed 's/^/container /'
     local network users
@@ -42,6 +65,7 @@ leftovers() {
 
 # The orchestrator first, so it cannot start a model while we remove them.
 bash scripts/compose.sh stop orchestrator >/dev/null 2>&1 || true
+remove_services
 remove_strays
 status=0
 bash scripts/compose.sh down --remove-orphans "$@" || status=$?
