@@ -14,8 +14,6 @@ import ipaddress
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +22,7 @@ from urllib.parse import urlparse
 import pytest
 
 from support.stack import REPO, local_llama_image, require_docker
+from support.swarm import sh, single_node_swarm
 from support.waiting import wait_until, wait_until_async
 
 require_docker()
@@ -45,17 +44,6 @@ pytestmark = pytest.mark.docker
 
 MEMORY_MB = 3072
 READY_S = 60
-
-
-def sh(*args: str, check: bool = True, env: dict | None = None) -> str:
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({out.returncode}): {out.stderr or out.stdout}")
-    return out.stdout.strip()
-
-
-def networks() -> set[str]:
-    return set(sh("docker", "network", "ls", "--format", "{{.Name}}").split())
 
 
 class Swarm:
@@ -84,47 +72,15 @@ def swarm(tiny_models, tmp_path_factory) -> Swarm:
     models = tmp_path_factory.mktemp("swarm-models")
     shutil.copy(tiny_models["tiny-a"], models / "tiny-a.gguf")
     network = f"llamadock-test-{uuid.uuid4().hex[:8]}"
-    was, manager = sh("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}").split()
-    if was == "active" and manager != "true":
-        pytest.skip("this engine is a worker of another swarm: the swarm backend runs on a manager")
-    networks_before = networks()
-    labels_before = None
-    if was == "active":
-        labels_before = json.loads(sh("docker", "node", "inspect", "self", "--format", "{{json .Spec.Labels}}"))
-    started = time.monotonic()
-    sh("bash", str(REPO / "scripts" / "swarm-init.sh"), env=os.environ | {
-        "LLAMADOCK_SWARM_ADVERTISE_ADDR": "127.0.0.1",
-        "LLAMADOCK_SWARM_NETWORK": network, "LLAMADOCK_NODE_MEMORY_MB": str(MEMORY_MB),
-        "LLAMADOCK_MODELS_DIR": str(models)})
-    print(f"swarm-init: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    # Run again: nothing to do, nothing changes.
-    sh("bash", str(REPO / "scripts" / "swarm-init.sh"), env=os.environ | {
-        "LLAMADOCK_SWARM_NETWORK": network,
-        "LLAMADOCK_MODELS_DIR": str(models)})
-    assert sh("docker", "network", "inspect", network, "--format", "{{.Driver}} {{.Attachable}} {{.Scope}}") == \
-        "overlay true swarm"
-    assert (models / ".cache").is_dir()
-    try:
+    with single_node_swarm(network, models, MEMORY_MB, "llamadock-swarm-test-"):
+        # Run again: nothing to do, nothing changes.
+        sh("bash", str(REPO / "scripts" / "swarm-init.sh"), env=os.environ | {
+            "LLAMADOCK_SWARM_NETWORK": network,
+            "LLAMADOCK_MODELS_DIR": str(models)})
+        assert sh("docker", "network", "inspect", network, "--format", "{{.Driver}} {{.Attachable}} {{.Scope}}") == \
+            "overlay true swarm"
+        assert (models / ".cache").is_dir()
         yield Swarm(network, models, image)
-    finally:
-        for service in sh("docker", "service", "ls", "-q", "--filter", "label=io.llamadock.project").split():
-            if sh("docker", "service", "inspect", service, "--format",
-                  '{{index .Spec.Labels "io.llamadock.project"}}').startswith("llamadock-swarm-test-"):
-                sh("docker", "service", "rm", service, check=False)
-        # The network goes once the removed tasks' containers have let go of it.
-        wait_until(lambda: subprocess.run(["docker", "network", "rm", network], capture_output=True).returncode == 0
-                   or network not in networks(), 60, f"the removal of network {network}")
-        if was == "inactive":
-            sh("docker", "swarm", "leave", "--force")
-            if "docker_gwbridge" not in networks_before:
-                wait_until(lambda: subprocess.run(["docker", "network", "rm", "docker_gwbridge"],
-                                                  capture_output=True).returncode == 0, 30, "docker_gwbridge's removal")
-        else:
-            sh("docker", "node", "update", "--label-rm", "llamadock.memory_mb", "self", check=False)
-            if labels_before and "llamadock.memory_mb" in labels_before:
-                sh("docker", "node", "update", "--label-add",
-                   f"llamadock.memory_mb={labels_before['llamadock.memory_mb']}", "self")
-        assert networks() == networks_before, "the swarm test left networks behind"
 
 
 async def ready(runtime, instance_id: str, what: str, **expect):

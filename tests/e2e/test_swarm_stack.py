@@ -1,0 +1,99 @@
+"""The stack in swarm mode on a real single-node Docker Swarm, as a user drives it:
+`LLAMADOCK_BACKEND=swarm make up` (gateway and orchestrator on the overlay), `make add` a tiny
+GGUF model (a Swarm service on this node), a chat streamed through the gateway's published port,
+`make ps`, then `make down` leaving no service, container or network of the stack (the overlay,
+the swarm's, stays). The tests run in order and share one stack.
+
+The engine is put in a swarm only when it is in none, and leaves it at the end (support/swarm.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import openai
+import pytest
+
+from support.stack import Stack, local_llama_image, require_docker
+from support.swarm import networks, sh, single_node_swarm
+
+require_docker()
+pytestmark = pytest.mark.docker
+
+CHAT = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_models):
+    network = f"llamadock-test-{uuid.uuid4().hex[:8]}"
+    stack = Stack(tmp_path_factory.mktemp("swarm-stack"), llama_image=local_llama_image(),
+                  env={"LLAMADOCK_BACKEND": "swarm", "LLAMADOCK_SWARM_NETWORK": network,
+                       "LLAMADOCK_NETWORK": "auto"})
+    stack.network = network
+    shutil.copy(tiny_models["tiny-a"], stack.models / "tiny.gguf")
+    with single_node_swarm(network, stack.models, 3072, stack.project):
+        try:
+            yield stack
+        finally:
+            stack.force_down()  # containers; the services go with the swarm fixture
+
+
+def services(stack: Stack) -> list[str]:
+    return sh("docker", "service", "ls", "-q", "--filter", f"label=io.llamadock.project={stack.project}").split()
+
+
+def on_overlay(stack: Stack) -> list[str]:
+    return sh("docker", "network", "inspect", stack.network, "--format",
+              "{{range .Containers}}{{.Name}} {{end}}").split()
+
+
+def test_make_up_in_swarm_mode_puts_gateway_and_orchestrator_on_the_overlay(stack):
+    began = time.monotonic()
+    up = stack.run("make", "up")
+    print(f"make up (swarm mode): {time.monotonic() - began:.1f} s", file=sys.stderr)
+    assert "llamadock is up" in up.stdout, up.stdout
+    attached = on_overlay(stack)
+    assert {f"{stack.project}-gateway-1", f"{stack.project}-orchestrator-1"} <= set(attached), attached
+    # Not on the host's network (it cannot join an overlay): the port is published on loopback.
+    gateway = sh("docker", "inspect", f"{stack.project}-gateway-1", "--format", "{{.HostConfig.NetworkMode}}")
+    assert gateway != "host"
+    assert services(stack) == []
+
+
+def test_make_add_runs_the_model_as_a_service_and_a_chat_streams(stack):
+    began = time.monotonic()
+    added = stack.run("make", "add", "NAME=tiny", "MODEL=tiny.gguf", "CTX=512")
+    print(f"make add -> ready (swarm mode): {time.monotonic() - began:.1f} s", file=sys.stderr)
+    assert "tiny is ready" in added.stdout, added.stdout
+    [service] = services(stack)
+    hostname = sh("docker", "node", "inspect", "self", "--format", "{{.Description.Hostname}}")
+    tasks = sh("docker", "service", "ps", service, "--filter", "desired-state=running",
+               "--format", "{{.Node}} {{.CurrentState}}").splitlines()
+    assert len(tasks) == 1 and tasks[0].startswith(f"{hostname} Running"), tasks
+    assert sh("docker", "service", "inspect", service, "--format", "{{.Spec.EndpointSpec.Mode}}") == "dnsrr"
+
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    pieces = [c for c in client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=8,
+                                                        temperature=0, stream=True)]
+    texts = [c.choices[0].delta.content for c in pieces if c.choices and c.choices[0].delta.content]
+    assert len(texts) >= 2 and all(c.model == "tiny" for c in pieces), pieces
+
+
+def test_make_ps_lists_the_model_ready(stack):
+    ps = stack.run("make", "ps").stdout
+    assert any(line.startswith("tiny ") and " ready " in line for line in ps.splitlines()), ps
+
+
+def test_make_down_leaves_no_service_container_or_network(stack):
+    began = time.monotonic()
+    stack.run("make", "down")
+    print(f"make down (swarm mode): {time.monotonic() - began:.1f} s", file=sys.stderr)
+    assert services(stack) == []
+    assert sh("docker", "ps", "-aq", "--filter", f"label=io.llamadock.swarm-project={stack.project}") == ""
+    assert stack.leftovers() == []
+    # The overlay belongs to the swarm (other boxes' tasks use it): it stays, and nothing of ours is on it.
+    assert stack.network in networks() and on_overlay(stack) == []
+    assert subprocess.run(["docker", "service", "ls"], capture_output=True).returncode == 0
