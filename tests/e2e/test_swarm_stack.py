@@ -46,8 +46,9 @@ def services(stack: Stack) -> list[str]:
 
 
 def on_overlay(stack: Stack) -> list[str]:
-    return sh("docker", "network", "inspect", stack.network, "--format",
-              "{{range .Containers}}{{.Name}} {{end}}").split()
+    """This stack's containers on the overlay (not the swarm's own load-balancer endpoint there)."""
+    return [name for name in sh("docker", "network", "inspect", stack.network, "--format",
+                                "{{range .Containers}}{{.Name}} {{end}}").split() if name.startswith(stack.project)]
 
 
 def test_make_up_in_swarm_mode_puts_gateway_and_orchestrator_on_the_overlay(stack):
@@ -78,8 +79,9 @@ def test_make_add_runs_the_model_as_a_service_and_a_chat_streams(stack):
     client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=60)
     pieces = [c for c in client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=8,
                                                         temperature=0, stream=True)]
-    texts = [c.choices[0].delta.content for c in pieces if c.choices and c.choices[0].delta.content]
+    texts = [c.choices[0].delta.content for c in pieces if c.choices and c.choices[0].delta.content is not None]
     assert len(texts) >= 2 and all(c.model == "tiny" for c in pieces), pieces
+    assert [c.choices[0].finish_reason for c in pieces if c.choices][-1] in ("length", "stop")
 
 
 def test_make_ps_lists_the_model_ready(stack):
