@@ -12,7 +12,7 @@ COMPOSE := bash scripts/compose.sh
 CLI := bash scripts/cli.sh
 GATEWAY_URL ?= http://127.0.0.1:$(or $(LLAMADOCK_PORT),8080)
 
-.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add edit rm load unload chat reconcile llama-upgrade llama-rollback swarm-init swarm-doctor
+.PHONY: help venv gateway up down logs ps containers gpu gpu-check test test-unit bench images llama-image models add edit rm load unload chat reconcile llama-upgrade llama-rollback swarm-init swarm-doctor swarm-join
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ swarm-init: ## Preview: make this box a Swarm manager for LLAMADOCK_BACKEND=swar
 
 swarm-doctor: ## Preview: check this box's NVIDIA runtime set-up for Swarm (default runtime, toolkit config, driver); says what to change
 	python3 scripts/swarm_doctor.py
+
+swarm-join: ## Preview: join this box to the swarm (the doctor first, then docker swarm join, then its memory label): TOKEN=... MANAGER=host[:port] [LLAMADOCK_NODE_MEMORY_MB=n]
+	TOKEN="$(TOKEN)" MANAGER="$(MANAGER)" bash scripts/swarm-join.sh
 
 chat: ## Chat in the terminal (the cli container): make chat [MODEL=name]
 	$(CLI) chat $(if $(MODEL),--model "$(MODEL)")

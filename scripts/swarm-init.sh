@@ -52,5 +52,6 @@ fi
 
 mkdir -p "$models/.cache"
 log "models: $models (every node needs this same path, or an NFS mount of it)"
-log "another box joins with: $(docker swarm join-token worker 2>/dev/null | grep -o 'docker swarm join .*' || echo '(docker swarm join-token worker)')"
-log "  then on it: make swarm-doctor; and here: docker node update --label-add llamadock.memory_mb=<MiB> <its name>"
+token="$(docker swarm join-token -q worker 2>/dev/null || echo '<docker swarm join-token -q worker>')"
+log "another box joins with (in its llamadock checkout): make swarm-join TOKEN=$token MANAGER=$(docker info --format '{{.Swarm.NodeAddr}}')"
+log "  it checks the box first (make swarm-doctor), then prints the label command to run here for its memory budget"
