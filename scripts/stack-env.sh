@@ -31,6 +31,9 @@ models_dir="${LLAMADOCK_MODELS_DIR:-$(env_file_value LLAMADOCK_MODELS_DIR)}"
 models_dir="${models_dir:-models}"
 export LLAMADOCK_KV_CACHE_DIR="${LLAMADOCK_KV_CACHE_DIR:-$(env_file_value LLAMADOCK_KV_CACHE_DIR)}"
 export LLAMADOCK_KV_CACHE_DIR="${LLAMADOCK_KV_CACHE_DIR:-$models_dir/.cache/kv}"
+# Compose reads a volume source that starts with neither / nor . as a named volume ("refers to
+# undefined volume models/.cache/kv"): a relative path is made ./-relative.
+case "$LLAMADOCK_KV_CACHE_DIR" in /*|.*) ;; *) export LLAMADOCK_KV_CACHE_DIR="./$LLAMADOCK_KV_CACHE_DIR" ;; esac
 
 # Bind-mount sources must exist, or Docker creates them owned by root.
 mkdir -p "$models_dir/.cache" "${LLAMADOCK_LOGS_DIR:-logs}/sessions" "$LLAMADOCK_KV_CACHE_DIR"

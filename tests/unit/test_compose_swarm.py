@@ -65,3 +65,17 @@ def test_the_merged_stack_puts_gateway_and_orchestrator_on_the_external_overlay(
     # The gateway's port stays published on loopback (no host network here).
     assert [(p["host_ip"], p["target"]) for p in model["services"]["gateway"]["ports"]] == [("127.0.0.1", 8080)]
     assert "network_mode" not in model["services"]["gateway"]
+
+
+@pytest.mark.parametrize("backend", ["engine", "swarm"])
+def test_the_default_paths_make_a_valid_stack(backend):
+    """No models or KV cache directory set: the KV cache's default is a relative path, which compose
+    would take for a named volume without its ./ ("refers to undefined volume")."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMADOCK_")} | {
+        "DOCKER_HOST": "unix:///nonexistent.sock", "LLAMADOCK_ADMIN_TOKEN": "t", "LLAMADOCK_GPU": "none",
+        "LLAMADOCK_BACKEND": backend}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "compose.sh"), "config", "--format", "json"],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    mounts = {v["target"]: v for v in json.loads(out.stdout)["services"]["orchestrator"]["volumes"]}
+    assert mounts["/kv"]["type"] == "bind" and mounts["/kv"]["source"] == str(REPO / "models" / ".cache" / "kv")
