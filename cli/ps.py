@@ -117,9 +117,9 @@ def saved(model: ScheduledModel) -> str:
 
 
 # Narrower than the terminal, columns go in this order; NAME and STATE are never cut (README).
-DROP_FIRST = ("SAVED", "PROVIDER", "PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
+DROP_FIRST = ("SAVED", "PROVIDER", "NODE", "PLACEMENT", "SLOTS", "CONTEXT", "PROCESSOR", "VRAM USED", "QUEUED", "RUNNING", "UNLOADS IN", "SIZE")
 COLUMNS = (("NAME", "left"), ("STATE", "left"), ("PROVIDER", "left"), ("SIZE", "right"), ("VRAM USED", "right"), ("PROCESSOR", "left"),
-           ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
+           ("NODE", "left"), ("PLACEMENT", "left"), ("CONTEXT", "right"), ("SLOTS", "right"), ("RUNNING", "right"),
            ("QUEUED", "right"), ("SAVED", "right"), ("UNLOADS IN", "left"))
 
 
@@ -131,6 +131,7 @@ def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | 
         "SIZE": format_size(total_size(model, on_gpus) or None, missing="-"),  # 0: nothing known either
         "VRAM USED": format_size(sum((model.actual_bytes or {}).values()) or None, missing="-") if loaded else "-",
         "PROCESSOR": processor(model, on_gpus),
+        "NODE": model.node or "-",
         "PLACEMENT": placement(model, on_gpus),
         "CONTEXT": context(model),
         "SLOTS": str(model.parallel) if model.parallel else "?",
@@ -141,12 +142,20 @@ def ps_row(name: str, model: ScheduledModel, on_gpus: bool) -> dict[str, Text | 
     }
 
 
+def scheduled_on_nodes(status: GatewayStatus) -> bool:
+    scheduler = status.scheduler
+    return scheduler is not None and (scheduler.several_nodes or any(
+        m.node not in (None, LOCAL_NODE) for m in scheduler.models.values()))
+
+
 def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableType:
     """The table of models, one row each in the gateway's order, failures explained below it.
     ``now``: the time to show above it (the live view)."""
     on_gpus = status.on_gpus
     shown = {"VRAM USED": on_gpus,  # no NVML on a CPU
-             "PROVIDER": any(m.provider for m in status.models)}  # another server's models are listed
+             "PROVIDER": any(m.provider for m in status.models),  # another server's models are listed
+             # A swarm, or a model on a node that is not the backend's own: where each one runs.
+             "NODE": scheduled_on_nodes(status)}
     columns = [(name, justify) for name, justify in COLUMNS if shown.get(name, True)]
     scheduled = status.scheduler.models if status.scheduler else {}
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))

@@ -72,6 +72,8 @@ class ScheduledModel(BaseModel):
     parallel: int | None = None
     kv_saved: int = Field(0, description="Conversations whose KV cache is saved for this model's next start.")
     kv_saved_bytes: int = Field(0, description="Their size on disk.")
+    node: str | None = Field(None, description="The node its server runs on (`local`: the backend's own; "
+                             "null: no server).")
 
 
 class PoolView(BaseModel):
@@ -86,6 +88,8 @@ class PoolView(BaseModel):
 class SchedulerView(BaseModel):
     pools: dict[str, PoolView] = Field(default_factory=dict)
     models: dict[str, ScheduledModel] = Field(default_factory=dict)
+    several_nodes: bool = Field(False, description="The backend places models on nodes (Docker Swarm): "
+                                "`llamadock ps` then shows each model's node.")
 
 
 class GatewayStatus(BaseModel):

@@ -221,8 +221,10 @@ def scheduler_view(state: State, listing: Listing, now: float, uuids: Mapping[st
             idle_s=round(now - m.last_used, 1) if m.phase is Phase.READY and not m.busy else None,
             ctx_size=spec.ctx_size if spec else None, parallel=spec.parallel if spec else None,
             kv_saved=(saved or {}).get(m.name, (0, 0))[0], kv_saved_bytes=(saved or {}).get(m.name, (0, 0))[1],
+            node=listed.instance.node if listed and listed.instance else None,
         )
-    return SchedulerView(pools=pools, models=models)
+    # The swarm backend's host kind is swarm-<the manager's kind> (orchestrator/backends/swarm).
+    return SchedulerView(pools=pools, models=models, several_nodes=listing.host.kind.startswith("swarm-"))
 
 
 def _placement_view(placement: Placement) -> PlacementView:

@@ -1,7 +1,7 @@
 """The stack in swarm mode on a real single-node Docker Swarm, as a user drives it:
 `LLAMADOCK_BACKEND=swarm make up` (gateway and orchestrator on the overlay), `make add` a tiny
 GGUF model (a Swarm service on this node), a chat streamed through the gateway's published port,
-`make ps`, then `make down` leaving no service, container or network of the stack (the overlay,
+`make ps` (the model's node), then `make down` leaving no service, container or network of the stack (the overlay,
 the swarm's, stays). The tests run in order and share one stack.
 
 The engine is put in a swarm only when it is in none, and leaves it at the end (support/swarm.py)."""
@@ -84,9 +84,13 @@ def test_make_add_runs_the_model_as_a_service_and_a_chat_streams(stack):
     assert [c.choices[0].finish_reason for c in pieces if c.choices][-1] in ("length", "stop")
 
 
-def test_make_ps_lists_the_model_ready(stack):
-    ps = stack.run("make", "ps").stdout
-    assert any(line.startswith("tiny ") and " ready " in line for line in ps.splitlines()), ps
+def test_make_ps_lists_the_model_ready_with_its_node(stack):
+    ps = stack.run("make", "ps").stdout.splitlines()
+    header = next(line for line in ps if line.startswith("NAME"))
+    tiny = next(line for line in ps if line.startswith("tiny "))
+    assert " ready " in tiny and "NODE" in header, ps
+    # Under NODE: the manager's node, as the pools name it (no pipe truncation: every column in full).
+    assert tiny[header.index("NODE"):].split()[0] == "local", ps
 
 
 def test_make_down_leaves_no_service_container_or_network(stack):

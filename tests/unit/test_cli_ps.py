@@ -171,8 +171,9 @@ def test_a_narrow_terminal_drops_columns_and_never_cuts_a_name_or_state(width):
 def test_columns_go_in_the_documented_order():
     from cli.ps import COLUMNS, DROP_FIRST
 
-    own = [name for name, _ in COLUMNS if name != "PROVIDER"]  # PROVIDER only when a provider's model is listed
-    drop = [name for name in DROP_FIRST if name != "PROVIDER"]
+    # PROVIDER only when a provider's model is listed, NODE only on a swarm
+    own = [name for name, _ in COLUMNS if name not in ("PROVIDER", "NODE")]
+    drop = [name for name in DROP_FIRST if name not in ("PROVIDER", "NODE")]
     shown = []
     for width in range(51, 200):
         header = next(line for line in render_at(two_models(), width).splitlines() if line.startswith("NAME"))
@@ -221,3 +222,20 @@ def test_a_providers_models_show_their_provider_and_a_provider_down_is_said_once
     assert [c.strip() for c in row(text, "lmstudio:qwen")[:3]] == ["lmstudio:qwen", "stopped", "lmstudio"]
     assert row(text, LONG)[2].strip() == "-"  # one of ours
     assert text.count("provider lmstudio (http://127.0.0.1:1234): cannot connect") == 1
+
+
+def test_the_node_column_shows_on_a_swarm_and_on_another_node_only():
+    one_box = status({"tiny": model(node="local")}, gpu=False, pools={"budget": {"capacity_bytes": GIB}})
+    assert "NODE" not in render(one_box)
+    swarm = status({"tiny": model(node="local"), "off": model(phase="stopped", idle_s=None)}, gpu=False,
+                   pools={"budget": {"capacity_bytes": GIB}}, states={"off": "stopped"})
+    swarm["scheduler"]["several_nodes"] = True
+    text = render(swarm)
+    header = next(line for line in text.splitlines() if line.startswith("NAME"))
+    assert header.index("PROCESSOR") < header.index("NODE") < header.index("PLACEMENT")
+    assert row(text, "tiny")[4].strip() == "local" and row(text, "off")[4].strip() == "-"
+    elsewhere = status({"big": model(node="box2", need_bytes={"box2/gpu0": GIB})}, gpu=True,
+                       pools={"box2/gpu0": {"capacity_bytes": 24 * GIB}})
+    cells = [c.strip() for c in row(render(elsewhere), "big")]
+    at = cells.index("100% GPU")
+    assert cells[at + 1:at + 3] == ["box2", "GPU box2/0"], cells

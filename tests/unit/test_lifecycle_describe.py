@@ -30,3 +30,18 @@ async def test_idle_time_context_and_slots_for_ps(tmp_path, clock):
     scheduled = status.scheduler.models["q"]
     assert status.on_gpus and scheduled.placement.gpus == [0]
     assert until_unload(scheduled) == "4m18s"
+
+
+async def test_each_models_node_and_whether_the_backend_has_several(tmp_path, clock):
+    from contract.listing import HostInfo, InstanceInfo, InstanceState
+    from support.listing import listing
+
+    running = listed("q", state="ready").model_copy(update={"instance": InstanceInfo(
+        id="abc", name="llamadock-model-q", node="box2", state=InstanceState.RUNNING)})
+    life = await lifecycle(tmp_path, FakeNvml([fake_gpu(uuid="GPU-a", memory=_mem(24 * GIB, 0))]), Orchestrator(),
+                           clock, [running, listed("idle")])
+    view = life.describe()
+    assert (view.models["q"].node, view.models["idle"].node, view.several_nodes) == ("box2", None, False)
+    swarm = listing(running, listed("idle"), version=2).model_copy(update={"host": HostInfo(kind="swarm-linux")})
+    life.on_listing(swarm)
+    assert life.describe().several_nodes
