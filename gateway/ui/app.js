@@ -108,7 +108,7 @@ async function refresh() {
     const conn = $("conn");
     conn.textContent = status.orchestrator_error ? `live; orchestrator: ${status.orchestrator_error}` : "live";
     conn.className = status.orchestrator_error ? "down" : "";
-    if (admin.token && polls % LISTING_EVERY === 0) await readListing();
+    if (admin.token && status.scheduler && polls % LISTING_EVERY === 0) await readListing();  // images: orchestrator only
     if (admin.token && view === "activity") await readActivity();
     polls += 1;
     render();
@@ -165,13 +165,13 @@ function renderModels() {
       el("td", { class: "num" }, s ? `${s.in_flight} / ${s.queued}` : "–"),
       el("td", { class: "num" }, unload),
       el("td", { class: "sub" }, images[model.id] || "–"),
-      el("td", {},
+      el("td", { class: "actions" },
         el("button", { type: "button", class: "load", disabled, title: why, onclick: () => act(model.id, "load") }, "Load"), " ",
         el("button", { type: "button", class: "unload", disabled, title: why, onclick: () => act(model.id, "unload") }, "Unload")));
   });
   $("models").replaceChildren(...rows);
   const notes = [];
-  if (!status.scheduler) notes.push("No orchestrator: models come from the static upstreams file; load and unload are off.");
+  if (!status.scheduler) notes.push("No orchestrator: models come from the static upstreams file; the gateway cannot load or unload them.");
   if (status.upstreams_file_error) notes.push(`Upstreams file ignored: ${status.upstreams_file_error}`);
   $("models-note").textContent = notes.join(" ");
 }

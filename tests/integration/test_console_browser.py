@@ -1,0 +1,147 @@
+"""The web console (/ui) in headless Chromium, against a real gateway in front of a real
+llama-server: it loads with no errors and asks nothing of another host; a model's state change
+shows without a reload; admin actions need the token and a wrong one is refused; the activity
+record shows live; a chat streams in the playground and stops on Stop; a model named like markup
+is shown as text. Screenshots of each view, light and dark, go to logs/console/ (the README's
+docs/console.png is one of them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.browser import Browser
+from support.gateway import GatewayProcess, write_upstreams
+from support.net import free_port
+
+TOKEN = "console-admin-token"
+ODD = '<img src=x onerror="window.__pwned=1">'  # a static upstream name: free text, shown as text
+SHOTS = Path(__file__).resolve().parents[2] / "logs" / "console"
+
+
+def models(upstreams, late_url: str) -> dict:
+    return {"tiny-a": {"url": upstreams["tiny-a"].url, "aliases": ["<b>alias</b>"]},
+            ODD: {"url": upstreams["tiny-b"].url},
+            "late": {"url": late_url}}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, upstreams):
+    path = write_upstreams(tmp_path_factory.mktemp("console") / "upstreams.yaml",
+                           models(upstreams, f"http://127.0.0.1:{free_port()}"))  # nothing there yet
+    with GatewayProcess(path, env={"LLAMADOCK_ADMIN_TOKEN": TOKEN}) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser() as chromium:
+        yield chromium
+
+
+def ui(gateway) -> str:
+    return gateway.url + "/ui"
+
+
+def state_of(model: str) -> str:
+    return f"document.querySelector('tr[data-model={json.dumps(json.dumps(model))[1:-1]}] td:nth-child(2)')?.textContent"
+
+
+def set_token(tab, token: str) -> None:
+    tab.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                 "document.getElementById('token-save').click()")
+
+
+def test_the_page_loads_with_no_errors_and_asks_only_its_own_gateway(gateway, browser):
+    for dark in (False, True):
+        with browser.tab(ui(gateway), dark=dark) as tab:
+            tab.wait_for("document.querySelectorAll('#models tr').length === 3")
+            tab.wait_for(f"({state_of('tiny-a')} || '').startsWith('ready')")
+            assert tab.evaluate("document.getElementById('conn').textContent") == "live"
+            tab.screenshot(SHOTS / f"models-{'dark' if dark else 'light'}.png")
+            tab.evaluate("document.querySelector('.tab[data-view=gpu]').click()")
+            tab.wait_for("!document.getElementById('view-gpu').hidden && document.querySelector('#pools > *') !== null")
+            tab.screenshot(SHOTS / f"memory-{'dark' if dark else 'light'}.png")
+            assert tab.errors == []
+            fetched = [url for url in tab.requests if not url.startswith("data:")]  # the empty favicon
+            assert fetched and all(url.startswith(gateway.url + "/") for url in fetched), tab.requests
+            assert any(url.endswith("/status") for url in tab.requests)
+
+
+def test_a_name_like_markup_is_shown_as_text(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        tab.wait_for("document.querySelectorAll('#models tr').length === 3")
+        names = tab.evaluate("[...document.querySelectorAll('#models strong')].map(n => n.textContent)")
+        assert ODD in names
+        assert tab.evaluate("document.querySelector('main img, main b') === null")  # no element from a name
+        assert "<b>alias</b>" in tab.evaluate("document.getElementById('models').textContent")
+        assert tab.evaluate("window.__pwned === undefined")
+
+
+def test_a_state_change_shows_without_a_reload(gateway, browser, upstreams):
+    with browser.tab(ui(gateway)) as tab:
+        tab.wait_for(f"({state_of('late')} || '').startsWith('stopped')")
+        tab.evaluate("window.__sameDocument = true")
+        write_upstreams(gateway.upstreams_file, models(upstreams, upstreams["tiny-a"].url))  # now it answers
+        tab.wait_for(f"({state_of('late')} || '').startsWith('ready')", timeout=30)
+        assert tab.evaluate("window.__sameDocument === true")  # the same page, not a reload
+        assert tab.errors == []
+
+
+def test_admin_actions_need_the_token_and_a_wrong_one_changes_nothing(gateway, browser):
+    unload = "document.querySelector('tr[data-model=\"tiny-a\"] button.unload')"
+    with browser.tab(ui(gateway)) as tab:
+        tab.wait_for(f"{unload} !== null")
+        assert tab.evaluate(f"{unload}.disabled")  # read-only without the token
+        set_token(tab, "not-the-token")
+        tab.wait_for("document.getElementById('token-state').textContent.includes('wrong admin token')")
+        assert tab.evaluate("sessionStorage.length") == 0 and tab.evaluate(f"{unload}.disabled")
+        set_token(tab, TOKEN)
+        tab.wait_for("document.getElementById('token-state').textContent === 'admin'")
+        tab.wait_for(f"!{unload}.disabled")
+        assert TOKEN not in tab.evaluate("location.href")  # kept in sessionStorage, never in a URL
+        tab.evaluate(f"{unload}.click()")
+        # This gateway has no orchestrator: the call went with the token and it says why it cannot.
+        tab.wait_for("document.getElementById('notice').textContent.includes('No orchestrator is configured')")
+        assert tab.evaluate("document.getElementById('token-state').textContent") == "admin"
+        # The only errors: Chromium's own lines for the refused token (401) and the 503 above.
+        assert all("Failed to load resource" in e and ("401" in e or "503" in e) for e in tab.errors), tab.errors
+        assert all(TOKEN not in url for url in tab.requests)
+
+
+def test_activity_shows_requests_live_and_filters_by_model(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        set_token(tab, TOKEN)
+        tab.wait_for("document.getElementById('token-state').textContent === 'admin'")
+        tab.evaluate("document.querySelector('.tab[data-view=activity]').click()")
+        httpx.post(gateway.url + "/v1/chat/completions", timeout=30, json={
+            "model": "tiny-a", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}).raise_for_status()
+        tab.wait_for("[...document.querySelectorAll('#activity tr td:nth-child(2)')].some(td => td.textContent === 'tiny-a')")
+        tab.screenshot(SHOTS / "activity-light.png")
+        tab.evaluate("const s = document.getElementById('activity-model'); s.value = 'late';"
+                     "s.dispatchEvent(new Event('change'))")
+        tab.wait_for("document.querySelectorAll('#activity tr').length === 0")
+
+
+def test_a_chat_streams_in_the_playground_and_stop_stops_it(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        tab.evaluate("document.querySelector('.tab[data-view=playground]').click()")
+        tab.wait_for("[...document.getElementById('chat-model').options].some(o => o.value === 'tiny-a')")
+        tab.evaluate("document.getElementById('chat-model').value = 'tiny-a';"
+                     "document.getElementById('chat-input').value = '<b>Hello</b> there';"
+                     "document.getElementById('chat-send').click()")
+        tab.wait_for("document.getElementById('chat-state').textContent === 'done'", timeout=60)
+        reply = tab.evaluate("document.querySelector('#chat-log .assistant').textContent")
+        assert len(reply) > 10
+        assert tab.evaluate("document.querySelector('#chat-log .user').textContent") == "<b>Hello</b> there"
+        assert tab.evaluate("document.querySelector('#chat-log b') === null")
+        tab.screenshot(SHOTS / "playground-light.png")
+        # Stop while the request is on its way: the fetch is aborted and the page says so.
+        tab.evaluate("document.getElementById('chat-input').value = 'again';"
+                     "document.getElementById('chat-send').click(); document.getElementById('chat-stop').click()")
+        tab.wait_for("document.getElementById('chat-state').textContent === 'stopped'")
+        assert tab.evaluate("document.getElementById('chat-stop').disabled && !document.getElementById('chat-send').disabled")
+        assert tab.errors == []
