@@ -194,7 +194,9 @@ async function act(model, action) {
 
 function segment(kind, size, total, label) {
   if (!total || size <= 0) return null;
-  return el("span", { class: kind, style: `width:${(100 * size / total).toFixed(3)}%`, title: label, "aria-label": label });
+  const part = el("span", { class: kind, title: label, "aria-label": label });
+  part.style.width = `${(100 * size / total).toFixed(3)}%`;  // CSSOM: the page's policy refuses inline style attributes
+  return part;
 }
 
 function renderPools() {
@@ -207,12 +209,14 @@ function renderPools() {
     const pool = pools[`gpu${gpu.index}`];
     const used = gpu.models || {};
     const parts = [];
+    const captions = [];
     let ours = 0;
     for (const [name, s] of Object.entries(scheduled)) {
       const estimate = s.need_bytes?.[`gpu${gpu.index}`] || 0;
       const seen = used[name] || 0;
       if (!estimate && !seen) continue;
       ours += Math.max(estimate, seen);
+      captions.push(`${name}: used ${bytes(seen)}, estimate ${bytes(estimate)}`);
       parts.push(segment("ours", seen, total, `${name}: used ${bytes(seen)}, estimate ${bytes(estimate)}`));
       parts.push(segment("est", estimate - seen, total, `${name}: estimated, not yet used ${bytes(estimate - seen)}`));
     }
@@ -227,7 +231,8 @@ function renderPools() {
       gpu.temperature_c !== null ? `${gpu.temperature_c} °C` : "temp –",
       gpu.power_w !== null ? `${gpu.power_w.toFixed(0)} W${gpu.power_limit_w ? ` of ${gpu.power_limit_w.toFixed(0)}` : ""}` : "power –"];
     blocks.push(el("div", { class: "pool" }, el("h2", {}, `GPU ${gpu.index}: ${gpu.name || "unknown"}`),
-      el("div", { class: "bar", role: "img", "aria-label": facts.join(", ") }, ...parts), el("div", { class: "facts" }, facts.join(" · "))));
+      el("div", { class: "bar", role: "img", "aria-label": facts.join(", ") }, ...parts), el("div", { class: "facts" }, facts.join(" · ")),
+      captions.length ? el("div", { class: "facts models" }, captions.join(" · ")) : null));
   }
   for (const [key, pool] of Object.entries(pools)) {
     if (/(^|\/)gpu\d+$/.test(key) && (status.gpu.gpus || []).length) continue;  // drawn above

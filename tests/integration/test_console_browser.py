@@ -145,3 +145,50 @@ def test_a_chat_streams_in_the_playground_and_stop_stops_it(gateway, browser):
         tab.wait_for("document.getElementById('chat-state').textContent === 'stopped'")
         assert tab.evaluate("document.getElementById('chat-stop').disabled && !document.getElementById('chat-send').disabled")
         assert tab.errors == []
+
+
+GIB = 2**30
+
+
+def gpu_status() -> str:
+    """What a gateway on a GPU box serves on /status (this machine has no GPU: NVML is the one
+    part that cannot run here), built from the contract the gateway builds it from."""
+    from contract.gpu import Gpu, GpuMemory, GpuStatus, GpuUtilization
+    from contract.status import GatewayStatus, ModelObject, PoolView, ScheduledModel, SchedulerView
+    gpu = Gpu(index=0, name="NVIDIA H200", memory=GpuMemory(total_bytes=80 * GIB, used_bytes=30 * GIB, free_bytes=50 * GIB),
+              utilization=GpuUtilization(gpu_percent=37), temperature_c=61, power_w=212.0, power_limit_w=700.0,
+              models={"tiny-a": 20 * GIB})
+    scheduler = SchedulerView(
+        pools={"gpu0": PoolView(capacity_bytes=80 * GIB - 512 * 2**20, models_bytes=24 * GIB, others_bytes=10 * GIB,
+                                free_bytes=80 * GIB - 512 * 2**20 - 34 * GIB)},
+        models={"tiny-a": ScheduledModel(phase="ready", need_bytes={"gpu0": 24 * GIB}, actual_bytes={"0": 20 * GIB},
+                                         ctx_size=8192, parallel=4, in_flight=1, queued=2, ttl_s=300, idle_s=60)})
+    return GatewayStatus(models=[ModelObject(id="tiny-a")], gpu=GpuStatus(available=True, gpus=[gpu]),
+                         scheduler=scheduler).model_dump_json()
+
+
+def test_gpu_memory_is_one_bar_split_into_models_others_free_and_reserve(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        # The page's next poll of /status reads the GPU box's answer.
+        tab.evaluate("const real = window.fetch; const body = %s;"
+                     "window.fetch = (url, options) => String(url).endsWith('/status') ? "
+                     "Promise.resolve(new Response(JSON.stringify(body), {headers: {'content-type': 'application/json'}}))"
+                     " : real(url, options)" % gpu_status())
+        tab.evaluate("document.querySelector('.tab[data-view=gpu]').click()")
+        tab.wait_for("document.querySelector('#pools .bar') !== null")
+        parts = tab.evaluate("[...document.querySelectorAll('#pools .bar > span')].map(s => [s.className, "
+                             "parseFloat(s.style.width), s.title])")
+        kinds = [kind for kind, _, _ in parts]
+        assert kinds == ["ours", "est", "others", "free", "reserve"], parts
+        widths = {kind: width for kind, width, _ in parts}
+        assert widths["ours"] == pytest.approx(25.0) and widths["est"] == pytest.approx(5.0), parts  # 20 used, 24 est.
+        assert widths["others"] == pytest.approx(12.5) and widths["reserve"] == pytest.approx(0.625, abs=1e-3)
+        assert sum(widths.values()) == pytest.approx(100.0)
+        facts = tab.evaluate("document.querySelector('#pools .facts').textContent")
+        assert "util 37%" in facts and "61 °C" in facts and "212 W of 700" in facts
+        tab.screenshot(SHOTS / "memory-gpu-light.png")
+        tab.evaluate("document.querySelector('.tab[data-view=models]').click()")
+        row = tab.wait_for("document.querySelector('tr[data-model=\"tiny-a\"]')?.textContent")
+        assert "24.0 GiB / 20.0 GiB" in row and "8192" in row and "1 / 2" in row and "4 min 0 s" in row
+        tab.screenshot(SHOTS / "models-gpu-light.png")
+        assert tab.errors == []  # a policy refusal (an inline style) would show here
