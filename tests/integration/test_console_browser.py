@@ -192,3 +192,39 @@ def test_gpu_memory_is_one_bar_split_into_models_others_free_and_reserve(gateway
         assert "24.0 GiB / 20.0 GiB" in row and "8192" in row and "1 / 2" in row and "4 min 0 s" in row
         tab.screenshot(SHOTS / "models-gpu-light.png")
         assert tab.errors == []  # a policy refusal (an inline style) would show here
+
+
+def test_the_page_comes_back_by_itself_when_the_gateway_restarts(browser, upstreams, tmp_path):
+    path = write_upstreams(tmp_path / "upstreams.yaml", {"tiny-a": {"url": upstreams["tiny-a"].url}})
+    first = GatewayProcess(path).start()
+    try:
+        with browser.tab(ui(first)) as tab:
+            tab.wait_for("document.getElementById('conn').textContent === 'live'")
+            first.stop()
+            tab.wait_for("document.getElementById('conn').textContent.startsWith('gateway unreachable')")
+            with GatewayProcess(path, port=first.port):  # the same address, a new process
+                tab.wait_for("document.getElementById('conn').textContent === 'live'")
+                tab.wait_for("document.querySelectorAll('#models tr').length === 1")
+    finally:
+        first.stop()
+
+
+KEYS = {"Tab": 9, "Enter": 13}
+
+
+def press(tab, key: str) -> None:
+    for kind in ("keyDown", "keyUp"):
+        tab.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": KEYS[key],
+                                            **({"text": "\r"} if key == "Enter" and kind == "keyDown" else {})})
+
+
+def test_the_views_are_reached_with_the_keyboard(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        tab.wait_for("document.querySelectorAll('#models tr').length === 3")
+        for _ in range(3):  # Models, Memory, Activity: the tabs come first in the focus order
+            press(tab, "Tab")
+        assert tab.evaluate("document.activeElement.dataset.view") == "activity"
+        assert tab.evaluate("document.activeElement.matches(':focus-visible')")  # the focus ring shows
+        press(tab, "Enter")  # a real button: Enter works with no key handler of ours
+        tab.wait_for("!document.getElementById('view-activity').hidden")
+        assert tab.evaluate("document.querySelector('.tab[aria-current=page]').dataset.view") == "activity"
