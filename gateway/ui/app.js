@@ -272,7 +272,7 @@ async function readActivity() {
 
 function renderModelChoices() {
   const names = status.models.map((m) => m.id);
-  for (const [id, keepFirst] of [["activity-model", true], ["chat-model", false]]) {
+  for (const [id, keepFirst] of [["activity-model", true], ["chat-model", false], ["logs-model", false]]) {
     const select = $(id);
     const have = [...select.options].slice(keepFirst ? 1 : 0).map((o) => o.value);
     if (have.join("\n") === names.join("\n")) continue;
@@ -281,6 +281,83 @@ function renderModelChoices() {
     if (keepFirst) options.unshift(el("option", { value: "" }, "all models"));
     select.replaceChildren(...options);
     if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }
+}
+
+// --- logs: a model's llama-server log followed live, its colours kept -----------------------------
+
+const LOG_NODES = 20000;        // the oldest runs are dropped past this: a long follow stays light
+const SGR = /\x1b\[([0-9;]*)m/g; // the colour escapes llama-server writes; the rest is text
+let logsAbort = null;
+let logStyle = [];
+let logPending = "";
+
+function sgr(style, params) {
+  let next = [...style];
+  for (const code of (params === "" ? [0] : params.split(";").map(Number))) {
+    if (code === 0) next = [];
+    else if (code === 1) next.push("ansi-bold");
+    else if (code === 39) next = next.filter((c) => !c.startsWith("ansi-fg"));
+    else if ((code >= 30 && code <= 37) || (code >= 90 && code <= 97)) {
+      next = next.filter((c) => !c.startsWith("ansi-fg"));
+      next.push(`ansi-fg${code}`);
+    }
+  }
+  return next;
+}
+
+// Appends text to the log as text nodes (coloured runs in spans); follows the end unless the
+// reader scrolled up, which pauses it until they scroll back down.
+function appendLog(chunk) {
+  const out = $("logs-out");
+  const following = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+  let text = logPending + chunk;
+  const cut = text.lastIndexOf("\x1b");
+  logPending = cut >= 0 && !/m/.test(text.slice(cut)) ? text.slice(cut) : "";  // an escape split across reads
+  if (logPending) text = text.slice(0, cut);
+  let last = 0;
+  const run = (part) => {
+    if (part) out.append(logStyle.length ? el("span", { class: logStyle.join(" ") }, part) : document.createTextNode(part));
+  };
+  for (const match of text.matchAll(SGR)) {
+    run(text.slice(last, match.index));
+    logStyle = sgr(logStyle, match[1]);
+    last = match.index + match[0].length;
+  }
+  run(text.slice(last));
+  while (out.childNodes.length > LOG_NODES) out.firstChild.remove();
+  if (following) out.scrollTop = out.scrollHeight;
+  $("logs-state").textContent = following ? "following" : "paused: scroll to the end to follow again";
+}
+
+async function followLogs() {
+  logsAbort?.abort();
+  const model = $("logs-model").value;
+  if (!model) return;
+  $("logs-out").replaceChildren();
+  logStyle = [];
+  logPending = "";
+  const mine = new AbortController();
+  logsAbort = mine;
+  $("logs-stop").disabled = false;
+  $("logs-state").textContent = "connecting…";
+  try {
+    const answer = await adminFetch(`admin/models/${encodeURIComponent(model)}/logs?tail=200&follow=true`,
+      { signal: mine.signal });
+    if (!answer.ok) { $("logs-state").textContent = await errorText(answer); return; }
+    $("logs-state").textContent = "following";
+    const reader = answer.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      appendLog(decoder.decode(value, { stream: true }));
+    }
+    $("logs-state").textContent = "the log ended (its server stopped)";
+  } catch (error) {
+    $("logs-state").textContent = error.name === "AbortError" ? "stopped" : `failed: ${error.message}`;
+  } finally {
+    if (logsAbort === mine) { logsAbort = null; $("logs-stop").disabled = true; }
   }
 }
 
@@ -358,6 +435,12 @@ $("token-form").addEventListener("submit", (event) => {
 $("token-forget").addEventListener("click", () => { admin.forget(); listing = null; showTokenState("read-only"); renderModels(); });
 $("activity-model").addEventListener("change", () => refresh());
 $("chat-form").addEventListener("submit", chat);
+$("logs-follow").addEventListener("click", followLogs);
+$("logs-stop").addEventListener("click", () => logsAbort?.abort());
+$("logs-out").addEventListener("scroll", () => {
+  const out = $("logs-out");
+  if (logsAbort && out.scrollTop + out.clientHeight >= out.scrollHeight - 4) $("logs-state").textContent = "following";
+});
 $("chat-stop").addEventListener("click", () => chatAbort?.abort());
 if (admin.token) showTokenState("admin", "ok");
 refresh();

@@ -228,3 +228,24 @@ def test_the_views_are_reached_with_the_keyboard(gateway, browser):
         press(tab, "Enter")  # a real button: Enter works with no key handler of ours
         tab.wait_for("!document.getElementById('view-activity').hidden")
         assert tab.evaluate("document.querySelector('.tab[aria-current=page]').dataset.view") == "activity"
+
+
+def test_a_log_keeps_its_colours_and_shows_markup_as_text(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        set_token(tab, TOKEN)
+        tab.wait_for("document.getElementById('token-state').textContent === 'admin'")
+        tab.evaluate("document.querySelector('.tab[data-view=logs]').click()")
+        tab.wait_for("[...document.getElementById('logs-model').options].some(o => o.value === 'tiny-a')")
+        tab.evaluate("document.getElementById('logs-model').value = 'tiny-a'; document.getElementById('logs-follow').click()")
+        # This gateway has no orchestrator (it has the logs): the page shows the gateway's reason.
+        tab.wait_for("document.getElementById('logs-state').textContent.includes('No orchestrator is configured')")
+        # What a followed log's reads can hold, fed to the page as its stream would: a colour escape
+        # split across two reads, and a line that looks like markup.
+        tab.evaluate(r"""appendLog('main: <img src=x onerror="window.__pwned=1"> \x1b[3'); """
+                     r"""appendLog('1mload failed\x1b[0m done\n')""")
+        out = tab.evaluate("document.getElementById('logs-out').textContent")
+        assert out == 'main: <img src=x onerror="window.__pwned=1"> load failed done\n'
+        assert tab.evaluate("[...document.querySelectorAll('#logs-out span.ansi-fg31')].map(s => s.textContent)") \
+            == ["load failed"]
+        assert tab.evaluate("document.querySelector('#logs-out img') === null && window.__pwned === undefined")
+        tab.screenshot(SHOTS / "logs-light.png")
