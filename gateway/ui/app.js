@@ -261,6 +261,7 @@ async function readActivity() {
   if (!answer.ok) { $("activity-note").textContent = await errorText(answer); return; }
   const list = await answer.json();
   $("activity-note").textContent = `${list.records.length} shown; the gateway keeps ${list.kept}`;
+  renderSpeed(list.records);
   $("activity").replaceChildren(...list.records.map((r) => el("tr", {},
     el("td", { class: "num" }, new Date(r.at).toLocaleTimeString()), el("td", {}, r.model), el("td", {}, r.endpoint),
     el("td", { class: r.status >= 400 ? "bad" : "" }, r.status, r.error ? ` ${r.error}` : ""),
@@ -268,6 +269,35 @@ async function readActivity() {
     el("td", { class: "num" }, secs(r.ttft_s)), el("td", { class: "num" }, `${r.tokens_in ?? "–"} / ${r.tokens_out ?? "–"}`),
     el("td", { class: "num" }, r.tokens_per_s === null ? "–" : r.tokens_per_s.toFixed(1)),
     el("td", { class: "num" }, secs(r.duration_s)))));
+}
+
+// One small line chart per model: tokens/s of its latest requests, oldest left (SVG built node by
+// node, like everything else).
+const SVG = "http://www.w3.org/2000/svg";
+
+function renderSpeed(records) {
+  const byModel = new Map();
+  for (const r of [...records].reverse()) {
+    if (r.tokens_per_s === null || r.tokens_per_s === undefined) continue;
+    if (!byModel.has(r.model)) byModel.set(r.model, []);
+    byModel.get(r.model).push(r.tokens_per_s);
+  }
+  const charts = [...byModel].map(([model, speeds]) => {
+    const top = Math.max(...speeds) || 1;
+    const step = speeds.length > 1 ? 240 / (speeds.length - 1) : 0;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 240 48");
+    svg.setAttribute("role", "img");
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", speeds.map((v, i) => `${(i * step).toFixed(1)},${(46 - 44 * v / top).toFixed(1)}`).join(" "));
+    svg.append(line);
+    const sorted = [...speeds].sort((a, b) => a - b);
+    const caption = `${model}: last ${speeds.at(-1).toFixed(1)} tok/s, median ${sorted[Math.floor(sorted.length / 2)].toFixed(1)}, `
+      + `top ${top.toFixed(1)} (${speeds.length} requests)`;
+    svg.setAttribute("aria-label", caption);
+    return el("figure", { class: "speed", "data-model": model }, svg, el("figcaption", { class: "sub" }, caption));
+  });
+  $("speed").replaceChildren(...charts);
 }
 
 function renderModelChoices() {

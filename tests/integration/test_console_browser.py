@@ -117,9 +117,15 @@ def test_activity_shows_requests_live_and_filters_by_model(gateway, browser):
         set_token(tab, TOKEN)
         tab.wait_for("document.getElementById('token-state').textContent === 'admin'")
         tab.evaluate("document.querySelector('.tab[data-view=activity]').click()")
-        httpx.post(gateway.url + "/v1/chat/completions", timeout=30, json={
-            "model": "tiny-a", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}).raise_for_status()
+        for _ in range(2):
+            httpx.post(gateway.url + "/v1/chat/completions", timeout=30, json={
+                "model": "tiny-a", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}).raise_for_status()
         tab.wait_for("[...document.querySelectorAll('#activity tr td:nth-child(2)')].some(td => td.textContent === 'tiny-a')")
+        # The tokens/s chart: one line per model, a point per request the server timed.
+        points = tab.wait_for("document.querySelector('#speed figure[data-model=\"tiny-a\"] polyline')"
+                              "?.getAttribute('points').split(' ').length >= 2 && "
+                              "document.querySelector('#speed figure[data-model=\"tiny-a\"] polyline').getAttribute('points')")
+        assert all(0 <= float(y) <= 48 for y in (p.split(",")[1] for p in points.split()))
         tab.screenshot(SHOTS / "activity-light.png")
         tab.evaluate("const s = document.getElementById('activity-model'); s.value = 'late';"
                      "s.dispatchEvent(new Event('change'))")
