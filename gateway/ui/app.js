@@ -167,23 +167,76 @@ function renderModels() {
       el("td", { class: "sub" }, images[model.id] || "–"),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "load", disabled, title: why, onclick: () => act(model.id, "load") }, "Load"), " ",
-        el("button", { type: "button", class: "unload", disabled, title: why, onclick: () => act(model.id, "unload") }, "Unload")));
+        el("button", { type: "button", class: "unload", disabled, title: why, onclick: () => act(model.id, "unload") }, "Unload"), " ",
+        el("button", { type: "button", class: "restart", disabled, title: why, onclick: () => act(model.id, "restart") }, "Restart"), " ",
+        el("button", { type: "button", class: "remove", disabled, title: why, onclick: () => remove(model.id) },
+          removing === model.id ? "Confirm remove" : "Remove")));
   });
+  // Redrawn every poll: the focused button is focused again, or a keyboard user would lose their place.
+  const focused = document.activeElement?.closest?.("#models button");
+  const where = focused ? [focused.closest("tr").dataset.model, focused.classList[0]] : null;
   $("models").replaceChildren(...rows);
+  if (where) [...$("models").children].find((tr) => tr.dataset.model === where[0])?.querySelector(`button.${where[1]}`)?.focus();
+  renderAddForm();
   const notes = [];
   if (!status.scheduler) notes.push("No orchestrator: models come from the static upstreams file; the gateway cannot load or unload them.");
   if (status.upstreams_file_error) notes.push(`Upstreams file ignored: ${status.upstreams_file_error}`);
   $("models-note").textContent = notes.join(" ");
 }
 
+// Removing stops the model and drops it from config/models.yaml: the button asks for a second
+// click (within 5 s) rather than a blocking dialog.
+let removing = null;
+let removingTimer = null;
+
+async function remove(model) {
+  if (removing !== model) {
+    removing = model;
+    clearTimeout(removingTimer);
+    removingTimer = setTimeout(() => { removing = null; renderModels(); }, 5000);
+    renderModels();
+    return;
+  }
+  removing = null;
+  notice(`Removing ${model}…`);
+  const answer = await adminFetch(`admin/models/${encodeURIComponent(model)}`, { method: "DELETE" });
+  notice(answer.ok ? `${model}: removed` : `${model}: ${await errorText(answer)}`, answer.ok ? "ok" : "bad");
+  refresh();
+}
+
+// The add form: the GGUF files under models/ not declared yet, as the orchestrator lists them.
+function renderAddForm() {
+  const form = $("add-form");
+  const files = listing?.available || [];
+  form.hidden = !admin.token || !listing;
+  const select = $("add-file");
+  if ([...select.options].map((o) => o.value).join("\n") !== files.join("\n")) {
+    select.replaceChildren(...files.map((f) => el("option", { value: f }, f)));
+  }
+  $("add-send").disabled = !files.length;
+}
+
+async function add(event) {
+  event.preventDefault();
+  const spec = { name: $("add-name").value.trim(), model: $("add-file").value };
+  const ctx = parseInt($("add-ctx").value, 10);
+  if (!Number.isNaN(ctx)) spec.ctx_size = ctx;
+  notice(`Adding ${spec.name} (it starts and is checked before it is kept)…`);
+  const answer = await adminFetch("admin/models", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify(spec) });
+  notice(answer.ok ? `${spec.name}: added` : `${spec.name}: ${await errorText(answer)}`, answer.ok ? "ok" : "bad");
+  if (answer.ok) { polls = 0; $("add-name").value = ""; }
+  refresh();
+}
+
 async function act(model, action) {
-  notice(`${action === "load" ? "Loading" : "Unloading"} ${model}…`);
+  notice(`${{ load: "Loading", unload: "Unloading", restart: "Restarting" }[action]} ${model}…`);
   const answer = await adminFetch(`admin/models/${encodeURIComponent(model)}/${action}`, { method: "POST" });
   if (answer.ok) {
     const body = await answer.json();
-    notice(`${model}: ${body.result || body.state || "done"}`, "ok");
+    notice(`${model}: ${body.result || body.state || `${action} done`}`, "ok");
   } else if (answer.status === 401) {
-    notice(`Wrong admin token: ${model} was not ${action}ed.`, "bad");
+    notice(`Wrong admin token: nothing was done to ${model}.`, "bad");
   } else {
     notice(`${model}: ${await errorText(answer)}`, "bad");
   }
@@ -465,6 +518,7 @@ $("token-form").addEventListener("submit", (event) => {
 $("token-forget").addEventListener("click", () => { admin.forget(); listing = null; showTokenState("read-only"); renderModels(); });
 $("activity-model").addEventListener("change", () => refresh());
 $("chat-form").addEventListener("submit", chat);
+$("add-form").addEventListener("submit", add);
 $("logs-follow").addEventListener("click", followLogs);
 $("logs-stop").addEventListener("click", () => logsAbort?.abort());
 $("logs-out").addEventListener("scroll", () => {

@@ -236,6 +236,32 @@ def test_the_views_are_reached_with_the_keyboard(gateway, browser):
         assert tab.evaluate("document.querySelector('.tab[aria-current=page]').dataset.view") == "activity"
 
 
+def test_focus_stays_on_a_models_button_while_the_table_is_redrawn(gateway, browser):
+    restart = "document.querySelector('tr[data-model=\"tiny-a\"] button.restart')"
+    with browser.tab(ui(gateway)) as tab:
+        set_token(tab, TOKEN)
+        tab.wait_for(f"{restart} !== null && !{restart}.disabled")
+        tab.evaluate(f"{restart}.focus(); window.__polls = polls")
+        tab.wait_for("polls >= window.__polls + 2")  # two redraws later
+        assert tab.evaluate(f"document.activeElement === {restart}")
+        press(tab, "Enter")  # restart: this gateway has no orchestrator, and says so
+        tab.wait_for("document.getElementById('notice').textContent.includes('No orchestrator is configured')")
+
+
+def test_remove_asks_for_a_second_click_first(gateway, browser):
+    remove = "document.querySelector('tr[data-model=\"tiny-a\"] button.remove')"
+    with browser.tab(ui(gateway)) as tab:
+        set_token(tab, TOKEN)
+        tab.wait_for(f"{remove} !== null && !{remove}.disabled")
+        tab.evaluate(f"{remove}.click()")
+        tab.wait_for(f"{remove}.textContent === 'Confirm remove'")
+        assert not any(url.endswith("/admin/models/tiny-a") for url in tab.requests)  # nothing sent yet
+        tab.evaluate(f"{remove}.click()")
+        tab.wait_for("document.getElementById('notice').textContent.includes('No orchestrator is configured')")
+        assert any(url.endswith("/admin/models/tiny-a") for url in tab.requests)
+        assert tab.evaluate("document.getElementById('add-form').hidden")  # no orchestrator: no files to add
+
+
 def test_a_log_keeps_its_colours_and_shows_markup_as_text(gateway, browser):
     with browser.tab(ui(gateway)) as tab:
         set_token(tab, TOKEN)
