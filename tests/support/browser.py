@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -114,13 +115,15 @@ class Tab:
         self.errors: list[str] = []  # console.error, uncaught exceptions, failed loads
         self.requests: list[str] = []  # every URL the page asked for
         self._target: dict | None = None
+        self._stack = ExitStack()
         self._ws = None
 
     def __enter__(self) -> "Tab":
         port = self._browser.port
         self._target = json.loads(urlopen(Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT"),
                                           timeout=10).read())
-        self._ws = connect(self._target["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self._ws = self._stack.enter_context(connect(self._target["webSocketDebuggerUrl"], max_size=None,
+                                                      open_timeout=10))
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
         self.call("Emulation.setEmulatedMedia", {"features": [
@@ -132,8 +135,7 @@ class Tab:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._ws is not None:
-            self._ws.close()
+        self._stack.close()
         if self._target is not None:
             urlopen(f"http://127.0.0.1:{self._browser.port}/json/close/{self._target['id']}", timeout=10).read()
 
