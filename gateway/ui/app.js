@@ -211,7 +211,8 @@ function renderAddForm() {
   form.hidden = !admin.token || !listing;
   const select = $("add-file");
   if ([...select.options].map((o) => o.value).join("\n") !== files.join("\n")) {
-    select.replaceChildren(...files.map((f) => el("option", { value: f }, f)));
+    select.replaceChildren(...(files.length ? files.map((f) => el("option", { value: f }, f))
+      : [el("option", { value: "" }, "no new GGUF files in models/")]));
   }
   $("add-send").disabled = !files.length;
 }
