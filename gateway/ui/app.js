@@ -471,7 +471,6 @@ async function chat(event) {
       body: JSON.stringify({ model, stream: true, messages: [{ role: "user", content: text }] }),
     });
     if (!answer.ok) throw new Error(await errorText(answer));
-    $("chat-state").textContent = "streaming…";
     const reader = answer.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -482,9 +481,14 @@ async function chat(event) {
       const lines = buffer.split("\n");  // "\n" only: the text may hold U+2028 and other line breaks
       buffer = lines.pop();
       for (const line of lines) {
+        // While it waits the gateway says why, as SSE comments: ": loading qwen3 12.3 s", ": queued 3rd".
+        if (line.startsWith(":")) { $("chat-state").textContent = line.slice(1).trim(); continue; }
         if (!line.startsWith("data: {")) continue;
         const delta = JSON.parse(line.slice(6)).choices?.[0]?.delta?.content;
-        if (delta) reply.append(document.createTextNode(delta));
+        if (delta) {
+          if (!reply.childNodes.length) $("chat-state").textContent = "streaming…";
+          reply.append(document.createTextNode(delta));
+        }
       }
     }
     $("chat-state").textContent = "done";

@@ -54,3 +54,20 @@ def test_load_and_unload_from_the_page(stack):
         tab.wait_for("document.getElementById('notice').textContent.includes('unloaded')")
         assert phase(stack, "a") == "stopped"
         assert tab.evaluate("location.pathname") == "/ui/"
+
+
+def test_a_chat_with_a_stopped_model_says_it_is_loading_then_streams(stack):
+    with Browser() as browser, browser.tab(stack.url + "/ui") as tab:
+        tab.wait_for("[...document.getElementById('chat-model').options].some(o => o.value === 'a')", timeout=60)
+        assert phase(stack, "a") == "stopped"  # the test above unloaded it
+        tab.evaluate("window.__said = []; new MutationObserver(() => window.__said.push("
+                     "document.getElementById('chat-state').textContent)).observe("
+                     "document.getElementById('chat-state'), {childList: true, characterData: true, subtree: true})")
+        tab.evaluate("document.querySelector('.tab[data-view=playground]').click();"
+                     "document.getElementById('chat-model').value = 'a';"
+                     "document.getElementById('chat-input').value = 'Hello'; document.getElementById('chat-send').click()")
+        tab.wait_for("document.getElementById('chat-state').textContent === 'done'", timeout=120)
+        said = tab.evaluate("window.__said")
+        assert any(s.startswith(("loading a", "waiting for model a")) for s in said), said  # the gateway's comments
+        assert "streaming…" in said and len(tab.evaluate("document.querySelector('#chat-log .assistant').textContent")) > 0
+        tab.screenshot(SHOTS / "stack-playground-light.png")
