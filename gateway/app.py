@@ -17,6 +17,7 @@ from .context import GatewayContext
 from .cors import install_cors
 from .proxy.dialect import Surface, dialect_for
 from .api import anthropic, ollama, openai
+from .api.console import serve_console
 from .api.docs import serve_docs
 from .activity import ActivityLog
 from .gpu import NvmlReader
@@ -39,7 +40,7 @@ included, come back byte for byte.
 * **OpenAI**: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models`
 * **Anthropic**: `/v1/messages`
 * **Passthrough**: `/upstream/{model}/{path}` reaches one model's server directly
-* **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`
+* **Gateway**: `/health`, `/status`, `/gpu`, `/metrics`, the web console at `/ui`
 * **Ollama**: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/ps`, `/api/show`, `/api/version`
 * **Providers**: other OpenAI-compatible servers' models (`config/upstreams.yaml` `providers`), as `provider:model`
 * **Admin** (admin token): `/admin/models` add, remove, restart, logs, load, unload; `/admin/unload`; `/admin/reconcile`
@@ -136,6 +137,7 @@ def create_app(
     app = GatewayApp(title="llamadock gateway", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     serve_docs(app)  # /docs and /redoc with their assets served from here: they work offline
+    serve_console(app)  # /ui: the web console
     app.state.gateway = context
     app.include_router(api_status.router)
     for surface in SURFACES:

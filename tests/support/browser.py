@@ -10,6 +10,7 @@ with `websockets`.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -86,6 +88,9 @@ class Browser:
             raise BrowserError(f"the page's script failed: {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
+    def tab(self, url: str, timeout: float = 60, dark: bool = False) -> Tab:
+        return Tab(self, url, timeout, dark)
+
     def _call(self, ws, method: str, params: dict, timeout: float) -> dict:
         call_id = next(self._ids)
         ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
@@ -95,6 +100,84 @@ class Browser:
                 if "error" in message:
                     raise BrowserError(f"{method}: {message['error']}")
                 return message["result"]
+
+
+class Tab:
+    """One page kept open: navigate, run scripts, wait on what it shows, take screenshots; and
+    what the page did meanwhile (console errors, uncaught exceptions, every URL it requested).
+
+        with browser.tab("http://127.0.0.1:8000/ui/") as tab:
+            tab.wait_for("document.querySelectorAll('tr').length > 2")
+    """
+
+    def __init__(self, browser: "Browser", url: str, timeout: float = 60, dark: bool = False) -> None:
+        self._browser, self._url, self._timeout, self._dark = browser, url, timeout, dark
+        self.errors: list[str] = []  # console.error, uncaught exceptions, failed loads
+        self.requests: list[str] = []  # every URL the page asked for
+        self._target: dict | None = None
+        self._stack = ExitStack()
+        self._ws = None
+
+    def __enter__(self) -> "Tab":
+        port = self._browser.port
+        self._target = json.loads(urlopen(Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT"),
+                                          timeout=10).read())
+        self._ws = self._stack.enter_context(connect(self._target["webSocketDebuggerUrl"], max_size=None,
+                                                      open_timeout=10))
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+        self.call("Emulation.setEmulatedMedia", {"features": [
+            {"name": "prefers-color-scheme", "value": "dark" if self._dark else "light"}]})
+        self.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1,
+                                                         "mobile": False})
+        self.call("Page.navigate", {"url": self._url})
+        self.wait_for("document.readyState === 'complete'", what=f"{self._url} to load")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+        if self._target is not None:
+            urlopen(f"http://127.0.0.1:{self._browser.port}/json/close/{self._target['id']}", timeout=10).read()
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        call_id = next(self._browser._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params or {}}))
+        while True:
+            message = json.loads(self._ws.recv(timeout=self._timeout))
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise BrowserError(f"{method}: {message['error']}")
+                return message["result"]
+            self._note(message)
+
+    def _note(self, event: dict) -> None:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Network.requestWillBeSent":
+            self.requests.append(params["request"]["url"])
+        elif method == "Runtime.exceptionThrown":
+            self.errors.append(json.dumps(params["exceptionDetails"])[:500])
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            self.errors.append(f"{params['entry'].get('url', '')}: {params['entry']['text']}")
+
+    def evaluate(self, script: str) -> object:
+        """Run ``script`` (an expression; a promise is awaited) and return its value, as JSON gives it."""
+        answer = self.call("Runtime.evaluate", {"expression": script, "awaitPromise": True, "returnByValue": True,
+                                                "userGesture": True})
+        if "exceptionDetails" in answer:
+            raise BrowserError(f"the page's script failed: {answer['exceptionDetails']}")
+        return answer["result"].get("value")
+
+    def wait_for(self, script: str, timeout: float = 30, what: str | None = None) -> object:
+        """Evaluate ``script`` until it is truthy (what the page shows, polled), and return it."""
+        return wait_until(lambda: self.evaluate(script), timeout=timeout, what=what or script, every=0.1)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        return path
 
 
 class PageServer:
