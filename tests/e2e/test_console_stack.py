@@ -71,3 +71,56 @@ def test_a_chat_with_a_stopped_model_says_it_is_loading_then_streams(stack):
         assert any(s.startswith(("loading a", "waiting for model a")) for s in said), said  # the gateway's comments
         assert "streaming…" in said and len(tab.evaluate("document.querySelector('#chat-log .assistant').textContent")) > 0
         tab.screenshot(SHOTS / "stack-playground-light.png")
+
+
+def test_a_models_log_follows_live_in_the_page(stack):
+    """The Logs view reads the model container's own log through the gateway (admin token), and
+    lines its server writes after the view opened arrive without a reload."""
+    httpx.post(stack.url + "/v1/chat/completions", json={"model": "a", "max_tokens": 4,
+               "messages": [{"role": "user", "content": "Hi"}]}, timeout=120).raise_for_status()  # a runs
+    text = "document.getElementById('logs-out').textContent"
+    with Browser() as browser, browser.tab(stack.url + "/ui") as tab:
+        tab.evaluate(f"document.getElementById('token').value = {json.dumps(stack.token)};"
+                     "document.getElementById('token-save').click()")
+        tab.wait_for("document.getElementById('token-state').textContent === 'admin'")
+        tab.wait_for("[...document.getElementById('logs-model').options].some(o => o.value === 'a')", timeout=60)
+        tab.evaluate("document.querySelector('.tab[data-view=logs]').click();"
+                     "document.getElementById('logs-model').value = 'a'; document.getElementById('logs-follow').click()")
+        tab.wait_for(f"document.getElementById('logs-state').textContent === 'following' && {text}.includes('listening')",
+                     timeout=30)
+        before = tab.evaluate(f"{text}.length")
+        httpx.post(stack.url + "/v1/chat/completions", json={"model": "a", "max_tokens": 4,
+                   "messages": [{"role": "user", "content": "Hello again"}]}, timeout=120).raise_for_status()
+        tab.wait_for(f"{text}.length > {before}", timeout=30)  # the request's own lines, followed live
+        tab.screenshot(SHOTS / "stack-logs-light.png")
+
+
+def test_add_restart_and_remove_from_the_page(stack, tiny_models):
+    """The add form lists a GGUF file not yet added and adds it through the scheduler; Restart
+    brings it back; Remove asks a second click, then it is gone from the catalog."""
+    import shutil
+    shutil.copy(tiny_models["tiny-b"], stack.models / "second.gguf")  # a file not added yet
+    row = "document.querySelector('tr[data-model=\"b\"]')"
+    with Browser() as browser, browser.tab(stack.url + "/ui") as tab:
+        tab.evaluate(f"document.getElementById('token').value = {json.dumps(stack.token)};"
+                     "document.getElementById('token-save').click()")
+        tab.wait_for("[...document.getElementById('add-file').options].some(o => o.value === 'second.gguf')",
+                     timeout=60)
+        tab.evaluate("document.getElementById('add-name').value = 'b';"
+                     "document.getElementById('add-file').value = 'second.gguf';"
+                     "document.getElementById('add-send').click()")
+        tab.wait_for("document.getElementById('notice').textContent.includes('b: added')", timeout=180)
+        tab.wait_for(f"{row}?.querySelector('td:nth-child(2)').textContent.startsWith('ready')", timeout=60)
+        started = stack.admin.get("/admin/models").json()
+        before = next(m for m in started["models"] if m["name"] == "b")["instance"]["started_at"]
+        tab.evaluate(f"{row}.querySelector('button.restart').click()")
+        tab.wait_for("document.getElementById('notice').textContent.startsWith('b: ')"
+                     " && !document.getElementById('notice').textContent.includes('…')", timeout=120)
+        after = next(m for m in stack.admin.get("/admin/models").json()["models"] if m["name"] == "b")
+        assert after["instance"]["started_at"] != before  # restarted, not just said so
+        tab.evaluate(f"{row}.querySelector('button.remove').click()")
+        tab.wait_for(f"{row}.querySelector('button.remove').textContent === 'Confirm remove'")
+        tab.evaluate(f"{row}.querySelector('button.remove').click()")
+        tab.wait_for("document.getElementById('notice').textContent.includes('b: removed')", timeout=60)
+        tab.wait_for(f"{row} === null", timeout=30)
+    assert "b" not in [m["name"] for m in stack.admin.get("/admin/models").json()["models"]]
