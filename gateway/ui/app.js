@@ -158,7 +158,8 @@ function renderModels() {
       el("td", { class: `state-${model.state}` }, state,
         model.reason ? el("div", { class: "sub reason" }, model.reason) : null,
         s?.yielding_to ? el("div", { class: "sub" }, `yielding to ${s.yielding_to}`) : null),
-      el("td", {}, model.provider || "llamadock"),
+      // Where it runs: a provider's name, or ours (with its node on a swarm).
+      el("td", {}, model.provider || (status.scheduler?.several_nodes && s?.node ? `llamadock @ ${s.node}` : "llamadock")),
       el("td", { class: "num" }, `${bytes(estimate)} / ${bytes(used)}`),
       el("td", { class: "num" }, s?.ctx_size ?? "–"),
       el("td", { class: "num" }, s ? (s.parallel ?? s.limit) : "–"),
@@ -289,14 +290,18 @@ function renderPools() {
       captions.length ? el("div", { class: "facts models" }, captions.join(" · ")) : null));
   }
   for (const [key, pool] of Object.entries(pools)) {
-    if (/(^|\/)gpu\d+$/.test(key) && (status.gpu.gpus || []).length) continue;  // drawn above
+    // This box's GPUs are drawn above from NVML; another node's pools (`node/gpu0`, `node/budget`)
+    // are drawn as the scheduler sees them, one bar each, named by node.
+    if (/^gpu\d+$/.test(key) && (status.gpu.gpus || []).length) continue;
     const total = pool.capacity_bytes;
     const parts = Object.entries(scheduled).map(([name, s]) =>
       segment("ours", s.need_bytes?.[key] || 0, total, `${name}: ${bytes(s.need_bytes?.[key] || 0)}`));
     parts.push(segment("others", pool.others_bytes, total, `others ${bytes(pool.others_bytes)}`));
     parts.push(segment("free", pool.free_bytes, total, `free ${bytes(pool.free_bytes)}`));
     const facts = `${bytes(pool.models_bytes)} for our models of a ${bytes(total)} budget · free ${bytes(pool.free_bytes)}`;
-    blocks.push(el("div", { class: "pool" }, el("h2", {}, `Memory budget: ${key}`),
+    const [node, what] = key.includes("/") ? key.split("/", 2) : [null, key];
+    const title = `${/^gpu\d+$/.test(what) ? `GPU ${what.slice(3)}` : "Memory budget"}${node ? ` on node ${node}` : ""}`;
+    blocks.push(el("div", { class: "pool" }, el("h2", {}, title),
       el("div", { class: "bar", role: "img", "aria-label": facts }, ...parts), el("div", { class: "facts" }, facts)));
   }
   if (!blocks.length) {

@@ -156,9 +156,10 @@ def test_a_chat_streams_in_the_playground_and_stop_stops_it(gateway, browser):
 GIB = 2**30
 
 
-def gpu_status() -> str:
+def gpu_status(several_nodes: bool = False) -> str:
     """What a gateway on a GPU box serves on /status (this machine has no GPU: NVML is the one
-    part that cannot run here), built from the contract the gateway builds it from."""
+    part that cannot run here), built from the contract the gateway builds it from; with
+    ``several_nodes``, a swarm's: another node's GPU and a third node's memory budget too."""
     from contract.gpu import Gpu, GpuMemory, GpuStatus, GpuUtilization
     from contract.status import GatewayStatus, ModelObject, PoolView, ScheduledModel, SchedulerView
     gpu = Gpu(index=0, name="NVIDIA H200", memory=GpuMemory(total_bytes=80 * GIB, used_bytes=30 * GIB, free_bytes=50 * GIB),
@@ -169,6 +170,15 @@ def gpu_status() -> str:
                                 free_bytes=80 * GIB - 512 * 2**20 - 34 * GIB)},
         models={"tiny-a": ScheduledModel(phase="ready", need_bytes={"gpu0": 24 * GIB}, actual_bytes={"0": 20 * GIB},
                                          ctx_size=8192, parallel=4, in_flight=1, queued=2, ttl_s=300, idle_s=60)})
+    if several_nodes:
+        scheduler.pools["box2/gpu0"] = PoolView(capacity_bytes=12 * GIB, models_bytes=6 * GIB, others_bytes=0,
+                                                free_bytes=6 * GIB)
+        scheduler.pools["box3/budget"] = PoolView(capacity_bytes=16 * GIB, models_bytes=0, others_bytes=0,
+                                                  free_bytes=16 * GIB)
+        scheduler.models["remote"] = ScheduledModel(phase="ready", need_bytes={"box2/gpu0": 6 * GIB}, node="box2")
+        scheduler.several_nodes = True
+        return GatewayStatus(models=[ModelObject(id="tiny-a"), ModelObject(id="remote")],
+                             gpu=GpuStatus(available=True, gpus=[gpu]), scheduler=scheduler).model_dump_json()
     return GatewayStatus(models=[ModelObject(id="tiny-a")], gpu=GpuStatus(available=True, gpus=[gpu]),
                          scheduler=scheduler).model_dump_json()
 
@@ -198,6 +208,25 @@ def test_gpu_memory_is_one_bar_split_into_models_others_free_and_reserve(gateway
         assert "24.0 GiB / 20.0 GiB" in row and "8192" in row and "1 / 2" in row and "4 min 0 s" in row
         tab.screenshot(SHOTS / "models-gpu-light.png")
         assert tab.errors == []  # a policy refusal (an inline style) would show here
+
+
+def test_each_nodes_pools_are_drawn_and_named_by_node(gateway, browser):
+    with browser.tab(ui(gateway)) as tab:
+        tab.evaluate("const real = window.fetch; const body = %s;"
+                     "window.fetch = (url, options) => String(url).endsWith('/status') ? "
+                     "Promise.resolve(new Response(JSON.stringify(body), {headers: {'content-type': 'application/json'}}))"
+                     " : real(url, options)" % gpu_status(several_nodes=True))
+        tab.evaluate("document.querySelector('.tab[data-view=gpu]').click()")
+        tab.wait_for("document.querySelectorAll('#pools .pool').length === 3")
+        titles = tab.evaluate("[...document.querySelectorAll('#pools .pool h2')].map(h => h.textContent)")
+        assert titles == ["GPU 0: NVIDIA H200", "GPU 0 on node box2", "Memory budget on node box3"], titles
+        remote = tab.evaluate("[...document.querySelectorAll('#pools .pool')[1].querySelectorAll('.bar > span')]"
+                              ".map(s => [s.className, parseFloat(s.style.width)])")
+        assert remote == [["ours", pytest.approx(50.0)], ["free", pytest.approx(50.0)]], remote
+        tab.screenshot(SHOTS / "memory-nodes-light.png")
+        tab.evaluate("document.querySelector('.tab[data-view=models]').click()")
+        where = tab.wait_for("document.querySelector('tr[data-model=\"remote\"] td:nth-child(3)')?.textContent")
+        assert where == "llamadock @ box2"
 
 
 def test_the_page_comes_back_by_itself_when_the_gateway_restarts(browser, upstreams, tmp_path):
