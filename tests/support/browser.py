@@ -74,9 +74,8 @@ class Browser:
             with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
                 self._call(ws, "Page.enable", {}, timeout)
                 deadline = time.monotonic() + timeout
-                while self._call(ws, "Runtime.evaluate", {"expression": "document.readyState",
-                                                          "returnByValue": True}, timeout)["result"].get("value") \
-                        != "complete":
+                while not self._call(ws, "Runtime.evaluate", {"expression": LOADED,
+                                                              "returnByValue": True}, timeout)["result"].get("value"):
                     if time.monotonic() > deadline:
                         raise BrowserError(f"{page_url} did not load in {timeout} s")
                     time.sleep(0.05)
@@ -131,7 +130,7 @@ class Tab:
         self.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1,
                                                          "mobile": False})
         self.call("Page.navigate", {"url": self._url})
-        self.wait_for("document.readyState === 'complete'", what=f"{self._url} to load")
+        self.wait_for(LOADED, what=f"{self._url} to load")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -178,6 +177,11 @@ class Tab:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+# A new tab is about:blank (readyState "complete", an opaque origin) until it has navigated: a
+# script run before that would run on the blank page (a fetch from it is another origin's).
+LOADED = "location.protocol !== 'about:' && document.readyState === 'complete'"
 
 
 class PageServer:
