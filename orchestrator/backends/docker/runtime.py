@@ -24,6 +24,7 @@ from ...settings import OrchestratorSettings
 from ..pools import node_pools
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import Change, Fingerprint, Instance
+from .images import ensure_local_image
 from .containers import (LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts, candidate_name, container_name,
                          create_kwargs, spec_hash)
 from .host import HostFacts
@@ -169,21 +170,7 @@ class DockerRuntime:
                            "check LLAMADOCK_KV_CACHE_DIR is writable.", "kv_cache_dir") from None
 
     def _ensure_image(self, image: str) -> None:
-        try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:  # not a name an image can have ("invalid reference format")
-            raise ApiError(400, f"{image!r} is not an image name Docker accepts ({exc.explanation or exc}).",
-                           "image_unavailable", "image") from None
-        log.info("pulling %s", image)
-        try:
-            self.client.images.pull(image)
-        except docker.errors.DockerException as exc:  # APIError, or a name the SDK refuses itself
-            raise ApiError(400, f"The image {image} is not on this machine and could not be pulled "
-                           f"({getattr(exc, 'explanation', None) or exc}). Build one with `make llama-image` "
-                           "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
+        ensure_local_image(self.client, image)
 
     async def run(self, spec: ModelSpec, placement: Placement | None = None, *, candidate: bool = False) -> Instance:
         """Create and start the container; on a failed start remove it. The Instance is as it
@@ -250,15 +237,19 @@ class DockerRuntime:
         self._changed(Change(new.id))
 
     def _stop_and_remove(self, container, model: str) -> None:
+        self._take_down(container, model)
+        self._changed(Change())
+
+    def _take_down(self, container, model: str) -> None:
+        """SIGTERM, the grace period, SIGKILL, remove: one container (the caller tells the change)."""
         self._changed(Change(container.id, down=True))
         try:
             if container.status in STOPPABLE_STATUSES:
                 container.stop(timeout=int(self.settings.stop_grace_s))
             container.remove(force=True)
         except docker.errors.NotFound:
-            pass
+            pass  # already gone: what we wanted
         log.info("model %s: container %s removed", model, container.short_id)
-        self._changed(Change())
 
     async def completes(self, instance: Instance) -> str | None:
         return await completes_one_token(self._probe, instance)
@@ -268,14 +259,7 @@ class DockerRuntime:
         found = self.client.containers.list(all=True, filters={
             "label": [f"{LABEL_PROJECT}={self.stack.project}", f"{LABEL_MODEL}={model}"]})
         for container in found:
-            self._changed(Change(container.id, down=True))
-            try:
-                if container.status in STOPPABLE_STATUSES:
-                    container.stop(timeout=int(self.settings.stop_grace_s))
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # already gone: what we wanted
-            log.info("model %s: container %s removed", model, container.short_id)
+            self._take_down(container, model)
         self._changed(Change())
 
 

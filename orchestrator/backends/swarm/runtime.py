@@ -25,6 +25,7 @@ from contract.pools import Pool
 from contract.spec import ModelSpec
 
 from ...settings import OrchestratorSettings
+from ..docker.images import ensure_local_image
 from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
@@ -191,18 +192,7 @@ class SwarmRuntime:
         await asyncio.to_thread(self._ensure_image, self._kwargs(spec, None)["image"])
 
     def _ensure_image(self, image: str) -> None:
-        try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        log.info("pulling %s", image)
-        try:
-            self.client.images.pull(image)
-        except docker.errors.APIError as exc:
-            raise ApiError(400, f"The image {image} is not on this machine and could not be pulled "
-                           f"({exc.explanation or exc}). Build one with `make llama-image` "
-                           "or set LLAMADOCK_LLAMA_IMAGE_CPU / _GPU.", "image_unavailable", "image") from None
+        ensure_local_image(self.client, image)
 
     async def pull(self, image: str) -> None:
         await asyncio.to_thread(self._ensure_image, image)
