@@ -35,6 +35,7 @@ class InstanceState(StrEnum):
     PAUSED = "paused"
     EXITED = "exited"
     REMOVING = "removing"
+    LOST = "lost"  # its node is down or cut off: what runs there cannot be reached or stopped
     UNKNOWN = "unknown"
 
 
@@ -111,6 +112,9 @@ class ModelStatus(BaseModel):
     kv_key: str | None = Field(None, description="What its server's saved KV caches are known by: a hash of "
                                "the weights, the cache layout, the args and the image (orchestrator/kv_key.py). "
                                "A slot file saved under another key is never restored into it.")
+    absent_on: dict[str, str] = Field(default_factory=dict, description="Ready nodes this model cannot run on, each "
+                                      "with why: the GGUF file (or projector) it needs is not in that node's models "
+                                      "directory.")
     listing_version: int | None = Field(None, description="On a start's or stop's answer: the listing version it "
                                         "is at least as new as (an older listing must not undo it).")
 

@@ -10,17 +10,18 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .pools import LOCAL_NODE, gpu_pool
+from .pools import LOCAL_NODE, budget_pool, gpu_pool
 
 
 class Placement(BaseModel):
-    """The node and GPUs a model runs on, and how its layers are split across them."""
+    """The node and GPUs a model runs on, and how its layers are split across them; no GPUs: the
+    node's memory (a node without a GPU, chosen by its memory budget)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     node: str = Field(LOCAL_NODE, description="The node it runs on (`local` on a single-box backend).")
-    gpus: tuple[int, ...] = Field(min_length=1, description="GPU indices on that node (as NVML and nvidia-smi "
-                                  "number them).")
+    gpus: tuple[int, ...] = Field(description="GPU indices on that node (as NVML and nvidia-smi number them); "
+                                  "empty: none, the node's memory budget.")
     tensor_split: tuple[int, ...] | None = Field(
         None, description="Share of the layers per GPU, in the order of `gpus` (llama-server --tensor-split).")
 
@@ -28,7 +29,7 @@ class Placement(BaseModel):
     def _consistent(self) -> "Placement":
         if any(i < 0 for i in self.gpus) or len(set(self.gpus)) != len(self.gpus):
             raise ValueError("gpus must be distinct GPU indices >= 0")
-        if self.tensor_split is not None and (len(self.tensor_split) != len(self.gpus)
+        if self.tensor_split is not None and (len(self.tensor_split) != len(self.gpus) or not self.gpus
                                               or any(s <= 0 for s in self.tensor_split)):
             raise ValueError("tensor_split needs one positive number per GPU")
         return self
@@ -36,6 +37,8 @@ class Placement(BaseModel):
     @property
     def pools(self) -> tuple[str, ...]:
         """The pool keys it holds (contract/pools.py)."""
+        if not self.gpus:
+            return (budget_pool(self.node),)
         return tuple(gpu_pool(i, self.node) for i in self.gpus)
 
     def label(self) -> str:

@@ -62,7 +62,16 @@ def body_too_large(limit: int) -> ApiError:
 
 
 def upstream_unreachable(name: str, detail: str) -> ApiError:
-    return ApiError(502, f"The model '{name}' did not accept the request: {detail}.", type="server_error", code="upstream_unreachable")
+    """Its server took no connection (gone a moment ago, or its node lost): 503 with Retry-After, as
+    its route is read again meanwhile and a retry finds it back, or started elsewhere."""
+    return ApiError(503, f"The model '{name}' did not accept the request: {detail}. Retry shortly.",
+                    type="server_error", code="upstream_unreachable", headers={"Retry-After": "2"})
+
+
+def model_lost(name: str, why: str) -> ApiError:
+    """Its server went with its node (a swarm node down or cut off): 503, as it is placed again."""
+    return ApiError(503, f"The model '{name}' stopped answering: {why}. It is being started again where it "
+                    "fits; retry.", type="server_error", code="model_node_lost", headers={"Retry-After": "5"})
 
 
 def upstream_timeout(name: str, detail: str) -> ApiError:

@@ -24,7 +24,7 @@ class GatewaySettings(BaseSettings):
         description="Comma-separated Bearer keys required on /v1 and /upstream. Empty: no key needed.",
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 beyond).")
-    connect_timeout_s: float = Field(5.0, description="Connecting to a model's server (502 beyond).")
+    connect_timeout_s: float = Field(5.0, description="Connecting to a model's server (503 with Retry-After beyond).")
     first_byte_timeout_s: float = Field(
         600.0, description="Waiting for a model's response headers (504 beyond); prompts can be long."
     )

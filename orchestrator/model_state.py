@@ -42,6 +42,8 @@ def model_state(instance: Instance | None, probed_ready: bool = False,
             return STOPPED, "stopped"
         killed = " (killed)" if instance.exit_code == 137 else ""
         return FAILED, f"exited with code {instance.exit_code}{killed}"
+    if state is InstanceState.LOST:
+        return FAILED, f"its node {instance.node} cannot be reached (its engine stopped, or it is cut off)"
     if state is InstanceState.CREATED:
         return STOPPED, "created, not started"
     return STOPPED, state.value

@@ -188,6 +188,8 @@ class Exchange(Response):
         self._tail: deque[bytes] = deque(maxlen=TAIL_PIECES)  # the answer's last pieces: its token counts
         self.error_kind: str | None = None
         self.client_gone = False
+        self.task: asyncio.Task | None = None
+        self.lost: str | None = None  # why its model's server was lost while serving this (its node gone)
         # Served after its conversation's KV cache was restored from disk (gateway/kvcache/): what an
         # activity line says about it. None: not restored (nothing saved matched, or it was not worth it).
         self.kv_restored = None
@@ -219,15 +221,20 @@ class Exchange(Response):
             task.cancel()
 
         watcher = asyncio.create_task(watch_client())
+        self.task = task
         try:
             await self._exchange()
         except asyncio.CancelledError:
-            if not client_gone.is_set():
+            if self.lost is not None and not client_gone.is_set():
+                task.uncancel()
+                await self._end_lost()
+            elif not client_gone.is_set():
                 raise
-            task.uncancel()
-            self.status = 499  # nginx's "client closed request"
-            self.client_gone = True
-            self.metrics.error(model, "client_disconnected")
+            else:
+                task.uncancel()
+                self.status = 499  # nginx's "client closed request"
+                self.client_gone = True
+                self.metrics.error(model, "client_disconnected")
         finally:
             if not client_gone.is_set():
                 watcher.cancel()
@@ -350,6 +357,7 @@ class Exchange(Response):
             except ApiError as refused:
                 await self.fail(refused, "scheduler_refused")
                 return False
+            ticket.on_lost = self._on_lost
             # A start gives the model its URL: read the route again.
             route = self.ctx.registry.route_table().get(req.route.name)
             if route is not None and route.url:
@@ -381,6 +389,21 @@ class Exchange(Response):
                 await asyncio.wait_for(ticket.wait(), min(0.25, keepalive_s))
             except TimeoutError:
                 pass
+
+    def _on_lost(self, why: str) -> None:
+        """Its model's node is gone: nothing more will come from there (a cut-off node's connection
+        would hang until TCP gives up), so the answer ends now."""
+        if self.lost is None and self.task is not None:
+            self.lost = why
+            self.task.cancel()
+
+    async def _end_lost(self) -> None:
+        error = errors.model_lost(self.request.route.name, self.lost or "its node was lost")
+        if self.headers_sent and not (self._sse or self.request.asked.stream):
+            self.error_kind = "model_node_lost"
+            self.metrics.error(self.request.route.name, "model_node_lost")
+            return  # nothing valid can end a half-sent JSON body: the connection ends with it
+        await self.fail(error, "model_node_lost")
 
     def _unreachable(self, model: str) -> None:
         """The model refused us or has no address: its view is asked for again, in the background."""

@@ -11,18 +11,18 @@ and hands the result to ``scheduler.step``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 from contract.gpu import GpuStatus
-from contract.listing import Listing, ModelState, ModelStatus
+from contract.listing import InstanceState, Listing, ModelState, ModelStatus
 from contract.pools import Pool, PoolId, budget_pool, gpu_pool, is_gpu
 from contract.status import PlacementView, PoolView, ScheduledModel, SchedulerView
 
 from .calibration import demand_for
 from ..gpu import devices_by_pool
-from .placement import Placement
+from .placement import Demand, Placement
 from .scheduler import HOLDS_MEMORY, Phase, Policy, State, Sync
 
 BUDGET_POOL = budget_pool()  # the configured budget of a box without a GPU
@@ -134,6 +134,13 @@ def _with_index(pools: list[str], gpus: tuple[int, ...]) -> list[str]:
     return [p for p in pools if PoolId.parse(p).gpu in set(gpus)]
 
 
+def lost_with_node(before: Mapping[str, Phase], models: Sequence[ModelStatus]) -> list[ModelStatus]:
+    """Models that were ready (``before``: the scheduler's phases) and whose server the listing now
+    shows lost with its node: they are to be placed again."""
+    return [m for m in models if m.declared and before.get(m.name) is Phase.READY and m.instance is not None
+            and m.instance.state is InstanceState.LOST]
+
+
 def running_on(listed: Sequence[Pool]) -> dict[str, list[str]]:
     """Per model, the pools the orchestrator reports it running on."""
     where: dict[str, list[str]] = {}
@@ -151,9 +158,7 @@ def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str]
     then only tells what it holds."""
     spec = model.spec
     gpus = spec.gpus if spec else "all"
-    on_gpus = any(is_gpu(p) for p in pools)
-    demand = demand_for(model.need_bytes, model.estimate, gpu_pools_allowed(pools, gpus),
-                        overhead or {}) if on_gpus else None
+    demand = demand_of(model, pools, gpus, overhead or {})
     return Policy(
         limit=(spec.max_concurrent or spec.parallel) if spec else 1,
         queue=defaults.queue if spec is None or spec.max_queue is None else spec.max_queue,
@@ -166,6 +171,21 @@ def policy_from_listing(model: ModelStatus, defaults: Defaults, pools: list[str]
         else float(spec.min_residency),
         max_wait_s=defaults.max_wait_s,
     )
+
+
+def demand_of(model: ModelStatus, pools: list[str], gpus: Literal["all"] | tuple[int, ...],
+              overhead: Mapping[str, int]) -> Demand | None:
+    """What the model asks of the scheduler before it is placed: on GPUs, its GPU demand; on the
+    memory budgets of several nodes (a swarm without GPUs), its need on one of them. Never on a node
+    whose models directory lacks its file (``absent_on``). None: a fixed need, where it runs."""
+    absent = dict(model.absent_on)
+    usable = [p for p in pools if PoolId.parse(p).node not in absent]
+    if any(is_gpu(p) for p in pools):
+        demand = demand_for(model.need_bytes, model.estimate, gpu_pools_allowed(usable, gpus), overhead)
+        return None if demand is None else replace(demand, absent=absent)
+    if model.need_bytes and (len(pools) > 1 or absent):
+        return Demand(model.need_bytes, {}, tuple(usable), absent)
+    return None
 
 
 def sync_event(listing: Listing, gpu: GpuStatus | None, state: State, defaults: Defaults,

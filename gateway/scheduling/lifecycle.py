@@ -47,7 +47,7 @@ from .progress import Progress, progress
 from .release import memory_returned
 from .scheduler import (FREEING, TICK_S, Admit, Arrive, Cancel, Finish, Phase, Policy, Reject, Released, Start,
                         StartFailed, State, Stop, Stopped, Started, Tick, next_tick, step)
-from .inputs import Defaults, policy_from_listing, scheduler_view, sync_event
+from .inputs import Defaults, lost_with_node, policy_from_listing, scheduler_view, sync_event
 
 log = logging.getLogger("llamadock.lifecycle")
 
@@ -88,6 +88,9 @@ class Ticket:
         self.settled_at: float | None = None  # let through or refused
         self.ready_since: float | None = None  # then: when its model last became ready (None: it was not)
         self._released = False
+        # Called with why, should its model's server be lost while this request is being served (its
+        # node gone): the exchange ends its answer with a 503 rather than wait on a dead connection.
+        self.on_lost: Callable[[str], None] | None = None
 
     @property
     def admitted(self) -> bool:
@@ -111,6 +114,7 @@ class Ticket:
         if self._released:
             return
         self._released = True
+        self.lifecycle._serving.pop(self.rid, None)
         if self.admitted:
             now = self.lifecycle.clock()
             took = None if self.admitted_at is None else now - self.admitted_at
@@ -135,7 +139,8 @@ class Lifecycle:
         self.clock = clock
         self.state = State(queue_timeout_s=defaults.queue_timeout_s, release_timeout_s=defaults.release_timeout_s)
         self.overheads = OverheadStore(defaults.state_dir / "gpu-overhead.json" if defaults.state_dir else None)
-        self._tickets: dict[int, Ticket] = {}
+        self._tickets: dict[int, Ticket] = {}  # waiting for the scheduler's word
+        self._serving: dict[int, Ticket] = {}  # admitted, not yet released
         self._rids = itertools.count(1)
         self.listing = NO_LISTING  # the orchestrator's last, as the registry heard it
         self._measured: dict[str, dict[str, int]] = {}  # model -> pool -> bytes NVML saw it use
@@ -175,10 +180,38 @@ class Lifecycle:
             self.metrics.evictions.labels(name, "crash").inc()
         self.listing = listing
         self._sync(phases_from_listing=True)
+        for model in lost_with_node(phases, listing.models):
+            self._place_again(model)
         if self.keeper is not None:
             unread = [m.name for m in listing.models if not self.keeper.files.is_indexed(m.name)]
             if unread:
                 self._spawn(self.keeper.refresh_index(unread))  # what each model has saved, read once
+
+    def _place_again(self, model: ModelStatus) -> None:
+        """A ready model whose node was lost: what it was serving ends now (503, Retry-After), and it
+        is started again wherever it fits, as a request would start it (a load; refused, it waits
+        declared and says why)."""
+        why = model.reason or f"its node {model.instance.node if model.instance else '?'} was lost"
+        log.warning("model %s: %s; placing it again", model.name, why)
+        for ticket in [t for t in self._serving.values() if t.model == model.name]:
+            if ticket.on_lost is not None:
+                ticket.on_lost(why)
+
+        async def load() -> None:
+            try:
+                ticket = self.request(model.name)
+            except ApiError as exc:
+                log.warning("model %s: not placed again: %s", model.name, exc.message)
+                return
+            try:
+                await ticket.wait()
+                ticket.future.result()
+                log.info("model %s: placed again after its node was lost", model.name)
+            except ApiError as exc:
+                log.warning("model %s: not placed again: %s", model.name, exc.message)
+            finally:
+                ticket.release()
+        self._spawn(load())
 
     def policy_for(self, model: ModelStatus) -> Policy:
         """The policy a model not yet in the listing would get (an add's plan reads it)."""
@@ -219,6 +252,7 @@ class Lifecycle:
             if isinstance(action, Admit):
                 ticket.admitted_at = self.clock()
                 ticket.future.set_result(None)
+                self._serving[ticket.rid] = ticket
             else:
                 self.metrics.rejected.labels(action.model, str(action.status)).inc()
                 ticket.future.set_exception(ApiError(

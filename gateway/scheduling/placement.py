@@ -42,14 +42,15 @@ class Demand:
     """What a model needs, before it is placed."""
     layered: int  # weights + KV cache + projector: split across GPUs by layer
     per_gpu: Mapping[str, int] = field(default_factory=dict)  # compute + CUDA overhead + margin, on each GPU used
-    pools: tuple[str, ...] = ()  # the GPUs it may use (the spec's `gpus`), in pool order
+    pools: tuple[str, ...] = ()  # the GPUs it may use (the spec's `gpus`), in pool order; or nodes' memory budgets
+    absent: Mapping[str, str] = field(default_factory=dict)  # nodes it cannot run on, each with why (no file there)
 
     def on_one(self, pool: str) -> int:
         return self.layered + self.per_gpu.get(pool, 0)
 
     def plus(self, extra: int) -> "Demand":
         """Needing ``extra`` more on each GPU used (a retry after running out of memory)."""
-        return Demand(self.layered, {p: self.per_gpu.get(p, 0) + extra for p in self.pools}, self.pools)
+        return Demand(self.layered, {p: self.per_gpu.get(p, 0) + extra for p in self.pools}, self.pools, self.absent)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,13 @@ class Placement:
         return self.split[self.pools.index(pool)] / total if total and pool in self.need else 0.0
 
     def wire(self) -> WirePlacement:
-        """The wire form (``POST /models/{name}/start``): the node, its GPU indices, the split.
-        Only a placement on GPUs of one node has one (``place`` makes no other)."""
+        """The wire form (``POST /models/{name}/start``): the node, its GPU indices, the split; a
+        node's memory budget is the node with no GPU. Only a placement on one node has one (``place``
+        makes no other)."""
         ids = [PoolId.parse(p) for p in self.pools]
         nodes = {i.node for i in ids}
+        if len(ids) == 1 and ids[0].gpu is None:
+            return WirePlacement(node=ids[0].node, gpus=())
         if len(nodes) != 1 or any(i.gpu is None for i in ids):
             raise ValueError(f"not a placement on the GPUs of one node: {', '.join(self.pools)}")
         return WirePlacement(node=nodes.pop(), gpus=tuple(i.gpu for i in ids), tensor_split=self.split or None)
@@ -128,13 +132,21 @@ def _split_on(pools: list[str], spare: Mapping[str, int], layered: int) -> list[
 
 
 def explain(demand: Demand, room: Mapping[str, int]) -> str:
-    """Why ``demand`` does not fit in ``room``, in words (for a 503)."""
+    """Why ``demand`` does not fit in ``room``, in words (for a 503): on several nodes, each node
+    and what it lacks (the file, or how much memory)."""
     usable = [p for p in demand.pools if p in room]
+    lacking = [f"{node}: {why}" for node, why in sorted(demand.absent.items())]
     if not usable:
+        if lacking:
+            return f"no node can run it ({'; '.join(lacking)})"
         return f"it may only use {', '.join(demand.pools) or 'no GPU'}, which this machine does not have"
+    if all(PoolId.parse(p).gpu is None for p in usable):  # nodes' memory budgets: one node holds it all
+        short = [f"{node_of(p)}: {format_size(demand.on_one(p) - room[p])} short ({format_size(max(0, room[p]))} "
+                 f"free)" for p in usable]
+        return f"it needs {format_size(demand.layered)} of one node's memory ({'; '.join(lacking + short)})"
     one = ", ".join(f"{p} {format_size(room[p])}" for p in usable)
     per_gpu = max(demand.per_gpu.get(p, 0) for p in usable)
     text = f"it needs {format_size(demand.on_one(usable[0]))} on one GPU"
     if len(usable) > 1:
         text += f", or {format_size(demand.layered)} split across GPUs plus {format_size(per_gpu)} on each"
-    return f"{text}; at most {one} can be free for it"
+    return f"{text}; at most {one} can be free for it" + (f" ({'; '.join(lacking)})" if lacking else "")

@@ -729,8 +729,9 @@ def _reject_all(state: State, model: Model, actions: list[Action], why: str) -> 
 def _never_fits(state: State, model: Model, ever: Mapping[str, int]) -> str:
     if model.policy.demand is not None:
         pools = [p for p in model.policy.demand.pools if p in state.capacity] or list(state.capacity)
+        before = f" Before: {model.reason}." if model.phase is Phase.FAILED and model.reason else ""
         return f"{explain(model.policy.demand, ever)} (with pinned models and other processes). " \
-               f"Loaded: {_loaded(state, pools)}."
+               f"Loaded: {_loaded(state, pools)}.{before}"
     pool, need = next((p, n) for p, n in model.policy.need.items() if p in ever and n > ever[p])
     capacity = state.capacity[pool]
     fixed = capacity - ever[pool]

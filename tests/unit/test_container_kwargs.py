@@ -193,12 +193,20 @@ def test_the_hash_leaves_placement_out_and_the_label_tells_it():
         "labels"][LABEL_PLACEMENT]
 
 
-@pytest.mark.parametrize("body", [{"gpus": []}, {"gpus": [0, 0]}, {"gpus": [-1]},
+@pytest.mark.parametrize("body", [{"gpus": [], "tensor_split": [1]}, {"gpus": [0, 0]}, {"gpus": [-1]},
                                   {"gpus": [0, 1], "tensor_split": [1]}, {"gpus": [0], "tensor_split": [0]},
                                   {"gpus": [0], "extra": 1}])
 def test_bad_placements_are_refused(body):
     with pytest.raises(pydantic.ValidationError):
         Placement.model_validate(body)
+
+
+def test_a_placement_without_gpus_is_a_nodes_memory_and_places_nothing_on_one_box():
+    on_node = Placement.model_validate({"node": "node2", "gpus": []})
+    assert on_node.pools == ("node2/budget",)
+    here = Placement(gpus=())
+    # The engine's one box: its memory is where every unplaced model runs already.
+    assert create_kwargs(SPEC, NATIVE, STACK, here) == create_kwargs(SPEC, NATIVE, STACK)
 
 
 def test_each_model_saves_its_slots_into_its_own_directory_and_no_other():

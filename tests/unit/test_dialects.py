@@ -232,13 +232,13 @@ def test_ollama_gets_a_models_refusal_as_its_own_error(broken):
     ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": False}),
     ("/api/embed", {"model": "m", "input": "x"}),
 ])
-def test_an_unreachable_model_is_the_same_502_in_ollamas_shape(tmp_path: Path, path, body):
+def test_an_unreachable_model_is_the_same_503_in_ollamas_shape(tmp_path: Path, path, body):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
     app = create_app(GatewaySettings(upstreams_file=tmp_path / "none.yaml"), registry=OneRoute(f"http://127.0.0.1:{port}"))
     with TestClient(app) as client:
         answer = client.post(path, json=body)
-    assert answer.status_code == 502 and set(answer.json()) == {"error"}
+    assert answer.status_code == 503 and set(answer.json()) == {"error"} and "retry-after" in answer.headers
     assert "cannot connect" in answer.json()["error"]
 
 

@@ -40,13 +40,13 @@ class OneRoute:
     (None, "no network address"),  # reached by IP: a restarting or disconnected container has none
     ("http://127.0.0.1:{port}", "cannot connect"),  # nothing listens there (a real closed port)
 ])
-def test_an_unreachable_model_is_a_502_and_its_view_is_refreshed(tmp_path: Path, url, words):
+def test_an_unreachable_model_is_a_503_to_retry_and_its_view_is_refreshed(tmp_path: Path, url, words):
     registry = OneRoute(url and url.format(port=free_port()))
     app = create_app(GatewaySettings(upstreams_file=tmp_path / "none.yaml"), registry=registry)
     with TestClient(app) as client:
         for stream in (False, True):
             answer = client.post("/v1/chat/completions", json={"model": "m", "messages": [], "stream": stream})
-            assert answer.status_code == 502, answer.text
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "2", answer.text
             error = answer.json()["error"]
             assert error["code"] == "upstream_unreachable" and words in error["message"]
     assert registry.refreshed >= 1

@@ -8,13 +8,15 @@ import json
 
 import pytest
 
-from contract.listing import InstanceState
+from contract.listing import InstanceState, ModelState
+from contract.placement import Placement
 from contract.spec import ModelSpec
 from orchestrator.backends.docker.containers import LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_SPEC
 from orchestrator.backends.runtime import Change, Instance
-from orchestrator.backends.swarm.nodes import known_names, node_from_attrs, node_pools
+from orchestrator.backends.swarm.nodes import known_names, node_from_attrs, node_pools, unreachable
 from orchestrator.backends.swarm.status import STATES, current_task, instance_from_service
 from orchestrator.backends.swarm.watch import changes, split_details
+from orchestrator.model_state import model_state
 
 SPEC = ModelSpec(name="qwen", model="qwen.gguf")
 UPDATED = "2026-12-03T10:00:00.5Z"
@@ -195,3 +197,41 @@ def test_the_pollers_changes(before, after, expected):
 ])
 def test_service_log_lines_with_details(line, attrs, text):
     assert split_details(line) == (attrs, text)
+
+
+# ---- a node lost --------------------------------------------------------------------------------
+
+def placed_on(node: str, replicas: int = 1) -> dict:
+    svc = service(replicas)
+    svc["Spec"]["Labels"][LABEL_PLACEMENT] = Placement(node=node, gpus=()).label()
+    return svc
+
+
+@pytest.mark.parametrize("svc, tasks, lost, expected", [
+    # Its task still reads running (the manager heard nothing since), but its node is down: lost.
+    (placed_on("box2"), [task("running")], {"box2": "down"}, InstanceState.LOST),
+    # Swarm made a new task that no node may take (the placement pins box2): lost too, not "created".
+    (placed_on("box2"), [task("running", desired="shutdown"), task("pending", node="",
+                                                                   created="2026-12-03T10:00:09Z")],
+     {"box2": "down"}, InstanceState.LOST),
+    # Not placed by us: the task's node decides.
+    (service(), [task("running")], {"box2": "disconnected"}, InstanceState.LOST),
+    # Another node is down: nothing to do with it.
+    (placed_on("box2"), [task("running")], {"box3": "down"}, InstanceState.RUNNING),
+    # Stopped (scaled to 0): nothing runs there to lose.
+    (placed_on("box2", replicas=0), [task("shutdown", desired="shutdown")], {"box2": "down"}, InstanceState.EXITED),
+], ids=["running-on-a-down-node", "pending-pinned-to-it", "unplaced", "another-node", "stopped"])
+def test_a_service_on_a_node_swarm_lost_touch_with_is_lost(svc, tasks, lost, expected):
+    got = instance_from_service(svc, tasks, "llamadock", HOSTS, local_id="n1", unreachable=lost)
+    assert got.state is expected
+    if expected is InstanceState.LOST:
+        assert got.node == "box2"
+        assert model_state(got) == (ModelState.FAILED, "its node box2 cannot be reached (its engine stopped, "
+                                                       "or it is cut off)")
+
+
+def test_unreachable_nodes_are_down_unknown_or_disconnected_never_drained():
+    nodes = [node_from_attrs(node("n1", "box1"), "n1"), node_from_attrs(node("n2", "box2", state="down"), "n1"),
+             node_from_attrs(node("n3", "box3", state="disconnected"), "n1"),
+             node_from_attrs(node("n4", "box4", availability="drain"), "n1")]
+    assert unreachable(nodes) == {"box2": "down", "box3": "disconnected"}

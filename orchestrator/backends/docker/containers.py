@@ -143,6 +143,8 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
     # The hash is taken before placement: reconcile (which knows no placement) then leaves a placed
     # container alone; a start that asks for another placement compares the placement label too.
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
+    if placement is not None and not placement.gpus:
+        placement = None  # this box's memory, no GPU: what an unplaced model gets
     if placement is not None and host.gpu:
         _place(kwargs, placement, host)
         kwargs["command"] = server_command(spec, host, placement, kv=kv_dir is not None)

@@ -26,6 +26,7 @@ class SwarmNode:
     ready: bool  # up and active: Swarm places new tasks there
     memory_bytes: int | None  # its budget for models (None: not labelled)
     problem: str | None = None  # why a label could not be read
+    state: str = "ready"  # Swarm's word for it: ready, down (its engine stopped, or cut off), unknown, disconnected
 
 
 def node_from_attrs(attrs: dict, local_id: str) -> SwarmNode:
@@ -45,7 +46,16 @@ def node_from_attrs(attrs: dict, local_id: str) -> SwarmNode:
     ready = (attrs.get("Status") or {}).get("State") == "ready" and spec.get("Availability", "active") == "active"
     return SwarmNode(id=attrs.get("ID", ""), hostname=hostname,
                      name=LOCAL_NODE if attrs.get("ID") == local_id else hostname,
-                     ready=ready, memory_bytes=memory, problem=problem)
+                     ready=ready, memory_bytes=memory, problem=problem,
+                     state=(attrs.get("Status") or {}).get("State", "unknown"))
+
+
+UNREACHABLE = ("down", "unknown", "disconnected")  # a drained node is reachable: its tasks run on
+
+
+def unreachable(nodes: Sequence[SwarmNode]) -> dict[str, str]:
+    """The nodes Swarm has lost touch with, by name, with Swarm's state for each."""
+    return {n.name: n.state for n in nodes if n.state in UNREACHABLE}
 
 
 def node_pools(nodes: Sequence[SwarmNode], instances: Sequence[Instance]) -> list[Pool]:

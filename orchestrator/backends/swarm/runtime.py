@@ -19,7 +19,7 @@ import docker.errors
 from docker.types import ServiceMode
 
 from common.errors import ApiError
-from contract.listing import HostInfo
+from contract.listing import HostInfo, InstanceState
 from contract.placement import Placement
 from contract.pools import Pool
 from contract.spec import ModelSpec
@@ -29,7 +29,7 @@ from ..docker.images import ensure_local_image
 from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
-from .nodes import SwarmNode, known_names, node_from_attrs, node_pools
+from .nodes import SwarmNode, known_names, node_from_attrs, node_pools, unreachable
 from .services import SwarmFacts, service_kwargs, spec_hash
 from .status import instance_from_service, last_error
 from .watch import Seen, ServiceLogCopier, TaskPoller
@@ -102,12 +102,14 @@ class SwarmRuntime:
     def _read(self, services: list | None = None) -> list[Instance]:
         """Our services, their tasks (one call for all) and the nodes, as instances."""
         services = self._services() if services is None else services
-        hostnames = {n.id: n.hostname for n in self.read_nodes()}  # the pools' nodes, fresh with each read
+        nodes = self.read_nodes()  # the pools' nodes, fresh with each read
+        hostnames = {n.id: n.hostname for n in nodes}
         if not services:
             return []
         tasks = self.client.api.tasks(filters={"service": [s.id for s in services]})
+        lost = unreachable(nodes)
         return [instance_from_service(s.attrs, [t for t in tasks if t.get("ServiceID") == s.id],
-                                      self.stack.network, hostnames, self.local_id) for s in services]
+                                      self.stack.network, hostnames, self.local_id, lost) for s in services]
 
     async def instances(self) -> list[Instance]:
         return await asyncio.to_thread(self._read)
@@ -221,6 +223,12 @@ class SwarmRuntime:
         """The same service, updated to ``spec`` (Swarm stops its task, then starts the new one)."""
         kwargs = self._kwargs(spec, placement)
         self._changed(Change(old.id, down=True))
+        if old.state is InstanceState.LOST:
+            # Its node is gone: an update would wait on a task nobody can stop. The service goes (the
+            # node, should it return, is told to remove the task) and a new one runs where placed.
+            await asyncio.to_thread(self._remove_now, old.id)
+            log.info("model %s: node %s lost; service %s removed, placed again", spec.name, old.node, old.id[:12])
+            return await self.run(spec, placement)
         try:
             await asyncio.to_thread(self._update, old.id, kwargs)
         except docker.errors.NotFound:
@@ -266,8 +274,12 @@ class SwarmRuntime:
         await asyncio.to_thread(self._remove, model)
 
     def _remove(self, model: str) -> None:
+        lost = {i.id for i in self._read(self._services(model)) if i.state is InstanceState.LOST}
         for service in self._services(model):
             self._changed(Change(service.id, down=True))
+            if service.id in lost:  # nothing there can be waited for
+                self._remove_now(service.id)
+                continue
             try:
                 self._scale(service.id, 0)
                 self._wait_stopped(service.id)
@@ -276,6 +288,12 @@ class SwarmRuntime:
                 pass  # already gone: what we wanted
             log.info("model %s: service %s removed", model, service.short_id)
         self._changed(Change())
+
+    def _remove_now(self, service_id: str) -> None:
+        try:
+            self.client.services.get(service_id).remove()
+        except docker.errors.NotFound:
+            pass
 
     def _scale(self, service_id: str, replicas: int) -> None:
         service = self.client.services.get(service_id)

@@ -101,7 +101,7 @@ def service_kwargs(spec: ModelSpec, facts: SwarmFacts, stack: StackFacts, placem
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:16]
     if placement is not None:
         kwargs["constraints"] = [f"node.hostname=={node_hostname(placement, facts)}"]
-        if facts.gpu:
+        if facts.gpu and placement.gpus:  # (no GPUs: placed by the node's memory budget, on its CPU)
             env["NVIDIA_VISIBLE_DEVICES"] = visible_devices(spec, True, placement)
             kwargs["args"] = server_command(spec, True, placement)
             if len(placement.gpus) > 1:

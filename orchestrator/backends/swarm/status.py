@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from pydantic import ValidationError
 
 from contract.listing import InstanceState
+from contract.placement import Placement
 from contract.pools import LOCAL_NODE
 from contract.spec import ModelSpec
 
@@ -117,8 +118,21 @@ def node_of(task: dict | None, hostnames: dict[str, str], local_id: str) -> str:
     return hostnames.get(node_id, node_id)
 
 
+def target_node(placement_label: str, task: dict | None, hostnames: dict[str, str], local_id: str) -> str:
+    """The node the service runs on: its placement's (a constraint), else its current task's."""
+    if placement_label:
+        try:
+            return Placement.model_validate_json(placement_label).node
+        except ValidationError:
+            pass  # a label of another version: by the task, then
+    return node_of(task, hostnames, local_id)
+
+
 def instance_from_service(service: dict, tasks: Sequence[dict], network: str, hostnames: dict[str, str],
-                          local_id: str) -> Instance:
+                          local_id: str, unreachable: Mapping[str, str] | None = None) -> Instance:
+    """``unreachable``: the nodes Swarm cannot reach now (down, or cut off), by the contract's node
+    name, each with its state. A service meant to run on one of them is LOST: its task may still run
+    there, but nothing can reach it, and Swarm will not move it (its placement pins the node)."""
     spec_data = service.get("Spec") or {}
     labels = spec_data.get("Labels") or {}
     try:
@@ -134,6 +148,9 @@ def instance_from_service(service: dict, tasks: Sequence[dict], network: str, ho
         state = InstanceState.RESTARTING  # an earlier task failed; Swarm brings it back
     else:
         state = STATES.get(state_name, InstanceState.UNKNOWN)
+    node = target_node(labels.get(LABEL_PLACEMENT, ""), task, hostnames, local_id)
+    if node in (unreachable or {}) and _replicas(spec_data) > 0:
+        state = InstanceState.LOST
     status = (task or {}).get("Status") or {}
     container = status.get("ContainerStatus") or {}
     pid = int(container.get("PID") or 0)
@@ -157,7 +174,7 @@ def instance_from_service(service: dict, tasks: Sequence[dict], network: str, ho
         # after the probe sees the server answer.
         url=url,
         probe_url=url,
-        node=node_of(task, hostnames, local_id),
+        node=node,
     )
 
 
