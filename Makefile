@@ -60,7 +60,7 @@ models: ## Models: declared, running, and GGUF files available to add
 # PINNED=1 SWAP_GROUP=big ... become --ttl 600 --pinned 1 --swap-group big for the CLI
 # (tests/unit/test_spec_options.py keeps this list whole). CTX is short for CTX_SIZE. An empty value
 # (`make edit NAME=x IMAGE=`) puts the field back to its default.
-SPEC_VARS := ALIASES CTX_SIZE GPU_LAYERS PARALLEL MMPROJ ARGS GPUS IMAGE TTL PINNED PRELOAD SWAP_GROUP \
+SPEC_VARS := ALIASES CTX_SIZE GPU_LAYERS PARALLEL MMPROJ ARGS GPUS IMAGE NODE TTL PINNED PRELOAD SWAP_GROUP \
 	MIN_RESIDENCY MAX_CONCURRENT MAX_QUEUE MEMORY
 # Only what is given on make's command line: a TTL or IMAGE in your environment is not a field.
 given = $(filter command line,$(origin $(1)))

@@ -61,6 +61,9 @@ class ModelSpec(BaseModel):
     args: tuple[str, ...] = Field((), description="Extra llama-server arguments, e.g. ['--flash-attn', 'on'].")
     gpus: Literal["all"] | tuple[int, ...] = Field("all", description="GPUs to use: 'all' or indices like [0].")
     image: str | None = Field(None, description="llama-server image; default: the stack's image for this host.")
+    node: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$",
+                             description="On a swarm, the node it must run on (its hostname; `local`: the manager's); "
+                             "unset: wherever the scheduler finds room.")
     # Scheduling (see gateway/scheduling/scheduler.py): none of these change the container.
     ttl: float | None = Field(None, ge=0, description="Stop after this many seconds idle; 0 = never; unset: the default.")
     pinned: bool = Field(False, description="Never stopped to make room, nor when idle.")

@@ -25,6 +25,7 @@ from contract.placement import Placement
 from contract.spec import ModelSpec
 
 from .backends.runtime import LIVE, STOPPABLE, Change, Instance, Runtime
+from .backends.pools import check_where
 from .catalog import CatalogDefaults
 from .catalog_edits import CatalogEdits, check_names_free
 from .errors import not_found
@@ -118,11 +119,13 @@ class ModelManager:
         return current
 
     async def _check_runnable(self, spec: ModelSpec) -> None:
-        """Its files are there and are GGUF, its image is there (pulled if need be): 400 otherwise."""
+        """Its files are there and are GGUF, the node and GPUs it names exist, its image is there
+        (pulled if need be): 400 otherwise."""
         try:
             await asyncio.to_thread(check_sources, spec, self.settings.models_dir)
         except SourceError as exc:
             raise ApiError(400, str(exc), "invalid_model_source", exc.param) from None
+        check_where(spec, self.runtime.pools([]), self.runtime.node_names())
         await self.runtime.ensure_image(self._effective(spec))
 
     def _effective(self, spec: ModelSpec) -> ModelSpec:

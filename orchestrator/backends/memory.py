@@ -116,6 +116,9 @@ class MemoryRuntime:
     async def log_tail(self, instance: Instance, lines: int) -> list[str]:
         return [line for line in self.log.get(instance.id, []) if line.strip()][-lines:]
 
+    def node_names(self) -> list[str]:
+        return [self.node]
+
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         return node_pools(self.gpus, instances, self.node)
 

@@ -7,8 +7,11 @@ from typing import Sequence
 
 from pydantic import ValidationError
 
+from common.errors import ApiError
+
 from contract.placement import Placement
 from contract.pools import LOCAL_NODE, Pool, PoolId
+from contract.spec import ModelSpec
 
 from .runtime import LIVE, Instance
 
@@ -35,3 +38,26 @@ def placed_gpus(instance: Instance, every: tuple[int, ...]) -> tuple[int, ...]:
             pass  # written by a version whose placement no longer reads: by the spec, then
     gpus = instance.spec.gpus if instance.spec is not None else "all"
     return every if gpus == "all" else tuple(gpus)
+
+
+def check_where(spec: ModelSpec, pools: Sequence[Pool], nodes: Sequence[str]) -> None:
+    """A spec's ``node`` and ``gpus`` must name what exists: 400 naming what does. ``nodes``: every
+    name a node goes by (the manager's as ``local`` and by hostname); ``pools``: the GPUs known
+    per node (none known, e.g. no GPU or no agent report yet: the GPU indices are not judged)."""
+    if spec.node is not None and spec.node not in nodes:
+        where = "this box (the engine backend)" if list(nodes) == [LOCAL_NODE] else "this swarm"
+        raise ApiError(400, f"No node {spec.node!r} in {where}; its nodes: {', '.join(sorted(nodes))}.",
+                       "invalid_spec", "node")
+    gpus: dict[str, list[int]] = {}
+    for pool in pools:
+        if pool.id.gpu is not None:
+            gpus.setdefault(pool.id.node, []).append(pool.id.gpu)
+    if spec.gpus == "all" or not gpus:
+        return
+    on = [n for n in ([spec.node] if spec.node is not None else list(gpus)) if n in gpus]
+    if not on:
+        return  # its node is known, its GPUs not (yet): placement says so if they are missing
+    if not any(set(spec.gpus) <= set(gpus[n]) for n in on):
+        known = "; ".join(f"{n}: {', '.join(map(str, sorted(g)))}" for n, g in sorted(gpus.items()) if n in on)
+        where = f"on {spec.node}" if spec.node else "on any one node"
+        raise ApiError(400, f"No GPUs {list(spec.gpus)} {where}; the GPUs there: {known}.", "invalid_spec", "gpus")

@@ -148,6 +148,9 @@ class Runtime(Protocol):
     async def log_tail(self, instance: Instance, lines: int) -> list[str]:
         """Its last non-empty lines (what a failed start is reported with); [] when unreadable."""
 
+    def node_names(self) -> list[str]:
+        """Every name a spec's ``node`` may give (a single box: only ``local``)."""
+
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         """The capacity it offers (each node's GPUs, or its memory budget), and which of
         ``instances`` run in each."""

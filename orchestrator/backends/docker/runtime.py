@@ -142,6 +142,9 @@ class DockerRuntime:
             return []
         return [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
 
+    def node_names(self) -> list[str]:
+        return [LOCAL_NODE]
+
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         # GPUs by index when the daemon lists them; else the node's memory budget.
         return node_pools(self.facts.gpu_indices if self.facts.gpu else (), instances)

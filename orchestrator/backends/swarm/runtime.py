@@ -183,6 +183,9 @@ class SwarmRuntime:
         found = [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
         return found + [f"swarm: {error}"] if error else found
 
+    def node_names(self) -> list[str]:
+        return known_names(self.nodes)
+
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         return node_pools(self.nodes, instances)
 

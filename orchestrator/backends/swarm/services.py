@@ -79,7 +79,8 @@ def service_kwargs(spec: ModelSpec, facts: SwarmFacts, stack: StackFacts, placem
         "mounts": [Mount(MODELS_MOUNT, stack.models_dir, type="bind", read_only=True),
                    Mount(CACHE_MOUNT, stack.cache_dir, type="bind", read_only=False)],
         "networks": [stack.network],
-        "constraints": [],
+        # The spec's own node (it changes the service, so the hash); a placement's replaces it below.
+        "constraints": [f"node.hostname=={node_hostname(Placement(node=spec.node, gpus=()), facts)}"] if spec.node else [],
         "endpoint_spec": EndpointSpec(mode="dnsrr"),
         "mode": ServiceMode("replicated", replicas=1),
         # Swarm marks a task running only once this passes, and only then adds its name to DNS
