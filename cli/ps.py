@@ -22,6 +22,7 @@ from contract.pools import LOCAL_NODE, PoolId
 from contract.status import GatewayStatus, ScheduledModel
 
 from .api import Api, CallFailed
+from .render import pools_view
 from .tables import Fitted
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow", "releasing": "yellow",
@@ -182,6 +183,9 @@ def ps_view(status: GatewayStatus, now: datetime | None = None) -> RenderableTyp
     parts.append(Fitted(table, keep=("NAME", "STATE"), drop=DROP_FIRST) if status.models else Text("No models: add one with `make add NAME=… MODEL=…`.",
                                                   style="yellow"))
     parts += notes
+    pools = pools_view(status)  # on a swarm: every node's pools
+    if pools is not None:
+        parts.append(pools)
     if status.orchestrator_error:
         parts.append(Text(f"The orchestrator is away: {status.orchestrator_error}", style="yellow"))
     return Group(*parts)

@@ -16,6 +16,7 @@ from rich.text import Text
 from common.sizes import format_size
 from contract.gpu import GpuStatus
 from contract.listing import Listing, ModelStatus
+from contract.pools import LOCAL_NODE, PoolId
 from contract.status import GatewayStatus, ModelObject
 
 from .commands import HELP
@@ -126,18 +127,22 @@ def placements_from_status(status: GatewayStatus) -> dict[str, str]:
 
 
 def models_table(models: list[ModelInfo], current: str | None = None,
-                 vram: dict[str, int] | None = None, numbered: bool = False) -> Fitted:
-    """The gateway's models for the chat: state, aliases, VRAM when known; the current one marked."""
+                 vram: dict[str, int] | None = None, numbered: bool = False,
+                 nodes: Mapping[str, str] | None = None) -> Fitted:
+    """The gateway's models for the chat: state, aliases, VRAM when known, the node each runs on
+    (``nodes``: on a swarm); the current one marked."""
     table = Table(title="Models", title_justify="left")
     if numbered:
         table.add_column("#", justify="right")
-    for column in ("model", "state", "aliases", *(["VRAM"] if vram is not None else []), "reason"):
+    for column in ("model", "state", *(["node"] if nodes is not None else []), "aliases",
+                   *(["VRAM"] if vram is not None else []), "reason"):
         table.add_column(column)
     for number, model in enumerate(models, 1):
         name = Text(model.name, style="bold") if model.name == current else Text(model.name)
         if model.name == current:
             name.append(" ●", style="cyan")
-        row: list = [name, state_text(model.state), ", ".join(model.aliases)]
+        row: list = [name, state_text(model.state), *([nodes.get(model.name, "-")] if nodes is not None else []),
+                     ", ".join(model.aliases)]
         if vram is not None:
             row.append(format_size(vram[model.name]) if model.name in vram else "-")
         row.append(model.reason or "")
@@ -175,17 +180,43 @@ def gpu_view(gpu: GpuStatus) -> RenderableType:
     return Fitted(table, keep=("#", "used / total"), drop=("power", "temp", "memory", "util"))
 
 
+def pools_view(status: GatewayStatus) -> RenderableType | None:
+    """Every node's pools (a GPU, or the memory budget of a node without one) as the scheduler
+    sees them: what it may fill, what our models and others use, what is free. Only on a swarm
+    (on one box `make gpu` and the ps table say it all); None elsewhere."""
+    scheduler = status.scheduler
+    if scheduler is None or not scheduler.several_nodes or not scheduler.pools:
+        return None
+    table = Table(title="Pools", title_justify="left")
+    for column in ("node", "pool", "memory", "models", "others", "free"):
+        table.add_column(column, justify="right" if column in ("models", "others", "free") else "left")
+    for key in sorted(scheduler.pools, key=lambda k: (PoolId.parse(k).node != LOCAL_NODE, PoolId.parse(k).node,
+                                                      PoolId.parse(k).gpu or -1)):
+        pool, pid = scheduler.pools[key], PoolId.parse(key)
+        used = pool.models_bytes + pool.others_bytes
+        table.add_row(pid.node, "memory" if pid.gpu is None else f"gpu{pid.gpu}",
+                      Text(memory_bar(used, pool.capacity_bytes), style=bar_style(used, pool.capacity_bytes)),
+                      format_size(pool.models_bytes), format_size(pool.others_bytes), format_size(pool.free_bytes))
+    return Fitted(table, keep=("node", "pool", "free"), drop=("memory", "others", "models"))
+
+
 def _or_unknown(value: object, unit: str) -> str:
     return "?" if value is None else f"{value}{unit}"
 
 
 def status_view(status: GatewayStatus, current: str | None = None) -> RenderableType:
     """``GET /status``: the models with their VRAM, then the GPUs, then any warning."""
+    nodes = None
+    if status.scheduler is not None and status.scheduler.several_nodes:
+        nodes = {name: m.node or LOCAL_NODE for name, m in status.scheduler.models.items()}
     parts: list[RenderableType] = [
         models_table(models_from_listing(status.models), current,
-                     vram=vram_by_model(status.gpu) if status.gpu.available else None),
+                     vram=vram_by_model(status.gpu) if status.gpu.available else None, nodes=nodes),
         gpu_view(status.gpu),
     ]
+    pools = pools_view(status)
+    if pools is not None:
+        parts.append(pools)
     for warning in (status.upstreams_file_error, status.orchestrator_error):
         if warning:
             parts.append(Text(warning, style="yellow"))

@@ -239,3 +239,36 @@ def test_the_node_column_shows_on_a_swarm_and_on_another_node_only():
     cells = [c.strip() for c in row(render(elsewhere), "big")]
     at = cells.index("100% GPU")
     assert cells[at + 1:at + 3] == ["box2", "GPU box2/0"], cells
+
+
+def test_on_a_swarm_every_nodes_pools_show_below_the_models():
+    pools = {"budget": {"capacity_bytes": 150 * MIB, "models_bytes": 100 * MIB, "free_bytes": 50 * MIB},
+             "node3/budget": {"capacity_bytes": 150 * MIB, "free_bytes": 150 * MIB},
+             "node2/gpu0": {"capacity_bytes": 12 * GIB, "models_bytes": 4 * GIB, "others_bytes": GIB,
+                            "free_bytes": 7 * GIB}}
+    swarm = status({"tiny": model(node="local")}, gpu=False, pools=pools)
+    assert "Pools" not in render(swarm)  # one box: the table says it all
+    swarm["scheduler"]["several_nodes"] = True
+    text = render(swarm)
+    lines = text.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("Pools")))
+    rows = [[c for c in line.replace("│", " ").split() if c] for line in lines[at:] if line.strip()]
+    nodes = [r[0] for r in rows if r and r[0] in ("local", "node2", "node3")]
+    assert nodes == ["local", "node2", "node3"]  # the manager's first, then by name
+    node2 = next(r for r in rows if r and r[0] == "node2")
+    assert node2[1] == "gpu0" and " ".join(node2).endswith("4.0 GiB 1.0 GiB 7.0 GiB")
+    node3 = next(r for r in rows if r and r[0] == "node3")
+    assert node3[1] == "memory" and " ".join(node3).endswith("0 MiB 0 MiB 150 MiB")
+
+
+def test_the_chats_status_shows_each_models_node_and_the_pools_on_a_swarm():
+    from cli.render import status_view
+
+    body = status({"tiny": model(node="node3")}, gpu=False, pools={"node3/budget": {"capacity_bytes": 150 * MIB}})
+    body["scheduler"]["several_nodes"] = True
+    console = Console(width=200, record=True, color_system=None)
+    console.print(status_view(GatewayStatus.model_validate(body)))
+    text = console.export_text()
+    tiny = next(line for line in text.splitlines() if "tiny" in line)
+    assert "node3" in tiny
+    assert "Pools" in text and "memory" in text
