@@ -170,7 +170,7 @@ def gpu_view(gpu: GpuStatus) -> RenderableType:
         used, total = device.memory.used_bytes, device.memory.total_bytes
         power, limit = device.power_w, device.power_limit_w
         table.add_row(
-            str(device.index), str(device.name or "?"),
+            str(device.index) if device.node == LOCAL_NODE else f"{device.node}/{device.index}", str(device.name or "?"),
             Text(memory_bar(used, total), style=bar_style(used, total)),
             f"{format_size(used)} / {format_size(total)}",
             _or_unknown(device.utilization.gpu_percent, "%"),

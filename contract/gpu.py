@@ -29,7 +29,9 @@ class GpuProcess(BaseModel):
 
 
 class Gpu(BaseModel):
-    index: int = Field(description="NVML device index.")
+    index: int = Field(description="NVML device index (on its node).")
+    node: str = Field("local", description="The node it is in: `local` for the gateway's own; on a swarm another "
+                      "node's, as its agent reports it (memory only).")
     name: str | None = Field(None, description="Product name, e.g. 'NVIDIA H100 80GB HBM3'.")
     uuid: str | None = Field(None, description="Stable device UUID ('GPU-...').")
     memory: GpuMemory = Field(default_factory=GpuMemory, description="Memory capacity and use.")

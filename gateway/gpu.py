@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from contract.gpu import Gpu, GpuMemory, GpuProcess, GpuStatus, GpuUtilization
-from contract.pools import gpu_pool
+from contract.pools import LOCAL_NODE, Pool, gpu_pool
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,22 @@ _INIT_REASONS = {
 
 
 def device_pool(device: Gpu) -> str:
-    """The pool key of a device NVML reports here: a GPU of the local node."""
-    return gpu_pool(device.index)
+    """The pool key of a device: by its index on its node (NVML's here: the local node)."""
+    return gpu_pool(device.index, device.node)
+
+
+def with_other_nodes(status: GpuStatus, listed: Sequence[Pool]) -> GpuStatus:
+    """The local NVML reading plus the GPUs of other nodes as the orchestrator lists them (their
+    agents' reading: name, UUID, memory), for /gpu and /status on a swarm."""
+    others = [Gpu(index=p.id.gpu, node=p.id.node, name=p.name, uuid=p.uuid,
+                  memory=GpuMemory(total_bytes=p.total_bytes, free_bytes=p.free_bytes,
+                                   used_bytes=None if p.total_bytes is None or p.free_bytes is None
+                                   else p.total_bytes - p.free_bytes))
+              for p in listed if p.id.gpu is not None and p.id.node != LOCAL_NODE]
+    if not others:
+        return status
+    local = status.gpus if status.available else []
+    return status.model_copy(update={"available": True, "reason": None, "gpus": [*local, *others]})
 
 
 def devices_by_pool(status: GpuStatus | None) -> dict[str, Gpu]:

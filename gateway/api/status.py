@@ -12,6 +12,7 @@ from contract.listing import ModelState
 from contract.status import GatewayStatus, ProviderView
 
 from .. import model_metrics
+from ..gpu import with_other_nodes
 from .models import model_object
 from ..context import GatewayContext
 from .schemas import Health
@@ -24,12 +25,14 @@ def _context(request: Request) -> GatewayContext:
 
 
 async def read_gpu(ctx: GatewayContext) -> GpuStatus:
+    """This box's GPUs (NVML), then, on a swarm, the other nodes' as their agents report them."""
+    listed = ctx.lifecycle.listing.pools if ctx.lifecycle is not None else []
     # The scheduler reads NVML every 2 s while a GPU is seen: one reader, not two.
     if ctx.lifecycle is not None and (recent := ctx.lifecycle.recent_reading()) is not None:
-        return recent
+        return with_other_nodes(recent, listed)
     model_pids = {route.name: route.pids for route in ctx.registry.route_table().routes if route.pids}
     # NVML calls block (tens of ms on some drivers): keep them off the event loop.
-    return await asyncio.to_thread(ctx.gpu.read, model_pids)
+    return with_other_nodes(await asyncio.to_thread(ctx.gpu.read, model_pids), listed)
 
 
 @router.get("/health", tags=["Gateway"], response_model=Health, summary="The gateway is up and knows the models",

@@ -196,7 +196,7 @@ def test_lost_gpu_is_listed_empty_and_others_survive():
     nvml = FakeNvml([err(pynvml.NVML_ERROR_GPU_IS_LOST), fake_gpu()])
     status = NvmlReader(nvml).read()
     assert status.available
-    assert status.gpus[0].model_dump(exclude={"index", "memory", "utilization"}) == dict.fromkeys(
+    assert status.gpus[0].model_dump(exclude={"index", "node", "memory", "utilization"}) == dict.fromkeys(
         ["name", "uuid", "temperature_c", "power_w", "power_limit_w", "processes", "models"]
     )
     assert status.gpus[1].name == "NVIDIA H100 80GB HBM3"

@@ -116,3 +116,22 @@ def test_a_model_whose_node_is_lost_is_placed_again_where_room_can_be_made():
     assert start.placement.wire() == WirePlacement(node=LOCAL_NODE, gpus=())
     s, actions = step(s, Started(lost, 7.0))
     assert Admit(9, lost) in actions
+
+
+def test_gpu_shows_the_other_nodes_gpus_after_this_boxs():
+    from contract.gpu import Gpu, GpuMemory, GpuStatus
+    from gateway.gpu import devices_by_pool, with_other_nodes
+
+    here = GpuStatus(available=True, gpus=[Gpu(index=0, memory=GpuMemory(total_bytes=24 * 2**30))])
+    listed = [Pool(id=PoolId(gpu=0), total_bytes=24 * 2**30),  # the local one: NVML's reading wins
+              Pool(id=PoolId(node="box2", gpu=0), name="RTX 3060", uuid="GPU-b2", total_bytes=12 * 2**30,
+                   free_bytes=10 * 2**30),
+              budget("box3", 150 * MiB)]  # a memory budget is no GPU
+    merged = with_other_nodes(here, listed)
+    assert [(g.node, g.index, g.name) for g in merged.gpus] == [("local", 0, None), ("box2", 0, "RTX 3060")]
+    assert merged.gpus[1].memory == GpuMemory(total_bytes=12 * 2**30, free_bytes=10 * 2**30, used_bytes=2 * 2**30)
+    assert list(devices_by_pool(merged)) == ["gpu0", "box2/gpu0"]
+    # No GPU here, one on another node: /gpu says there is one, there.
+    none_here = with_other_nodes(GpuStatus(available=False, reason="no NVIDIA driver"), listed)
+    assert none_here.available and [g.node for g in none_here.gpus] == ["box2"]
+    assert with_other_nodes(here, []) is here
