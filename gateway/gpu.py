@@ -7,9 +7,12 @@ pool key (contract/pools.py), so other nodes' pools, reported by the orchestrato
 
 from __future__ import annotations
 
-from common.nvml import GIB, NvmlReader, model_totals, read_gpu, read_memory, read_processes  # noqa: F401
+from common.nvml import GIB, NvmlReader, model_totals, read_gpu, read_memory, read_processes
 from contract.gpu import Gpu, GpuStatus
 from contract.pools import gpu_pool
+
+__all__ = ["GIB", "Gpu", "GpuStatus", "NvmlReader", "device_pool", "devices_by_pool", "model_totals", "read_gpu",
+           "read_memory", "read_processes"]
 
 
 def device_pool(device: Gpu) -> str:

@@ -3,8 +3,9 @@ on an attachable overlay network the gateway and the orchestrator join.
 
 The decisions stay pure (services.py: the service's arguments and labels; status.py: a service and
 its tasks as an Instance; nodes.py: the nodes and their agents' facts as pools; agents.py: the node
-agent's service); this module makes the SDK calls, each in a thread. A stop scales the service to 0 (kept for a quick start), a spec change updates it (same
-id), a remove removes it once its task has stopped.
+agent's service); this module makes the SDK calls, each in a thread. A stop scales the service to 0
+(kept for a quick start), a spec change updates it (same id), a remove removes it once its task has
+stopped.
 """
 
 from __future__ import annotations
