@@ -1,7 +1,8 @@
 """The node agent on a real single-node Docker Swarm: the swarm runtime makes its global service
 (the app image built from this checkout), reads its facts (the GGUF files in the models directory,
 no GPU here so NVML says why, the host kind), folds them into the pools and a model's
-``absent_on``, adopts the service when opened again, and `make down`'s script removes it.
+``absent_on``, adopts the service when opened again (updates it when its spec changed), and
+`make down`'s script removes it.
 
 This process is on the host, which is on no overlay: the agent is asked at its task container's
 address on docker_gwbridge (the bridge every swarm task container also has, which the host
@@ -118,6 +119,19 @@ async def test_the_agent_reports_the_nodes_files_and_make_down_removes_it(swarm,
         await again.close()
         now = client.services.get(service.id)
         assert now.attrs["Version"]["Index"] == version and now.attrs["Spec"]["Labels"][LABEL_HASH]
+        # Opened with another spec for it (another port): the same service, updated, and its new task
+        # answers there.
+        moved = swarm_runtime(settings.model_copy(update={"agent_port": 8090}))
+        moved.agent_address = runtime.agent_address
+        await moved.open()
+        try:
+            updated = client.services.get(service.id)
+            assert updated.attrs["Version"]["Index"] > version
+            assert "LLAMADOCK_AGENT_PORT=8090" in updated.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+            await wait_until_async(lambda: moved.agent_facts.fresh().get(local_id), 60,
+                                   "the updated agent's facts on port 8090", every=0.2, detail=detail)
+        finally:
+            await moved.close()
         # Its tasks' containers run on this node, as `make down` waits for them.
         assert client.containers.list(filters={"label": f"io.llamadock.swarm-project={project}"})
     finally:
