@@ -6,7 +6,7 @@ no GPU here so NVML says why, the host kind), folds them into the pools and a mo
 
 This process is on the host, which is on no overlay: the agent is asked at its task container's
 address on docker_gwbridge (the bridge every swarm task container also has, which the host
-reaches), through the runtime's ``agent_address`` seam; the request and its parsing are the
+reaches), through the runtime's ``agents.address`` seam; the request and its parsing are the
 runtime's own."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -72,7 +71,7 @@ async def test_the_agent_reports_the_nodes_files_and_make_down_removes_it(swarm,
                                     model_user=f"{os.getuid()}:{os.getgid()}")
     runtime = swarm_runtime(settings)
     client = runtime.client
-    runtime.agent_address = gwbridge_address(client)
+    runtime.agents.address = gwbridge_address(client)
     began = time.monotonic()
     await runtime.open()
     try:
@@ -82,7 +81,7 @@ async def test_the_agent_reports_the_nodes_files_and_make_down_removes_it(swarm,
         local_id = runtime.local_id
 
         def facts():
-            return runtime.agent_facts.fresh().get(local_id)
+            return runtime.agents.fresh().get(local_id)
 
         def detail() -> str:
             return sh("docker", "service", "ps", "--no-trunc", service.id, check=False) + "\n" + \
@@ -114,7 +113,7 @@ async def test_the_agent_reports_the_nodes_files_and_make_down_removes_it(swarm,
         # Opened again (a restarted orchestrator): the same service, not updated.
         version = client.services.get(service.id).attrs["Version"]["Index"]
         again = swarm_runtime(settings)
-        again.agent_address = runtime.agent_address
+        again.agents.address = runtime.agents.address
         await again.open()
         await again.close()
         now = client.services.get(service.id)
@@ -122,13 +121,13 @@ async def test_the_agent_reports_the_nodes_files_and_make_down_removes_it(swarm,
         # Opened with another spec for it (another port): the same service, updated, and its new task
         # answers there.
         moved = swarm_runtime(settings.model_copy(update={"agent_port": 8090}))
-        moved.agent_address = runtime.agent_address
+        moved.agents.address = runtime.agents.address
         await moved.open()
         try:
             updated = client.services.get(service.id)
             assert updated.attrs["Version"]["Index"] > version
             assert "LLAMADOCK_AGENT_PORT=8090" in updated.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
-            await wait_until_async(lambda: moved.agent_facts.fresh().get(local_id), 60,
+            await wait_until_async(lambda: moved.agents.fresh().get(local_id), 60,
                                    "the updated agent's facts on port 8090", every=0.2, detail=detail)
         finally:
             await moved.close()

@@ -218,7 +218,7 @@ def swarm_runtime() -> SwarmRuntime:
 
 def test_the_runtime_reaches_each_running_agent_task_at_its_overlay_address():
     runtime = swarm_runtime()
-    runtime._agent_id = "agent1"
+    runtime.agents.service_id = "agent1"
     asked = []
 
     def tasks(filters):
@@ -228,8 +228,8 @@ def test_the_runtime_reaches_each_running_agent_task_at_its_overlay_address():
                 {"NodeID": "n2", "Status": {"State": "starting"},
                  "NetworksAttachments": [{"Network": {"Spec": {"Name": "llamadock"}}, "Addresses": ["10.0.1.10/24"]}]},
                 {"NodeID": "n3", "Status": {"State": "preparing"}, "NetworksAttachments": attached}]
-    runtime.client = SimpleNamespace(api=SimpleNamespace(tasks=tasks))
-    assert runtime._agent_targets() == {"n1": "http://10.0.1.9:8089/facts", "n2": "http://10.0.1.10:8089/facts"}
+    runtime.agents.client = SimpleNamespace(api=SimpleNamespace(tasks=tasks))
+    assert runtime.agents.targets() == {"n1": "http://10.0.1.9:8089/facts", "n2": "http://10.0.1.10:8089/facts"}
     assert asked == [{"service": "agent1", "desired-state": "running"}]
 
 

@@ -4,7 +4,8 @@ contract/nodes.py) on the overlay.
 
 ``agent_service_kwargs`` is pure (the keywords of ``client.services.create`` and of
 ``Service.update``); ``ensure_agent`` makes the service, updates it when its spec changed, or
-adopts it as it is. It carries the project label, so `make down` (scripts/down.sh) removes it with
+adopts it as it is; ``NodeAgents`` is the runtime's handle on both: the service, and the reader of
+its tasks' facts (node_facts.py). It carries the project label, so `make down` (scripts/down.sh) removes it with
 the model services, and its tasks' containers the swarm-project label, so down's wait covers them.
 """
 
@@ -13,13 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import Callable
 
 import docker
 import docker.errors
 from docker.types import EndpointSpec, Healthcheck, Mount, RestartPolicy, ServiceMode
 
+from contract.nodes import NodeFacts
+
 from ..docker.containers import LABEL_HASH, LABEL_PROJECT, MODELS_MOUNT, NS, StackFacts
+from ..runtime import Change
+from .node_facts import NodeFactsReader
 from .services import LABEL_SERVICE_PROJECT
+from .status import task_address
 
 log = logging.getLogger("llamadock.orchestrator")
 
@@ -87,3 +94,52 @@ def ensure_agent(client: docker.DockerClient, kwargs: dict) -> str | None:
         service.update(**kwargs)
         log.info("swarm: node agent service %s updated", service.short_id)
     return service.id
+
+
+class NodeAgents:
+    """The agent service of this stack and the latest facts of its tasks, by node id."""
+
+    def __init__(self, client: docker.DockerClient, stack: StackFacts, port: int,
+                 on_change: Callable[[Change], None]) -> None:
+        self.client, self.stack, self.port, self.on_change = client, stack, port, on_change
+        self.service_id: str | None = None
+        self.reader: NodeFactsReader | None = None
+        # Where a node's agent is reached: its task's address on the overlay (a seam for a test
+        # process on the host, which is on no overlay).
+        self.address: Callable[[dict], str | None] = lambda task: task_address(task, stack.network)
+
+    def open(self) -> None:
+        """The service as this orchestrator's image and stack make it, then the reader (blocking)."""
+        if not self.stack.app_image:
+            log.warning("swarm: no image for the node agent (LLAMADOCK_APP_IMAGE; inside the stack, the "
+                        "orchestrator's own): pools are the nodes' memory budgets, and no node's files are known")
+            return
+        try:
+            self.service_id = ensure_agent(self.client, agent_service_kwargs(self.stack, self.stack.app_image,
+                                                                             self.port))
+        except docker.errors.APIError as exc:
+            log.warning("swarm: cannot make the node agent's service (%s): no per-node facts", exc)
+            return
+        if self.service_id is not None:
+            self.reader = NodeFactsReader(self.targets, self.on_change)
+            self.reader.start()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+
+    def targets(self) -> dict[str, str]:
+        """Node id -> its agent's /facts, for each running (or starting: not healthy yet) agent task."""
+        tasks = self.client.api.tasks(filters={"service": self.service_id, "desired-state": "running"})
+        found = {}
+        for task in tasks:
+            if (task.get("Status") or {}).get("State") in ("starting", "running") and task.get("NodeID"):
+                if address := self.address(task):
+                    found[task["NodeID"]] = f"http://{address}:{self.port}/facts"
+        return found
+
+    def fresh(self) -> dict[str, NodeFacts]:
+        return self.reader.fresh() if self.reader is not None else {}
+
+    def ages(self) -> dict[str, float]:
+        return self.reader.ages() if self.reader is not None else {}

@@ -31,11 +31,10 @@ from ..docker.images import ensure_local_image
 from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
-from .agents import agent_service_kwargs, ensure_agent
-from .node_facts import NodeFactsReader
+from .agents import NodeAgents
 from .nodes import SwarmNode, absent_on, known_names, node_from_attrs, node_pools, node_views
 from .services import SwarmFacts, service_kwargs, spec_hash
-from .status import instance_from_service, last_error, task_address
+from .status import instance_from_service, last_error
 from .watch import Seen, ServiceLogCopier, TaskPoller
 
 log = logging.getLogger("llamadock.orchestrator")
@@ -59,11 +58,7 @@ class SwarmRuntime:
         self._poller: TaskPoller | None = None
         self._copier = ServiceLogCopier(client, self._node_name) if settings.model_logs != "off" else None
         self._probe = probe_client()
-        self._agent_id: str | None = None
-        self.agent_facts: NodeFactsReader | None = None
-        # Where the orchestrator reaches a node's agent: its task's address on the overlay (a seam
-        # for a test process on the host, which is on no overlay).
-        self.agent_address: Callable[[dict], str | None] = lambda task: task_address(task, stack.network)
+        self.agents = NodeAgents(client, stack, settings.agent_port, lambda change: self._changed(change))
 
     # ---- the change feed -----------------------------------------------------------------------
 
@@ -71,7 +66,7 @@ class SwarmRuntime:
         self._changed = callback
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open_agent)
+        await asyncio.to_thread(self.agents.open)
         self._poller = TaskPoller(self._seen, self._changed)
         self._poller.start()
         if self._copier is not None:
@@ -81,8 +76,7 @@ class SwarmRuntime:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.stop()
-        if self.agent_facts is not None:
-            self.agent_facts.stop()
+        self.agents.close()
         if self._copier is not None:
             self._copier.stop()
         await self._probe.aclose()
@@ -96,41 +90,11 @@ class SwarmRuntime:
 
     # ---- the node agents -------------------------------------------------------------------------
 
-    def _open_agent(self) -> None:
-        """The agent service as this orchestrator's image and stack make it, and its reader."""
-        if not self.stack.app_image:
-            log.warning("swarm: no image for the node agent (LLAMADOCK_APP_IMAGE; inside the stack, the "
-                        "orchestrator's own): pools are the nodes' memory budgets, and no node's files are known")
-            return
-        try:
-            self._agent_id = ensure_agent(self.client, agent_service_kwargs(
-                self.stack, self.stack.app_image, self.settings.agent_port))
-        except docker.errors.APIError as exc:
-            log.warning("swarm: cannot make the node agent's service (%s): no per-node facts", exc)
-            return
-        if self._agent_id is not None:
-            self.agent_facts = NodeFactsReader(self._agent_targets, lambda change: self._changed(change))
-            self.agent_facts.start()
-
-    def _agent_targets(self) -> dict[str, str]:
-        """Node id -> its agent's /facts, for each running (or starting: not healthy yet) agent task."""
-        tasks = self.client.api.tasks(filters={"service": self._agent_id, "desired-state": "running"})
-        targets = {}
-        for task in tasks:
-            if (task.get("Status") or {}).get("State") in ("starting", "running") and task.get("NodeID"):
-                if address := self.agent_address(task):
-                    targets[task["NodeID"]] = f"http://{address}:{self.settings.agent_port}/facts"
-        return targets
-
-    def _fresh_facts(self) -> dict:
-        return self.agent_facts.fresh() if self.agent_facts is not None else {}
-
     def absent_on(self, spec: ModelSpec) -> dict[str, str]:
-        return absent_on(spec, self.nodes, self._fresh_facts())
+        return absent_on(spec, self.nodes, self.agents.fresh())
 
     def node_views(self) -> list[NodeView]:
-        ages = self.agent_facts.ages() if self.agent_facts is not None else {}
-        return node_views(self.nodes, self._fresh_facts(), ages)
+        return node_views(self.nodes, self.agents.fresh(), self.agents.ages())
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -233,7 +197,7 @@ class SwarmRuntime:
         return found + [f"swarm: {error}"] if error else found
 
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
-        return node_pools(self.nodes, instances, self._fresh_facts())
+        return node_pools(self.nodes, instances, self.agents.fresh())
 
     # ---- effects ---------------------------------------------------------------------------------
 
