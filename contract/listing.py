@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from common.sizes import format_size
 
+from .nodes import NodeView
 from .pools import LOCAL_NODE, Pool
 from .spec import ModelSpec
 
@@ -117,6 +118,9 @@ class ModelStatus(BaseModel):
                                       "directory.")
     listing_version: int | None = Field(None, description="On a start's or stop's answer: the listing version it "
                                         "is at least as new as (an older listing must not undo it).")
+    absent_on: dict[str, str] = Field(default_factory=dict, description="Ready nodes this model cannot run on, each "
+                                      "with why: the GGUF file (or projector) it needs is not in that node's models "
+                                      "directory.")
 
     @field_validator("state", mode="before")
     @classmethod
@@ -140,6 +144,8 @@ class Listing(BaseModel):
     models: list[ModelStatus] = Field(default_factory=list)
     pools: list[Pool] = Field(default_factory=list, description="Where models can run, as the runtime backend "
                               "reports it: each node's GPUs (or its memory budget) and the models there.")
+    nodes: list[NodeView] = Field(default_factory=list, description="The swarm's nodes with what their agents "
+                                  "report (empty on one box).")
 
     def find(self, name: str) -> ModelStatus | None:
         return next((m for m in self.models if m.name == name), None)

@@ -44,6 +44,7 @@ COPY contract/ contract/
 COPY gateway/ gateway/
 COPY orchestrator/ orchestrator/
 COPY cli/ cli/
+COPY agent/ agent/
 RUN pip install --quiet --no-deps --no-build-isolation . \
  && rm -rf build ./*.egg-info
 USER llamadock

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from common.files import file_stamp
 from contract.listing import InstanceInfo, InstanceState, Listing, ModelState, ModelStatus
+from contract.nodes import NodeView
 from contract.spec import ModelSpec
 
 from . import catalog as catalog_file
@@ -37,6 +38,11 @@ FULL_REFRESH_S = 60.0  # and the runtime is asked this often even without a chan
 def _timeless(models: list[ModelStatus]) -> list[ModelStatus]:
     """The statuses without what changes by itself (uptime): what a change is judged on."""
     return [m.model_copy(update={"uptime_s": None}) for m in models]
+
+
+def _ageless(nodes: list[NodeView]) -> list[NodeView]:
+    """The nodes without their facts' age (a node going stale shows as its facts going unknown)."""
+    return [n.model_copy(update={"facts_age_s": None}) for n in nodes]
 
 
 def instance_info(instance: Instance) -> InstanceInfo:
@@ -92,10 +98,10 @@ class LiveListing:
         # A broken catalog reads as no specs: the models that run are still described, with the error.
         fresh = self.current.model_copy(update={
             "models": models, "available": available, "catalog_error": catalog_error,
-            "pools": self.runtime.pools(instances)})
+            "pools": self.runtime.pools(instances), "nodes": self.runtime.node_views()})
         now = self.current
-        if (_timeless(fresh.models), fresh.available, fresh.catalog_error, fresh.pools) != (
-                _timeless(now.models), now.available, now.catalog_error, now.pools):
+        if (_timeless(fresh.models), fresh.available, fresh.catalog_error, fresh.pools, _ageless(fresh.nodes)) != (
+                _timeless(now.models), now.available, now.catalog_error, now.pools, _ageless(now.nodes)):
             fresh.version = now.version + 1
             self.current = fresh
             async with self._changed:
@@ -160,6 +166,7 @@ class LiveListing:
                 uptime_s=None if (u := uptime_s(instance, now)) is None else round(u, 1),
                 kv_key=self._kv_key(instance.spec if instance is not None and instance.state in LIVE
                                     and instance.spec is not None else spec),
+                absent_on=self.runtime.absent_on(spec) if spec is not None else {},
                 **self._need(specs.get(name)),
             ))
         return out

@@ -53,11 +53,15 @@ class OrchestratorSettings(BaseSettings):
         "and its end; not the lines per request), all, or off. The whole log stays in each model's container.")
     swarm_network: str = Field("llamadock", description="Swarm backend: the attachable overlay network model "
                                "services join (made by `make swarm-init`).")
+    app_image: str | None = Field(None, description="Swarm backend: the image of the node agent (the app image); "
+                                  "inside the stack, the orchestrator's own container's image.")
+    agent_port: int = Field(8089, description="Swarm backend: the port each node's agent serves its facts on "
+                            "(on the overlay only).")
     log_level: str = "info"
     log_format: Literal["plain", "json"] = Field("plain", description="json: one JSON object per log line.")
 
     @field_validator("runtime", "llama_image_cpu", "llama_image_gpu", "project", "network", "models_host_dir",
-                     "model_user", "orchestrator_socket", "kv_cache_dir", "kv_cache_host_dir", mode="before")
+                     "model_user", "orchestrator_socket", "app_image", "kv_cache_dir", "kv_cache_host_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value, info):
         # compose passes `${VAR:-}` as an empty string when .env leaves it out: use the default.

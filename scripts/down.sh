@@ -32,7 +32,7 @@ remove_strays() {
     docker rm -f $ids >/dev/null 2>&1 || true
 }
 
-# Swarm mode: the model services carry the project label (their tasks' containers another one,
+# Swarm mode: the model services and the node agent carry the project label (their tasks' containers another one,
 # so that the engine backend never takes them for its own). Only a manager can list services.
 manager() { [[ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" == true ]]; }
 services() { manager && docker service ls -q --filter "label=io.llamadock.project=$project"; return 0; }
@@ -42,7 +42,7 @@ remove_services() {
     local ids
     ids="$(services)"
     [[ -n "$ids" ]] || return 0
-    echo "llamadock: removing $(wc -w <<<"$ids") model service(s)" >&2
+    echo "llamadock: removing $(wc -w <<<"$ids") service(s): the models and the node agent" >&2
     # shellcheck disable=SC2086
     docker service rm $ids >/dev/null 2>&1 || true
     # Swarm stops their tasks after it answers: wait until this node's have gone (the grace

@@ -18,6 +18,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from common.errors import ApiError
 from contract.listing import HostInfo, InstanceState
+from contract.nodes import NodeView
 from contract.placement import Placement
 from contract.pools import LOCAL_NODE, Pool
 from contract.spec import ModelSpec
@@ -42,6 +43,8 @@ class MemoryRuntime:
         self.ready_on_start = True  # a started server answers at once; False: the test calls answer()
         self.failing: dict[str, tuple[int, list[str]]] = {}  # model -> (exit code, log) of its next start
         self.missing_images: set[str] = set()
+        self.absent_files: dict[str, dict[str, str]] = {}  # GGUF file -> {node: why}: the nodes without it
+        self.views: list[NodeView] = []  # the nodes the listing shows
         self.log: dict[str, list[str]] = {}  # instance id -> its output lines
         self.calls: list[tuple[str, str]] = []  # (operation, model), in order
         self.reading: Callable[[], Awaitable[None]] | None = None
@@ -121,6 +124,12 @@ class MemoryRuntime:
 
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         return node_pools(self.gpus, instances, self.node)
+
+    def absent_on(self, spec: ModelSpec) -> dict[str, str]:
+        return dict(self.absent_files.get(spec.model or "", {}))
+
+    def node_views(self) -> list[NodeView]:
+        return list(self.views)
 
     # ---- effects -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import AsyncIterator, Callable, Protocol, Sequence
 
 from contract.listing import HostInfo, InstanceState
+from contract.nodes import NodeView
 from contract.placement import Placement
 from contract.pools import LOCAL_NODE, Pool
 from contract.spec import ModelSpec
@@ -71,7 +72,7 @@ class Change:
 
 
 class Runtime(Protocol):
-    """Where models run. Every method but ``fingerprint``, ``image``, ``pools`` and ``on_change`` may block
+    """Where models run. Every method but ``fingerprint``, ``image``, ``pools``, ``absent_on``, ``node_views`` and ``on_change`` may block
     on the backend, so they are coroutines; each raises ``common.errors.ApiError`` for a failure
     the user can act on (no image, a name taken, no GPU for containers)."""
 
@@ -154,3 +155,10 @@ class Runtime(Protocol):
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         """The capacity it offers (each node's GPUs, or its memory budget), and which of
         ``instances`` run in each."""
+
+    def absent_on(self, spec: ModelSpec) -> dict[str, str]:
+        """Pure: the nodes ``spec`` cannot run on for want of its GGUF file (or projector) there,
+        each with why ({} on one box: the orchestrator checks models/ itself)."""
+
+    def node_views(self) -> list[NodeView]:
+        """Pure: the nodes as the listing shows them ([] on one box)."""

@@ -1,7 +1,8 @@
 """The stack in swarm mode on a real single-node Docker Swarm, as a user drives it:
 `LLAMADOCK_BACKEND=swarm make up` (gateway and orchestrator on the overlay), `make add` a tiny
 GGUF model (a Swarm service on this node), a chat streamed through the gateway's published port,
-`make ps` (the model's node), then `make down` leaving no service, container or network of the stack (the overlay,
+`make ps` (the model's node), the node agent's facts in the listing (this node's GGUF files), then
+`make down` leaving no service (the agent's too), container or network of the stack (the overlay,
 the swarm's, stays). The tests run in order and share one stack.
 
 The engine is put in a swarm only when it is in none, and leaves it at the end (support/swarm.py)."""
@@ -19,9 +20,12 @@ import pytest
 
 from support.stack import Stack, local_llama_image, require_docker
 from support.swarm import networks, sh, single_node_swarm
+from support.waiting import wait_until
 
 require_docker()
 pytestmark = pytest.mark.docker
+
+from contract.listing import Listing  # noqa: E402
 
 CHAT = [{"role": "user", "content": "Say hello."}]
 
@@ -42,7 +46,18 @@ def stack(tmp_path_factory, tiny_models):
 
 
 def services(stack: Stack) -> list[str]:
-    return sh("docker", "service", "ls", "-q", "--filter", f"label=io.llamadock.project={stack.project}").split()
+    """The stack's model services (the node agent's carries the project label, no model label)."""
+    return sh("docker", "service", "ls", "-q", "--filter", f"label=io.llamadock.project={stack.project}",
+              "--filter", "label=io.llamadock.model").split()
+
+
+def every_service(stack: Stack) -> list[str]:
+    return sh("docker", "service", "ls", "--format", "{{.Name}}", "--filter",
+              f"label=io.llamadock.project={stack.project}").split()
+
+
+def listing(stack: Stack) -> Listing:
+    return Listing.model_validate_json(stack.admin.get("/admin/models").raise_for_status().content)
 
 
 def on_overlay(stack: Stack) -> list[str]:
@@ -62,6 +77,9 @@ def test_make_up_in_swarm_mode_puts_gateway_and_orchestrator_on_the_overlay(stac
     gateway = sh("docker", "inspect", f"{stack.project}-gateway-1", "--format", "{{.HostConfig.NetworkMode}}")
     assert gateway != "host"
     assert services(stack) == []
+    # The node agent, one task per node, made by the orchestrator as it opened.
+    wait_until(lambda: every_service(stack) == [f"{stack.project}-agent"], 30, "the node agent's service",
+               every=0.25, detail=lambda: " ".join(every_service(stack)))
 
 
 def test_make_add_runs_the_model_as_a_service_and_a_chat_streams(stack):
@@ -94,11 +112,19 @@ def test_make_ps_lists_the_model_ready_with_its_node(stack):
     assert tiny[header.index("NODE"):].split()[0] == "local", ps
 
 
+def test_the_node_agent_reports_this_nodes_files_into_the_listing(stack):
+    """Through the real path: the orchestrator, on the overlay, asks the agent's task there."""
+    view = wait_until(lambda: next((n for n in listing(stack).nodes if n.files is not None), None), 60,
+                      "the agent's facts of this node in the listing", every=0.5)
+    assert (view.name, view.ready, view.files, view.gpus) == ("local", True, 1, 0) and view.nvml, view
+    assert listing(stack).find("tiny").absent_on == {}  # its file is in this node's models directory
+
+
 def test_make_down_leaves_no_service_container_or_network(stack):
     began = time.monotonic()
     stack.run("make", "down")
     print(f"make down (swarm mode): {time.monotonic() - began:.1f} s", file=sys.stderr)
-    assert services(stack) == []
+    assert every_service(stack) == []  # the node agent's too
     assert sh("docker", "ps", "-aq", "--filter", f"label=io.llamadock.swarm-project={stack.project}") == ""
     assert stack.leftovers() == []
     # The overlay belongs to the swarm (other boxes' tasks use it): it stays, and nothing of ours is on it.

@@ -154,7 +154,9 @@ async def test_a_model_through_its_whole_life_on_a_swarm(swarm: Swarm, capsys):
         t_update = time.monotonic() - t0
         assert second.spec == bigger
         assert json.loads(swarm.on_overlay(f"http://{name}:8080/props"))["default_generation_settings"]["n_ctx"] == 512
-        assert len(runtime.client.services.list(filters={"label": f"io.llamadock.project={project}"})) == 1
+        # One model service (the node agent's, made as the runtime opened, carries no model label).
+        assert len(runtime.client.services.list(filters={"label": [f"io.llamadock.project={project}",
+                                                                   LABEL_MODEL]})) == 1
 
         # Stop: scaled to 0, kept; no container of it runs.
         t0 = time.monotonic()

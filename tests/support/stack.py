@@ -47,6 +47,18 @@ def local_llama_image() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def app_image() -> str:
+    """The app image built from this checkout as `make up` builds it, under LLAMADOCK_APP_IMAGE
+    (default llamadock/app:dev): what the orchestrator runs, and the swarm's node agent with it."""
+    image = os.environ.get("LLAMADOCK_APP_IMAGE", "llamadock/app:dev")
+    base = os.environ.get("LLAMADOCK_PYTHON_IMAGE", "python:3.11-slim-bookworm")
+    out = subprocess.run(["docker", "build", "-q", "-f", "docker/app.Dockerfile", "-t", image,
+                          "--build-arg", f"PYTHON_IMAGE={base}", "."], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"building {image} failed:\n{out.stderr[-3000:]}")
+    return image
+
+
 class Stack:
     def __init__(self, root: Path, *, llama_image: str | None = None, env: dict[str, str] | None = None,
                  repo: Path = REPO) -> None:

@@ -42,6 +42,7 @@ class StackFacts:
     gpu_image: str
     user: str | None = None  # "uid:gid" the servers run as (so downloads belong to the user)
     kv_dir: str | None = None  # host path of the KV cache root: one directory per model (None: no slot files)
+    app_image: str | None = None  # the image the orchestrator runs (the swarm's node agent runs it too)
     log_max_size: str = "10m"
     log_max_files: int = 3
 

@@ -47,4 +47,5 @@ def stack_facts(settings: OrchestratorSettings, own: dict | None) -> StackFacts:
     return StackFacts(
         project=project, network=network, models_dir=models, cache_dir=os.path.join(models, ".cache"), kv_dir=kv,
         cpu_image=settings.llama_image_cpu, gpu_image=settings.llama_image_gpu, user=settings.model_user,
+        app_image=settings.app_image or ((own or {}).get("Config") or {}).get("Image") or None,
     )

@@ -16,6 +16,7 @@ import docker.errors
 
 from common.errors import ApiError
 from contract.listing import HostInfo, InstanceState
+from contract.nodes import NodeView
 from contract.placement import Placement
 from contract.pools import LOCAL_NODE, Pool
 from contract.spec import ModelSpec
@@ -148,6 +149,12 @@ class DockerRuntime:
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
         # GPUs by index when the daemon lists them; else the node's memory budget.
         return node_pools(self.facts.gpu_indices if self.facts.gpu else (), instances)
+
+    def absent_on(self, spec: ModelSpec) -> dict[str, str]:
+        return {}  # one box: models/ is the orchestrator's own, checked when the model is added
+
+    def node_views(self) -> list[NodeView]:
+        return []
 
     # ---- effects ---------------------------------------------------------------------------------
 

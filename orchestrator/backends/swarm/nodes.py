@@ -1,17 +1,21 @@
 """A swarm's nodes as what llamadock can place on: pure functions over ``docker node inspect`` data.
 
-Each node offers its memory budget for now, the node label ``llamadock.memory_mb`` (``docker node
-update --label-add llamadock.memory_mb=12000 NODE``; `make swarm-init` sets it on the first box).
-A node's GPUs, read by NVML on that node, come with the per-node agent in a later step.
+A node whose agent (agent/, contract/nodes.py) reports GPUs offers one pool per GPU; any other
+node its memory budget, the node label ``llamadock.memory_mb`` (``docker node update --label-add
+llamadock.memory_mb=12000 NODE``; `make swarm-init` sets it on the first box). The facts passed in
+are the fresh ones only (node_facts.py): a node whose agent went quiet falls back to its budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from contract.nodes import NodeFacts, NodeView
 from contract.pools import LOCAL_NODE, Pool, PoolId
+from contract.spec import ModelSpec
 
+from ..pools import placed_gpus
 from ..runtime import LIVE, Instance
 
 MEMORY_LABEL = "llamadock.memory_mb"
@@ -58,12 +62,63 @@ def unreachable(nodes: Sequence[SwarmNode]) -> dict[str, str]:
     return {n.name: n.state for n in nodes if n.state in UNREACHABLE}
 
 
-def node_pools(nodes: Sequence[SwarmNode], instances: Sequence[Instance]) -> list[Pool]:
-    """One memory budget per node that takes tasks, with the models running there."""
+def _in_order(nodes: Sequence[SwarmNode]) -> list[SwarmNode]:
+    return sorted(nodes, key=lambda n: (n.name != LOCAL_NODE, n.name))
+
+
+def node_pools(nodes: Sequence[SwarmNode], instances: Sequence[Instance],
+               facts: Mapping[str, NodeFacts] | None = None) -> list[Pool]:
+    """Per node that takes tasks: its GPUs as its agent reads them (``facts`` by node id), each with
+    the models placed there; without GPUs (or no fresh facts), its memory budget with its models."""
     live = [i for i in instances if i.state in LIVE]
-    return [Pool(id=PoolId(node=node.name), total_bytes=node.memory_bytes,
-                 models=sorted(i.model for i in live if i.node == node.name))
-            for node in sorted(nodes, key=lambda n: (n.name != LOCAL_NODE, n.name)) if node.ready]
+    pools = []
+    for node in _in_order(nodes):
+        if not node.ready:
+            continue
+        here = [i for i in live if i.node == node.name]
+        gpus = (facts or {}).get(node.id).gpus if (facts or {}).get(node.id) else []
+        if not gpus:
+            pools.append(Pool(id=PoolId(node=node.name), total_bytes=node.memory_bytes,
+                              models=sorted(i.model for i in here)))
+            continue
+        every = tuple(g.index for g in gpus)
+        pools += [Pool(id=PoolId(node=node.name, gpu=gpu.index), uuid=gpu.uuid, name=gpu.name,
+                       total_bytes=gpu.total_bytes, free_bytes=gpu.free_bytes,
+                       models=sorted(i.model for i in here if gpu.index in placed_gpus(i, every)))
+                  for gpu in gpus]
+    return pools
+
+
+def absent_on(spec: ModelSpec, nodes: Sequence[SwarmNode], facts: Mapping[str, NodeFacts]) -> dict[str, str]:
+    """The ready nodes with fresh facts whose models directory lacks a file ``spec`` needs (its
+    ``model``, its ``mmproj``), each with why. A Hugging Face spec needs no file: llama-server
+    downloads it on whichever node runs it."""
+    if spec.model is None:
+        return {}
+    needed = [path for path in (spec.model, spec.mmproj) if path]
+    found = {}
+    for node in _in_order(nodes):
+        known = facts.get(node.id)
+        if not node.ready or known is None:
+            continue
+        missing = [path for path in needed if not known.has_file(path)]
+        if missing:
+            found[node.name] = " and ".join(missing) + f" not in the models directory of {node.hostname}"
+    return found
+
+
+def node_views(nodes: Sequence[SwarmNode], facts: Mapping[str, NodeFacts], ages: Mapping[str, float]) -> list[NodeView]:
+    """The nodes as the listing shows them: ``facts`` the fresh ones, ``ages`` of every answer ever had."""
+    views = []
+    for node in _in_order(nodes):
+        known = facts.get(node.id)
+        age = ages.get(node.id)
+        views.append(NodeView(name=node.name, hostname=node.hostname, ready=node.ready,
+                              host_kind=known.host_kind if known else None,
+                              gpus=len(known.gpus) if known else None, files=len(known.files) if known else None,
+                              facts_age_s=None if age is None else round(age, 1),
+                              nvml=known.nvml if known else None))
+    return views
 
 
 def known_names(nodes: Sequence[SwarmNode]) -> list[str]:

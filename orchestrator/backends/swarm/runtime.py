@@ -2,9 +2,10 @@
 on an attachable overlay network the gateway and the orchestrator join.
 
 The decisions stay pure (services.py: the service's arguments and labels; status.py: a service and
-its tasks as an Instance; nodes.py: the nodes as pools); this module makes the SDK calls, each in a
-thread. A stop scales the service to 0 (kept for a quick start), a spec change updates it (same
-id), a remove removes it once its task has stopped.
+its tasks as an Instance; nodes.py: the nodes and their agents' facts as pools; agents.py: the node
+agent's service); this module makes the SDK calls, each in a thread. A stop scales the service to 0
+(kept for a quick start), a spec change updates it (same id), a remove removes it once its task has
+stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from docker.types import ServiceMode
 
 from common.errors import ApiError
 from contract.listing import HostInfo, InstanceState
+from contract.nodes import NodeView
 from contract.placement import Placement
 from contract.pools import Pool
 from contract.spec import ModelSpec
@@ -29,7 +31,8 @@ from ..docker.images import ensure_local_image
 from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
-from .nodes import SwarmNode, known_names, node_from_attrs, node_pools, unreachable
+from .agents import NodeAgents
+from .nodes import SwarmNode, absent_on, known_names, node_from_attrs, node_pools, node_views, unreachable
 from .services import SwarmFacts, service_kwargs, spec_hash
 from .status import instance_from_service, last_error
 from .watch import Seen, ServiceLogCopier, TaskPoller
@@ -55,6 +58,7 @@ class SwarmRuntime:
         self._poller: TaskPoller | None = None
         self._copier = ServiceLogCopier(client, self._node_name) if settings.model_logs != "off" else None
         self._probe = probe_client()
+        self.agents = NodeAgents(client, stack, settings.agent_port, lambda change: self._changed(change))
 
     # ---- the change feed -----------------------------------------------------------------------
 
@@ -62,6 +66,7 @@ class SwarmRuntime:
         self._changed = callback
 
     async def open(self) -> None:
+        await asyncio.to_thread(self.agents.open)
         self._poller = TaskPoller(self._seen, self._changed)
         self._poller.start()
         if self._copier is not None:
@@ -71,6 +76,7 @@ class SwarmRuntime:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.stop()
+        self.agents.close()
         if self._copier is not None:
             self._copier.stop()
         await self._probe.aclose()
@@ -82,10 +88,19 @@ class SwarmRuntime:
                                  instance.state in LIVE)
         return seen
 
+    # ---- the node agents -------------------------------------------------------------------------
+
+    def absent_on(self, spec: ModelSpec) -> dict[str, str]:
+        return absent_on(spec, self.nodes, self.agents.fresh())
+
+    def node_views(self) -> list[NodeView]:
+        return node_views(self.nodes, self.agents.fresh(), self.agents.ages())
+
     # ---- reading ---------------------------------------------------------------------------------
 
     def _services(self, model: str | None = None) -> list:
-        labels = [f"{LABEL_PROJECT}={self.stack.project}"] + ([f"{LABEL_MODEL}={model}"] if model else [])
+        # A model label on each: the node agent's service carries the project label too, and is no model.
+        labels = [f"{LABEL_PROJECT}={self.stack.project}", f"{LABEL_MODEL}={model}" if model else LABEL_MODEL]
         return self.client.services.list(filters={"label": labels})
 
     def read_nodes(self) -> list[SwarmNode]:
@@ -187,7 +202,7 @@ class SwarmRuntime:
         return known_names(self.nodes)
 
     def pools(self, instances: Sequence[Instance]) -> list[Pool]:
-        return node_pools(self.nodes, instances)
+        return node_pools(self.nodes, instances, self.agents.fresh())
 
     # ---- effects ---------------------------------------------------------------------------------
 
