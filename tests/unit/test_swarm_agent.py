@@ -141,6 +141,11 @@ def test_a_gpu_pool_carries_its_identity():
       "box2": "sub/v.gguf and sub/mmproj.gguf not in the models directory of box2"}),
     # a Hugging Face spec needs no file: llama-server downloads it where it runs
     (ModelSpec(name="h", hf="ggml-org/gemma-3-1b-it-GGUF:Q4_K_M"), {"n1": facts("box1", files=())}, {}),
+    # a spec's node rules out every other ready node, by hostname or as `local`
+    (ModelSpec(name="t", model="tiny.gguf", node="box2"), {"n1": facts("box1"), "n2": facts("box2")},
+     {"local": "the spec's node is box2", "box3": "the spec's node is box2"}),  # box3: ready, facts unknown
+    (ModelSpec(name="t", model="tiny.gguf", node="local"), {},
+     {"box2": "the spec's node is local", "box3": "the spec's node is local"}),
 ])
 def test_absent_on_names_each_node_without_the_file(spec, known, expected):
     assert absent_on(spec, NODES, known) == expected

@@ -92,12 +92,13 @@ def node_pools(nodes: Sequence[SwarmNode], instances: Sequence[Instance],
 def absent_on(spec: ModelSpec, nodes: Sequence[SwarmNode], facts: Mapping[str, NodeFacts]) -> dict[str, str]:
     """The ready nodes with fresh facts whose models directory lacks a file ``spec`` needs (its
     ``model``, its ``mmproj``), each with why. A Hugging Face spec needs no file: llama-server
-    downloads it on whichever node runs it."""
-    if spec.model is None:
-        return {}
-    needed = [path for path in (spec.model, spec.mmproj) if path]
+    downloads it on whichever node runs it. A spec's ``node`` rules out every other ready node."""
+    needed = [path for path in (spec.model, spec.mmproj) if path] if spec.model is not None else []
     found = {}
     for node in _in_order(nodes):
+        if node.ready and spec.node is not None and spec.node not in (node.name, node.hostname):
+            found[node.name] = f"the spec's node is {spec.node}"
+            continue
         known = facts.get(node.id)
         if not node.ready or known is None:
             continue
