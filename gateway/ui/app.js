@@ -259,7 +259,9 @@ function renderPools() {
   const pools = status.scheduler?.pools || {};
   const scheduled = status.scheduler?.models || {};
   const blocks = [];
-  for (const gpu of status.gpu.gpus || []) {
+  // /gpu lists other nodes' GPUs too (their agents' memory only): those are drawn from the pools below.
+  const here = (status.gpu.gpus || []).filter((gpu) => (gpu.node || "local") === "local");
+  for (const gpu of here) {
     const total = gpu.memory.total_bytes || 0;
     const pool = pools[`gpu${gpu.index}`];
     const used = gpu.models || {};
@@ -292,7 +294,7 @@ function renderPools() {
   for (const [key, pool] of Object.entries(pools)) {
     // This box's GPUs are drawn above from NVML; another node's pools (`node/gpu0`, `node/budget`)
     // are drawn as the scheduler sees them, one bar each, named by node.
-    if (/^gpu\d+$/.test(key) && (status.gpu.gpus || []).length) continue;
+    if (/^gpu\d+$/.test(key) && here.length) continue;
     const total = pool.capacity_bytes;
     const parts = Object.entries(scheduled).map(([name, s]) =>
       segment("ours", s.need_bytes?.[key] || 0, total, `${name}: ${bytes(s.need_bytes?.[key] || 0)}`));

@@ -177,8 +177,11 @@ def gpu_status(several_nodes: bool = False) -> str:
                                                   free_bytes=16 * GIB)
         scheduler.models["remote"] = ScheduledModel(phase="ready", need_bytes={"box2/gpu0": 6 * GIB}, node="box2")
         scheduler.several_nodes = True
+        # /status lists box2's GPU after this box's (its agent's reading): drawn once, from its pool.
+        theirs = Gpu(index=0, node="box2", name="RTX 3060", memory=GpuMemory(total_bytes=12 * GIB, used_bytes=6 * GIB,
+                                                                             free_bytes=6 * GIB))
         return GatewayStatus(models=[ModelObject(id="tiny-a"), ModelObject(id="remote")],
-                             gpu=GpuStatus(available=True, gpus=[gpu]), scheduler=scheduler).model_dump_json()
+                             gpu=GpuStatus(available=True, gpus=[gpu, theirs]), scheduler=scheduler).model_dump_json()
     return GatewayStatus(models=[ModelObject(id="tiny-a")], gpu=GpuStatus(available=True, gpus=[gpu]),
                          scheduler=scheduler).model_dump_json()
 
