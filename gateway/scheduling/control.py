@@ -30,11 +30,7 @@ async def load(lifecycle: Lifecycle, name: str) -> None:
     model = lifecycle.state.models.get(name)
     if model is not None and model.phase is Phase.READY:
         return
-    ticket = lifecycle.request(name)
-    try:
-        await ticket.wait()
-    finally:
-        ticket.release()
+    await lifecycle.load(name)
 
 
 def _busy(name: str, in_flight: int, queued: int) -> ApiError:

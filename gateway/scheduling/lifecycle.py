@@ -197,21 +197,22 @@ class Lifecycle:
             if ticket.on_lost is not None:
                 ticket.on_lost(why)
 
-        async def load() -> None:
+        async def again() -> None:
             try:
-                ticket = self.request(model.name)
-            except ApiError as exc:
-                log.warning("model %s: not placed again: %s", model.name, exc.message)
-                return
-            try:
-                await ticket.wait()
-                ticket.future.result()
+                await self.load(model.name)
                 log.info("model %s: placed again after its node was lost", model.name)
             except ApiError as exc:
                 log.warning("model %s: not placed again: %s", model.name, exc.message)
-            finally:
-                ticket.release()
-        self._spawn(load())
+        self._spawn(again())
+
+    async def load(self, name: str) -> None:
+        """Start ``name`` (making room as any request would) and wait until it answers: a request
+        that holds nothing. The scheduler's refusal is raised as its ApiError."""
+        ticket = self.request(name)
+        try:
+            await ticket.wait()
+        finally:
+            ticket.release()
 
     def policy_for(self, model: ModelStatus) -> Policy:
         """The policy a model not yet in the listing would get (an add's plan reads it)."""
