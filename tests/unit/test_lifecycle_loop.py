@@ -94,3 +94,34 @@ async def test_a_stop_whose_connection_broke_is_sent_again_not_taken_for_done():
     life.on_listing(listing(listed("a", "ready")))
     await life._stop("a", {})
     assert sent == ["/models/a/stop", "/models/a/stop"]
+
+
+async def test_a_ready_model_lost_with_its_node_ends_what_it_serves_and_is_started_again():
+    from contract.listing import InstanceInfo, InstanceState
+
+    starts: list[str] = []
+
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        name, verb = request.url.path.split("/")[2:4]
+        if verb == "start":
+            starts.append(name)
+        return httpx.Response(200, content=listed(name, "ready").model_dump_json())
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(orchestrator))
+    life = Lifecycle(client, "http://orchestrator", Defaults(state_dir=None),
+                     NvmlReader(FakeNvml([], init_error=FakeNvml.NVMLError(9))), GatewayMetrics())
+    life.on_listing(listing(listed("a", "ready")))
+    serving = life.request("a")
+    await serving.wait()
+    ended: list[str] = []
+    serving.on_lost = ended.append
+    lost = listed("a", "failed").model_copy(update={
+        "reason": "its node box3 cannot be reached", "instance": InstanceInfo(id="s", name="x", node="box3",
+                                                                             state=InstanceState.LOST)})
+    life.on_listing(listing(lost))
+    assert ended == ["its node box3 cannot be reached"]  # the exchange ends its answer with a 503
+    serving.release()
+    await wait_until_async(lambda: starts == ["a"], 5, "a started again")
+    life.on_listing(listing(lost))  # the same listing again: not a second loss
+    await life.stop()
+    assert starts == ["a"]
