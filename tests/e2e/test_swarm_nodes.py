@@ -343,7 +343,9 @@ def test_make_down_leaves_no_service_task_or_network_on_any_node(setup):
     assert project_services(stack) == []
     # Right away, on every node: make down's promise is that nothing of ours is left when it returns.
     left = {node: ids for node, ids in bed.all_containers(f"io.llamadock.swarm-project={stack.project}").items() if ids}
-    assert left == {}, f"task containers left after make down: {left}"
+    assert left == {}, "task containers left after make down: " + "; ".join(
+        f"{node}: " + bed.docker(node, "ps", "-a", "--filter", f"label=io.llamadock.swarm-project={stack.project}",
+                                 "--format", "{{.Names}} {{.Status}}").replace("\n", ", ") for node in left)
     assert stack.leftovers() == []
     assert not [n for n in networks() if n.startswith(stack.project)]
     on_overlay = sh("docker", "network", "inspect", bed.overlay, "--format", "{{range .Containers}}{{.Name}} {{end}}")
