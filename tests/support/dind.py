@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -304,8 +305,6 @@ def multi_node_swarm(*, models: Path, overlay: str, images: list[str], memory_mb
 
 def _cannot(reason: str) -> None:
     """Skip the module, unless CI says the Docker tests must run (LLAMADOCK_REQUIRE_DOCKER): then fail."""
-    import os
-
     import pytest
 
     if os.environ.get("LLAMADOCK_REQUIRE_DOCKER"):
@@ -314,8 +313,6 @@ def _cannot(reason: str) -> None:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    import os
-
     return {**os.environ, **extra}
 
 
