@@ -120,7 +120,7 @@ test-unit: venv ## Fast tests: pure logic, no servers
 test: venv ## Every test (builds llama-server once and caches it; uses Docker when available)
 	$(PY) -m pytest -q -ra
 
-bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU; log volume; TTFT after a swap with the KV cache restored
+bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, the floor, other proxies); gateway overhead; stack start-up; scheduling; idle CPU; log volume; TTFT after a swap with the KV cache restored; the swarm overlay's cost per token (3 nodes)
 	bash bench/setup-litellm.sh
 	$(PY) bench/deployed.py --json logs/bench-deployed.json
 	$(PY) bench/gateway_overhead.py
@@ -129,3 +129,4 @@ bench: venv ## Benchmarks, printed as tables: streaming as deployed (vs direct, 
 	$(PY) bench/idle.py
 	$(PY) bench/log_volume.py
 	$(PY) bench/kv_swap.py
+	$(PY) bench/overlay.py

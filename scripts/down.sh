@@ -38,17 +38,36 @@ manager() { [[ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null
 services() { manager && docker service ls -q --filter "label=io.llamadock.project=$project"; return 0; }
 tasks() { docker ps -aq --filter "label=io.llamadock.swarm-project=$project"; }
 
+# True while a task of these services (full IDs, one a line) is still on a Ready node: after
+# `docker service rm`, each node removes its tasks' containers (old exited ones too), and the
+# manager lists the tasks until it has. Any desired state: right after the removal a task may not
+# be marked "remove" yet. A node that is down removes its own when it returns; nothing can wait for that.
+tasks_on_nodes() {
+    local nodes pending
+    nodes="$(docker node ls --format '{{.ID}} {{.Status}}' | awk '$2 == "Ready" {print $1}')"
+    [[ -n "$nodes" ]] || return 1
+    # shellcheck disable=SC2086
+    pending="$(docker node ps $nodes -q 2>/dev/null | sort -u)" || return 1
+    [[ -n "$pending" ]] || return 1
+    # shellcheck disable=SC2086
+    docker inspect --format '{{.ServiceID}}' $pending 2>/dev/null | grep -qxF -f <(printf '%s\n' "$1")
+}
+
 remove_services() {
-    local ids
+    local ids full
     ids="$(services)"
     [[ -n "$ids" ]] || return 0
     echo "llamadock: removing $(wc -w <<<"$ids") service(s): the models and the node agent" >&2
     # shellcheck disable=SC2086
+    full="$(docker service inspect --format '{{.ID}}' $ids 2>/dev/null || true)"
+    # shellcheck disable=SC2086
     docker service rm $ids >/dev/null 2>&1 || true
-    # Swarm stops their tasks after it answers: wait until this node's have gone (the grace
+    # Swarm stops their tasks after it answers: wait until every Ready node's have gone (the grace
     # period, then SIGKILL), so the overlay and the memory are free when we return.
     local deadline=$((SECONDS + 60))
-    while [[ -n "$(tasks)" && $SECONDS -lt $deadline ]]; do sleep 0.5; done
+    while { [[ -n "$(tasks)" ]] || { [[ -n "$full" ]] && tasks_on_nodes "$full"; }; } && [[ $SECONDS -lt $deadline ]]; do
+        sleep 0.5
+    done
 }
 
 leftovers() {
