@@ -346,6 +346,9 @@ class Lifecycle:
         pids = tuple(listed.pids) if (listed := self.listing.find(name)) else ()
         used = {pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()
                 if d.memory.used_bytes is not None}
+        used.update({p.id.key: p.total_bytes - p.free_bytes for p in self._listed_pools()  # other nodes' GPUs
+                     if p.id.gpu is not None and p.id.key not in used and p.total_bytes is not None
+                     and p.free_bytes is not None})
         if self.keeper is not None and (running := self._status(name)) is not None:
             # Idle (the scheduler stops only idle models) and admitting nothing: its slots are saved
             # now, within the keeper's bound, so that its conversations survive the stop.
@@ -365,7 +368,7 @@ class Lifecycle:
         """Poll NVML until the stopped model's memory is back (the scheduler bounds the wait)."""
         while (model := self.state.models.get(name)) is not None and model.phase is Phase.RELEASING:
             status = await asyncio.to_thread(self.gpu.read, {})
-            if status.available and memory_returned(status, releasing.pids, releasing.used_before, releasing.held):
+            if memory_returned(status, releasing.pids, releasing.used_before, releasing.held, self._listed_pools()):
                 self.dispatch(Released(name, self.clock()))
                 return
             await asyncio.sleep(RELEASE_POLL_S)

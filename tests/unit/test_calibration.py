@@ -134,11 +134,21 @@ def test_memory_returned(gpus, returned):
                            held={"gpu0": 6 * GIB}) is returned
 
 
-def test_another_nodes_pool_is_never_seen_returned_here_its_wait_ends_with_the_timeout():
+def test_another_nodes_pool_is_seen_returned_in_its_agents_reading_else_its_wait_ends_with_the_timeout():
+    from contract.pools import Pool, PoolId
+
     gone = read([fake_gpu(compute=[proc(7, GIB)])])  # the local GPU shows its process gone
     assert memory_returned(gone, pids=[4242], used_before={}, held={"gpu0": 6 * GIB})
+    # Not listed (no agent reading): never seen returned.
     assert not memory_returned(gone, pids=[4242], used_before={}, held={"gpu0": 6 * GIB, "n2/gpu0": 6 * GIB})
     assert memory_returned(gone, pids=[4242], used_before={}, held={"n2/gpu0": 0})  # held nothing there
+
+    def n2(free_gb: float) -> list[Pool]:
+        return [Pool(id=PoolId(node="n2", gpu=0), total_bytes=12 * GIB, free_bytes=int(free_gb * GIB))]
+    held, before = {"n2/gpu0": 6 * GIB}, {"n2/gpu0": 8 * GIB}  # 8 of 12 GB used while it ran
+    assert not memory_returned(None, [4242], before, held, n2(4))  # its agent still sees it used
+    assert not memory_returned(None, [4242], before, held, n2(7))  # 3 of its 6 GB back: not yet
+    assert memory_returned(None, [4242], before, held, n2(9))  # 5 of 6 back (no GPU here at all)
 
 
 # ---- which card is behind a pool -----------------------------------------------------------------
