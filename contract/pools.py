@@ -70,3 +70,6 @@ class Pool(BaseModel):
     total_bytes: int | None = None
     free_bytes: int | None = None
     models: list[str] = Field(default_factory=list, description="Our models placed on it now.")
+    model_bytes: dict[str, int] | None = Field(None, description="Per model, the GPU bytes its server uses here, "
+                                               "as another node's agent reads them (NVML); null: not known "
+                                               "(no agent reading, or NVML lists no processes: WSL2).")

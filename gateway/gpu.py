@@ -24,11 +24,14 @@ def device_pool(device: Gpu) -> str:
 
 def with_other_nodes(status: GpuStatus, listed: Sequence[Pool]) -> GpuStatus:
     """The local NVML reading plus the GPUs of other nodes as the orchestrator lists them (their
-    agents' reading: name, UUID, memory), for /gpu and /status on a swarm."""
+    agents' reading: name, UUID, memory, our models' use), for /gpu and /status on a swarm, and
+    for the lifecycle's learning and measuring on every node."""
     others = [Gpu(index=p.id.gpu, node=p.id.node, name=p.name, uuid=p.uuid,
                   memory=GpuMemory(total_bytes=p.total_bytes, free_bytes=p.free_bytes,
                                    used_bytes=None if p.total_bytes is None or p.free_bytes is None
-                                   else p.total_bytes - p.free_bytes))
+                                   else p.total_bytes - p.free_bytes),
+                  # Its processes are known by model only (the agent maps them to our tasks' containers).
+                  processes=None if p.model_bytes is None else [], models=p.model_bytes)
               for p in listed if p.id.gpu is not None and p.id.node != LOCAL_NODE]
     if not others:
         return status

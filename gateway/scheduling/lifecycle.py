@@ -38,7 +38,7 @@ from contract.pools import Pool
 from contract.status import SchedulerView
 
 from .calibration import OverheadStore, learn_from_device, learn_from_process, uuids_by_pool
-from ..gpu import NvmlReader, device_pool, devices_by_pool
+from ..gpu import NvmlReader, device_pool, devices_by_pool, with_other_nodes
 from ..kvcache.keeper import KvKeeper
 from ..metrics import GatewayMetrics
 from ..model_metrics import crashed, eviction_reason
@@ -147,6 +147,8 @@ class Lifecycle:
         self._learning: dict[str, _Learning] = {}
         self._changes: dict[str, int] = {}  # pool -> starts and stops so far (a WSL2 reading is clean if unchanged)
         self._gpu: GpuStatus | None = None
+        # The NVML reading with other nodes' GPUs (their agents'), for measuring and learning; None: no GPU anywhere.
+        self._seen: GpuStatus | None = None
         self.reading: tuple[GpuStatus, float] | None = None  # the last NVML reading, and when it was taken
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
@@ -344,11 +346,8 @@ class Lifecycle:
 
     async def _stop(self, name: str, held: dict[str, int]) -> None:
         pids = tuple(listed.pids) if (listed := self.listing.find(name)) else ()
-        used = {pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()
+        used = {pool: d.memory.used_bytes for pool, d in devices_by_pool(self._seen).items()  # on every node
                 if d.memory.used_bytes is not None}
-        used.update({p.id.key: p.total_bytes - p.free_bytes for p in self._listed_pools()  # other nodes' GPUs
-                     if p.id.gpu is not None and p.id.key not in used and p.total_bytes is not None
-                     and p.free_bytes is not None})
         if self.keeper is not None and (running := self._status(name)) is not None:
             # Idle (the scheduler stops only idle models) and admitting nothing: its slots are saved
             # now, within the keeper's bound, so that its conversations survive the stop.
@@ -388,20 +387,20 @@ class Lifecycle:
 
     def _begin_learning(self, name: str, placement: Placement | None) -> None:
         estimate = listed.estimate if (listed := self.listing.find(name)) else None
-        if placement is None or estimate is None or self._gpu is None:
+        if placement is None or estimate is None or self._seen is None:
             return
         # A GPU where memory is still being returned would blur a device-wide (WSL2) reading.
         freeing = {p for m in self.state.models.values() if m.phase in FREEING and m.name != name for p in m.held}
         self._learning[name] = _Learning(
             placement, estimate,
-            used_before={pool: d.memory.used_bytes for pool, d in devices_by_pool(self._gpu).items()},
+            used_before={pool: d.memory.used_bytes for pool, d in devices_by_pool(self._seen).items()},
             changes={p: -1 if p in freeing else self._changes.get(p, 0) for p in placement.pools})
 
     def _learn(self) -> None:
         """After a start settles, each GPU it runs on teaches its overhead (once per start)."""
-        if self._gpu is None:
+        if self._seen is None:
             return
-        devices = devices_by_pool(self._gpu)
+        devices = devices_by_pool(self._seen)
         for name, pending in list(self._learning.items()):
             if pending.ready_at is None or self.clock() - pending.ready_at < self.defaults.learn_after_s:
                 continue
@@ -441,9 +440,11 @@ class Lifecycle:
         status = self.gpu.read(pids)
         self.reading = (status, self.clock())  # published: /gpu and /status use it rather than read again
         self._gpu = status if status.available else None
-        if self._gpu is not None:
+        seen = with_other_nodes(status, self._listed_pools())
+        self._seen = seen if seen.available else None
+        if self._seen is not None:
             measured: dict[str, dict[str, int]] = {}
-            for dev in self._gpu.gpus:
+            for dev in self._seen.gpus:
                 for model, used in (dev.models or {}).items():
                     if used:
                         measured.setdefault(model, {})[device_pool(dev)] = used
@@ -475,7 +476,7 @@ class Lifecycle:
         last_gpu = -math.inf
         while True:
             now = self.clock()
-            gpu_due = last_gpu + (GPU_EVERY_S if self._gpu is not None else NO_GPU_EVERY_S)
+            gpu_due = last_gpu + (GPU_EVERY_S if self._seen is not None else NO_GPU_EVERY_S)  # a GPU on any node
             # (never sooner than TICK_MIN_GAP_S after the last tick: a deadline that a tick did not
             # clear must not make this loop spin)
             self._wake_at = max(min(gpu_due, next_tick(self.state, self._last_tick)), self._last_tick + TICK_MIN_GAP_S)

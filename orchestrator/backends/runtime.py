@@ -47,6 +47,7 @@ class Instance:
     url: str | None = None  # where clients (the gateway) reach its server
     probe_url: str | None = None  # where the orchestrator asks /health; None: not reachable yet
     node: str = LOCAL_NODE
+    container_id: str | None = None  # its server's container (a swarm task's), as a node's agent names it
 
     @property
     def ready(self) -> bool:

@@ -171,3 +171,29 @@ async def test_a_model_placed_on_another_nodes_pool_is_started_there(tmp_path, c
     assert life.describe().pools["n2/gpu1"].uuid == "GPU-n2"
     ticket.release()
     await life.stop()
+
+
+async def test_a_model_on_another_nodes_gpu_is_measured_and_teaches_that_gpu_its_overhead(tmp_path, clock):
+    # No GPU on the manager at all; node n2's agent reads one, and our model's use on it.
+    nvml = FakeNvml([], init_error=FakeNvml.NVMLError(9))
+    orchestrator = Orchestrator()
+    life = await lifecycle(tmp_path, nvml, orchestrator, clock, [listed("q")])
+    remote = Pool(id=PoolId(node="n2", gpu=0), uuid="GPU-n2", total_bytes=24 * GIB, free_bytes=24 * GIB,
+                  model_bytes={})
+    life._listed_pools = lambda: [remote]
+    life._read_gpu()  # the loop's next reading: n2's GPU is seen (no GPU here, one there)
+    life._sync(phases_from_listing=False)
+    ticket = life.request("q")
+    await settle(life)
+    await ticket.wait()
+    assert orchestrator.starts == [("q", {"node": "n2", "gpus": [0], "tensor_split": None})]
+    # The agent now sees q's task container at 2762 MiB on that GPU: 587 MiB over the modelled buffers.
+    remote = remote.model_copy(update={"free_bytes": 24 * GIB - 2762 * MiB, "model_bytes": {"q": 2762 * MiB},
+                                       "models": ["q"]})
+    life.listing = listing(listed("q", "ready"))
+    clock.now += 2
+    life._read_gpu()
+    assert life.overheads.overhead("GPU-n2") == 587 * MiB
+    assert life.describe().models["q"].actual_bytes == {"n2/gpu0": 2762 * MiB}
+    ticket.release()
+    await life.stop()

@@ -4,6 +4,7 @@ table-tested), the reader that keeps each node's latest facts, and the listing c
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -263,3 +264,20 @@ def test_the_listing_carries_absent_on_and_the_nodes(make):
     assert first.nodes[0].files == 2
     assert again.version == first.version  # only the facts' age moved: no change to wake the gateway for
     assert stale.version > first.version and stale.nodes[0].gpus is None
+
+
+def test_a_gpus_use_by_each_model_is_mapped_from_its_task_containers_processes():
+    from contract.nodes import GpuProcessUse
+    from orchestrator.backends.swarm.nodes import model_bytes
+
+    a = replace(running("a", "box2", (0,)), container_id="c" * 64)
+    b = replace(running("b", "box2", (0,)), container_id="d" * 64)
+    seen = gpu(0, 24, 10).model_copy(update={"processes": [
+        GpuProcessUse(container_id="c" * 64, pid=11, used_bytes=3 * GIB),
+        GpuProcessUse(container_id="c" * 64, pid=12, used_bytes=GIB),  # a second process of a's server
+        GpuProcessUse(container_id="e" * 64, pid=13, used_bytes=5 * GIB),  # not ours
+        GpuProcessUse(container_id=None, pid=14, used_bytes=GIB)]})  # not in a container
+    assert model_bytes(seen, [a, b]) == {"a": 4 * GIB}
+    assert model_bytes(seen.model_copy(update={"processes": None}), [a, b]) is None  # WSL2: not known
+    [pool] = [p for p in node_pools(NODES, [a, b], {"n2": facts("box2", seen)}) if p.id.key == "box2/gpu0"]
+    assert pool.model_bytes == {"a": 4 * GIB} and pool.models == ["a", "b"]

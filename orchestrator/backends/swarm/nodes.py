@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from contract.nodes import NodeFacts, NodeView
+from contract.nodes import NodeFacts, NodeGpu, NodeView
 from contract.pools import LOCAL_NODE, Pool, PoolId
 from contract.spec import ModelSpec
 
@@ -84,9 +84,24 @@ def node_pools(nodes: Sequence[SwarmNode], instances: Sequence[Instance],
         every = tuple(g.index for g in gpus)
         pools += [Pool(id=PoolId(node=node.name, gpu=gpu.index), uuid=gpu.uuid, name=gpu.name,
                        total_bytes=gpu.total_bytes, free_bytes=gpu.free_bytes,
-                       models=sorted(i.model for i in here if gpu.index in placed_gpus(i, every)))
+                       models=sorted(i.model for i in here if gpu.index in placed_gpus(i, every)),
+                       model_bytes=model_bytes(gpu, here))
                   for gpu in gpus]
     return pools
+
+
+def model_bytes(gpu: NodeGpu, instances: Sequence[Instance]) -> dict[str, int] | None:
+    """What our models' servers use on one GPU, by the container of each process the agent saw
+    there; None when NVML listed no processes (WSL2)."""
+    if gpu.processes is None:
+        return None
+    of = {i.container_id: i.model for i in instances if i.container_id}
+    used: dict[str, int] = {}
+    for process in gpu.processes:
+        model = of.get(process.container_id or "")
+        if model is not None and process.used_bytes:
+            used[model] = used.get(model, 0) + process.used_bytes
+    return used
 
 
 def absent_on(spec: ModelSpec, nodes: Sequence[SwarmNode], facts: Mapping[str, NodeFacts]) -> dict[str, str]:

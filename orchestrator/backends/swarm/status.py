@@ -175,6 +175,7 @@ def instance_from_service(service: dict, tasks: Sequence[dict], network: str, ho
         url=url,
         probe_url=url,
         node=node,
+        container_id=(container.get("ContainerID") or None) if state is InstanceState.RUNNING else None,
     )
 
 
