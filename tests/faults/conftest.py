@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support.daemon import exclusive_docker_lock
 from support.stack import REPO
 
 ROWS = pytest.StashKey[list]()
@@ -20,6 +21,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker_daemon: restarts the Docker daemon itself "
                                        "(deselect with -m 'not docker_daemon')")
     config.stash[ROWS] = []
+
+
+@pytest.fixture(scope="module")
+def exclusive():
+    """The Docker lock held exclusively, for a test that restarts the engine (the other Docker
+    tests hold it shared); skipped when it cannot be had in time."""
+    with exclusive_docker_lock(float(os.environ.get("LLAMADOCK_DOCKER_LOCK_WAIT_S", "240"))) as held:
+        if not held:
+            pytest.skip("other Docker tests hold /tmp/llamadock-docker.lock: restarting the daemon would break them")
+        yield
 
 
 @pytest.fixture

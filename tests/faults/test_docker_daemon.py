@@ -6,30 +6,19 @@ again. It stops every container on the machine, so it holds the Docker lock excl
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 
 import httpx
 import pytest
 
-from support.daemon import engine_up, exclusive_docker_lock, start_engine, stop_engine
+from support.daemon import engine_up, restart_engine_under, start_engine
 from support.faults import RequestStream, containers_of, summarize, unexpected
 from support.stack import Stack, local_llama_image, require_docker
-from support.waiting import wait_until
 
 require_docker()
 pytestmark = [pytest.mark.docker, pytest.mark.docker_daemon]
 
 RECOVERY_LIMIT_S = 120
-
-
-@pytest.fixture(scope="module")
-def exclusive():
-    with exclusive_docker_lock(float(os.environ.get("LLAMADOCK_DOCKER_LOCK_WAIT_S", "240"))) as held:
-        if not held:
-            pytest.skip("other Docker tests hold /tmp/llamadock-docker.lock: restarting the daemon would break them")
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +44,9 @@ def test_daemon_restart_with_a_model_running(stack, fault_report):
     before = (stack.config / "models.yaml").read_bytes()
     stream = RequestStream(lambda c: chat(c, stack), pause=0.2)
     stream.start()
-    try:
-        wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
-        began = time.monotonic()
-        try:
-            stop_engine()
-            stopped = time.monotonic()
-        finally:
-            start_engine()  # the way the machine's setup starts it, whether or not the stop went well
-        engine_back = time.monotonic()
-        back = wait_until(lambda: stream.first_success_after(engine_back), RECOVERY_LIMIT_S,
-                        "the model to be served again after the daemon restart")
-        wait_until(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
-    finally:
-        outcomes = stream.stop()
-        if not engine_up():
-            start_engine()
+    restart = restart_engine_under(stream, "the model to be served again after the daemon restart", RECOVERY_LIMIT_S)
+    began, stopped, engine_back, back, outcomes = (restart.began, restart.stopped, restart.back, restart.served,
+                                                   restart.outcomes)
     # Once the engine is back, clients see connection errors or 503 + Retry-After until the
     # stack serves again; never a 404 for the model, never another 5xx.
     after = [o for o in outcomes if o.sent >= engine_back]

@@ -9,16 +9,13 @@ exclusively, as tests/faults/test_docker_daemon.py does (deselect with -m 'not d
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 import uuid
 
 import httpx
 import pytest
 
-from support.daemon import engine_up, exclusive_docker_lock, start_engine, stop_engine
+from support.daemon import engine_up, restart_engine_under, start_engine
 from support.faults import RequestStream, sigkill, summarize, unexpected
 from support.stack import Stack, local_llama_image, require_docker
 from support.swarm import sh, single_node_swarm
@@ -51,14 +48,6 @@ def task_containers(stack: Stack) -> list[str]:
 def chat(client: httpx.Client, stack: Stack) -> httpx.Response:
     return client.post(stack.url + "/v1/chat/completions",
                        json={"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
-
-
-@pytest.fixture(scope="module")
-def exclusive():
-    with exclusive_docker_lock(float(os.environ.get("LLAMADOCK_DOCKER_LOCK_WAIT_S", "240"))) as held:
-        if not held:
-            pytest.skip("other Docker tests hold /tmp/llamadock-docker.lock: restarting the daemon would break them")
-        yield
 
 
 def test_orchestrator_killed_mid_placement_adopts_the_service_and_serves(tmp_path_factory, tiny_models, fault_report):
@@ -103,20 +92,9 @@ def test_manager_engine_restart_rebuilds_from_swarm(exclusive, tmp_path_factory,
             [service] = services(stack)
             stream = RequestStream(lambda c: chat(c, stack), pause=0.2)
             stream.start()
-            try:
-                wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
-                try:
-                    stop_engine()
-                finally:
-                    start_engine()
-                engine_back = time.monotonic()
-                back = wait_until(lambda: stream.first_success_after(engine_back), RECOVERY_LIMIT_S,
-                                  "the model to be served again after the manager's engine restarted")
-                wait_until(lambda: stream.successes_since(back.sent) >= 5, 30, "a steady stream again")
-            finally:
-                outcomes = stream.stop()
-                if not engine_up():
-                    start_engine()
+            restart = restart_engine_under(stream, "the model to be served again after the manager's engine "
+                                           "restarted", RECOVERY_LIMIT_S)
+            engine_back, back, outcomes = restart.back, restart.served, restart.outcomes
             after = [o for o in outcomes if o.sent >= engine_back]
             bad = unexpected(after)
             assert bad == [], [(o.status, o.error, o.body[:200]) for o in bad]

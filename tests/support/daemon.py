@@ -10,11 +10,15 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .stack import REPO
 from .waiting import wait_until
+
+if TYPE_CHECKING:
+    from .faults import Outcome
 
 LOCK_FILE = Path("/tmp/llamadock-docker.lock")
 PID_FILE = Path("/var/run/docker.pid")
@@ -82,3 +86,35 @@ def exclusive_docker_lock(timeout: float) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_SH)
         else:
             os.close(fd)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """When an engine restart's steps ended (time.monotonic()) and what a request stream saw."""
+    began: float
+    stopped: float
+    back: float  # the engine answers again
+    served: "Outcome"  # the stream's first success after that
+    outcomes: list
+
+
+def restart_engine_under(stream, what: str, limit: float) -> Restart:
+    """Stop and start dockerd while ``stream`` (support.faults.RequestStream, running) sends; wait
+    until it is served again, then steadily. The stream is stopped at the end, whatever happened,
+    and the engine started if it is not up."""
+    try:
+        wait_until(lambda: stream.successes_since(0) >= 3, 30, "the stream to be served")
+        began = time.monotonic()
+        try:
+            stop_engine()
+            stopped = time.monotonic()
+        finally:
+            start_engine()  # the way the machine's setup starts it, whether or not the stop went well
+        back = time.monotonic()
+        served = wait_until(lambda: stream.first_success_after(back), limit, what)
+        wait_until(lambda: stream.successes_since(served.sent) >= 5, 30, "a steady stream again")
+    finally:
+        outcomes = stream.stop()
+        if not engine_up():
+            start_engine()
+    return Restart(began, stopped, back, served, outcomes)

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.routes.table import ModelRoute, ModelState, RouteTable
 from gateway.settings import GatewaySettings
+from test_dialects import OneRoute  # the registry seam: one model the gateway believes ready
 
 EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
 
@@ -53,24 +53,6 @@ class HangingServer:
         self.sock.close()
         for conn in self.open:
             conn.close()
-
-
-class OneRoute:
-    synced = current = True
-    error = file_error = None
-
-    def __init__(self, url: str) -> None:
-        self.route = ModelRoute(name="m", url=url, state=ModelState.READY)
-
-    def route_table(self) -> RouteTable:
-        return RouteTable.of([self.route])
-
-    async def refresh(self, name: str) -> ModelRoute:
-        return self.route
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class LosingLifecycle:
