@@ -279,14 +279,16 @@ def test_model_sigkill_mid_stream_under_load(stack, fault_report):
     expected = Streamer(stack, "other", 2000)
     expected.run()
     assert "[DONE]" in expected.text
-    victims = [Streamer(stack, "tiny", 3000) for _ in range(4)]
+    # Looked up first: the kill follows the streams' start at once (on an idle machine a victim's
+    # 3,900 tokens take about 4 s, and a Docker call in between ate into that).
+    (container,) = containers_of(stack.project, "tiny")
+    victims = [Streamer(stack, "tiny", 3900) for _ in range(4)]  # a slot's whole context (16384 / 4)
     bystander = Streamer(stack, "other", 2000)
     for s in (*victims, bystander):
         s.start()
     for s in (*victims, bystander):
         assert s.flowing.wait(60), "a stream did not start"
     assert all(s.ended is None for s in (*victims, bystander)), "a stream ended before the kill"
-    (container,) = containers_of(stack.project, "tiny")
     killed = sigkill(container.id)
     for s in (*victims, bystander):
         s.join(60)

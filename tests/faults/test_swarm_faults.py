@@ -40,9 +40,10 @@ def services(stack: Stack, model: str = "tiny") -> list[str]:
               "--filter", f"label=io.llamadock.model={model}").split()
 
 
-def task_containers(stack: Stack) -> list[str]:
+def task_containers(stack: Stack, model: str = "tiny") -> list[str]:
+    """The running containers of the model's tasks (not the node agent's)."""
     return sh("docker", "ps", "-aq", "--filter", f"label=io.llamadock.swarm-project={stack.project}",
-              "--filter", "status=running").split()
+              "--filter", f"label=io.llamadock.model={model}", "--filter", "status=running").split()
 
 
 def chat(client: httpx.Client, stack: Stack) -> httpx.Response:
