@@ -8,9 +8,9 @@ import pytest
 from common.errors import ApiError
 from contract.pools import Pool, PoolId
 from contract.spec import ModelSpec
-from orchestrator.backends.docker.containers import StackFacts
+from orchestrator.backends.docker.containers import StackFacts, spec_hash
 from orchestrator.backends.pools import check_where
-from orchestrator.backends.swarm.services import SwarmFacts, service_kwargs, spec_hash
+from orchestrator.backends.swarm.services import SwarmFacts, service_kwargs
 
 SWARM_NODES = ["box1", "box2", "box3", "local"]  # the manager (box1) goes by both names
 GPUS = [Pool(id=PoolId(gpu=0)), Pool(id=PoolId(gpu=1)), Pool(id=PoolId(node="box2", gpu=0)),

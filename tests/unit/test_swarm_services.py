@@ -20,8 +20,8 @@ from orchestrator.backends.swarm.nodes import node_from_attrs
 from orchestrator.backends.swarm.runtime import SwarmRuntime
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.backends.docker.containers import (LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT,
-                                                     LABEL_SPEC, StackFacts)
-from orchestrator.backends.swarm.services import SwarmFacts, service_kwargs, spec_hash
+                                                     LABEL_SPEC, StackFacts, spec_hash)
+from orchestrator.backends.swarm.services import SwarmFacts, service_kwargs
 
 STACK = StackFacts(project="llamadock", network="llamadock", models_dir="/srv/llamadock/models",
                    cache_dir="/srv/llamadock/models/.cache", cpu_image="llama:cpu", gpu_image="llama:cuda",

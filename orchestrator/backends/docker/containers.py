@@ -150,16 +150,22 @@ def create_kwargs(spec: ModelSpec, host: HostFacts, stack: StackFacts, placement
         _place(kwargs, placement, host)
         kwargs["command"] = server_command(spec, host, placement, kv=kv_dir is not None)
     kwargs["name"] = container_name(stack.project, spec.name)
-    kwargs["labels"] = {
-        LABEL_PROJECT: stack.project,
+    # The hash covers the container as created (spec, image, host kind, mounts), so reconcile
+    # recreates a model whenever anything that shapes it changed.
+    kwargs["labels"] = model_labels(stack.project, spec, digest, placement if host.gpu else None)
+    return kwargs
+
+
+def model_labels(project: str, spec: ModelSpec, digest: str, placement: Placement | None) -> dict[str, str]:
+    """What a model's instance is known by, in every backend (a container, a Swarm service): so a
+    restarted orchestrator adopts what runs, and tells a current instance from an outdated one."""
+    return {
+        LABEL_PROJECT: project,
         LABEL_MODEL: spec.name,
-        # The hash covers the container as created (spec, image, host kind, mounts), so
-        # reconcile recreates a model whenever anything that shapes it changed.
         LABEL_HASH: digest,
         LABEL_SPEC: json.dumps(spec.model_dump(mode="json"), sort_keys=True),
-        LABEL_PLACEMENT: placement.label() if placement is not None and host.gpu else "",
+        LABEL_PLACEMENT: placement.label() if placement is not None else "",
     }
-    return kwargs
 
 
 def spec_hash(kwargs: dict) -> str:

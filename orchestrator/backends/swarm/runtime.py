@@ -28,12 +28,12 @@ from contract.spec import ModelSpec
 
 from ...settings import OrchestratorSettings
 from ..docker.images import ensure_local_image
-from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts
+from ..docker.containers import LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, StackFacts, spec_hash
 from ..probe import answers_health, completes_one_token, probe_client
 from ..runtime import LIVE, Change, Fingerprint, Instance
 from .agents import NodeAgents
 from .nodes import SwarmNode, absent_on, known_names, node_from_attrs, node_pools, node_views, unreachable
-from .services import SwarmFacts, service_kwargs, spec_hash
+from .services import SwarmFacts, service_kwargs
 from .status import instance_from_service, last_error
 from .watch import Seen, ServiceLogCopier, TaskPoller
 

@@ -26,8 +26,8 @@ from contract.pools import LOCAL_NODE
 from contract.spec import ModelSpec
 
 from ...launch import describe_launch
-from ..docker.containers import (CACHE_MOUNT, LABEL_HASH, LABEL_MODEL, LABEL_PLACEMENT, LABEL_PROJECT, LABEL_SPEC,
-                                 MODELS_MOUNT, NS, SERVER_PORT, StackFacts, container_name)
+from ..docker.containers import (CACHE_MOUNT, LABEL_MODEL, MODELS_MOUNT, NS, SERVER_PORT, StackFacts, container_name,
+                                 model_labels)
 
 # On the task's container, so `docker ps` on any node tells which model a container serves. Not the
 # project label: the engine backend (and `make down`) would take these containers for its own.
@@ -109,16 +109,7 @@ def service_kwargs(spec: ModelSpec, facts: SwarmFacts, stack: StackFacts, placem
                 env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the split is in NVML's (PCI) order
     kwargs["env"] = [f"{key}={value}" for key, value in sorted(env.items())]
     kwargs["name"] = service_name(stack.project, spec.name)
-    kwargs["labels"] = {
-        LABEL_PROJECT: stack.project,
-        LABEL_MODEL: spec.name,
-        LABEL_HASH: digest,
-        LABEL_SPEC: json.dumps(spec.model_dump(mode="json"), sort_keys=True),
-        LABEL_PLACEMENT: placement.label() if placement is not None else "",
-    }
+    kwargs["labels"] = model_labels(stack.project, spec, digest, placement)
     kwargs["container_labels"] = {LABEL_SERVICE_PROJECT: stack.project, LABEL_MODEL: spec.name}
     return kwargs
 
-
-def spec_hash(kwargs: dict) -> str:
-    return kwargs["labels"][LABEL_HASH]
