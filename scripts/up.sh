@@ -41,7 +41,11 @@ if [[ ${backend:-engine} == swarm ]]; then
     fi
 fi
 
-bash scripts/compose.sh up -d --build --wait --wait-timeout 120
+# Built first, then started: `up --build` labels each container with the build's digest, which is
+# not the image ID the next compose command (`make add`, `make ps`: `compose run`) compares it with,
+# so that command would recreate the gateway and orchestrator, dropping every connection.
+bash scripts/compose.sh build
+bash scripts/compose.sh up -d --wait --wait-timeout 120
 
 port="${LLAMADOCK_PORT:-$(env_file_value LLAMADOCK_PORT)}"
 bind="${LLAMADOCK_BIND:-$(env_file_value LLAMADOCK_BIND)}"

@@ -48,6 +48,12 @@ def models_by_name(stack: Stack) -> dict[str, dict]:
     return {m["id"]: m for m in httpx.get(stack.url + "/v1/models", timeout=10).json()["data"]}
 
 
+def service_containers(stack: Stack) -> dict[str, str]:
+    """The gateway's and orchestrator's container IDs (a recreated one has a new ID)."""
+    return {service: stack.run("docker", "inspect", "--format", "{{.Id}}", f"{stack.project}-{service}-1").stdout.strip()
+            for service in ("gateway", "orchestrator")}
+
+
 def test_make_up_starts_cleanly_with_no_model(stack):
     assert not (stack.config / "models.yaml").exists()
     listening_before = listening_ports()
@@ -56,11 +62,14 @@ def test_make_up_starts_cleanly_with_no_model(stack):
     # The live catalog is created from the tracked example (git ignores the live one), and the chat's too.
     assert catalog_text(stack) == (REPO / "config" / "models.example.yaml").read_text()
     assert (stack.config / "chat.yaml").read_text() == (REPO / "config" / "chat.example.yaml").read_text()
-    # `make chat` (the cli container) reads it.
+    # `make chat` (the cli container) reads it, and running it leaves the stack as it is: the first
+    # `make ps` or `make add` after `make up` once recreated the gateway and orchestrator.
+    started = service_containers(stack)
     read = stack.compose("--profile", "cli", "run", "--rm", "-T", "cli", "python", "-c",
                          "from cli.chat_config import default_path, load_chat_config as load; "
                          "d = load(default_path()); print(d.problem, sorted(d.presets))").stdout
     assert "None ['cat', 'concise', 'helpful', 'pirate', 'teacher', 'technical']" in read, read
+    assert service_containers(stack) == started
     assert models_by_name(stack) == {}
     listing = stack.admin.get("/admin/models").json()
     assert listing["models"] == [] and listing["host"]["kind"] == "cpu"
