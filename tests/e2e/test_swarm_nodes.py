@@ -134,6 +134,7 @@ def project_services(stack: Stack) -> list[str]:
 class Snapshot:
     """The stack as a slow request found it, SLOW_S after it was sent."""
     phase: str | None  # the model's, in the gateway's scheduler
+    node: str | None  # where the scheduler has it (or is starting it)
     text: str  # for a report or a failure's message
 
 
@@ -175,7 +176,7 @@ def snapshot(stack: Stack, bed: Bed, model: str) -> Snapshot:
         lines.append(f"  {hostname} {address} {state} {container[:12]}: /health from the gateway "
                      f"{(from_gateway.stdout or from_gateway.stderr).strip()[-100:]!r}, on its node {on_node[:60]!r}")
     logs = stack.compose("logs", "--no-color", "-t", "--tail", "30", "gateway", "orchestrator", check=False).stdout
-    return Snapshot(seen.phase if seen else None,
+    return Snapshot(seen.phase if seen else None, seen.node if seen else None,
                     f"{problem}scheduler view: {seen}\ntasks:\n" + "\n".join(lines) + f"\nlogs:\n{logs}")
 
 
@@ -199,8 +200,9 @@ def ask(stack: Stack, bed: Bed, model: str, since: float) -> Answer:
                   response.headers.get("x-llamadock-model"), response.text[:300], taken[0] if taken else None)
 
 
-def through_fault(stack: Stack, bed: Bed, model: str, since: float) -> tuple[float | None, float, list[Answer]]:
-    """Ask for ``model`` until it serves again after a fault that began at ``since``: every answer is
+def through_fault(stack: Stack, bed: Bed, model: str, lost: str,
+                  since: float) -> tuple[float | None, float, list[Answer]]:
+    """Ask for ``model`` until it serves again after node ``lost`` failed at ``since``: every answer is
     its own 200 or a 503 with Retry-After, the first within LOSS_BOUND_S, and once the gateway has
     said the node is lost a request that waits is waiting for the model's start elsewhere (a load),
     never on the lost node. (seconds to the first 503 or None, seconds until served, answers)."""
@@ -214,10 +216,10 @@ def through_fault(stack: Stack, bed: Bed, model: str, since: float) -> tuple[flo
         if answer.slow is not None:
             print(f"{model}: a request asked {answer.asked_s:.1f} s after the fault waited "
                   f"{answer.at_s - answer.asked_s:.1f} s; after {SLOW_S} s:\n{answer.slow.text}", file=sys.stderr)
-            if any("model_node_lost" in a.body for a in answers[:-1]):  # it knew: it must be starting the model
-                assert answer.slow.phase == "starting", \
-                    f"{model}: a request waited {SLOW_S} s after the node's loss was known, the model " \
-                    f"{answer.slow.phase}:\n{trail}\n{answer.slow.text}"
+            if any("model_node_lost" in a.body for a in answers[:-1]):  # it knew: the model starts elsewhere
+                assert answer.slow.phase in ("starting", "ready") and answer.slow.node != lost, \
+                    f"{model}: a request waited {SLOW_S} s after the loss of {lost} was known, the model " \
+                    f"{answer.slow.phase} on {answer.slow.node}:\n{trail}\n{answer.slow.text}"
         assert first_503 is not None or answer.at_s < LOSS_BOUND_S, \
             f"no answer for {model} within {LOSS_BOUND_S} s of the fault:\n{trail}"
         if answer.status == 200:  # its node is gone: this is a new task's answer
@@ -357,7 +359,7 @@ def test_a_lost_node_gives_503_then_its_model_is_placed_again_and_no_duplicate_w
     bed.stop_node("node3")
     watch.start()
     try:
-        first_503, served, answers = through_fault(stack, bed, lost, began)
+        first_503, served, answers = through_fault(stack, bed, lost, "node3", began)
     finally:
         watch.join(60)
         report("swarm marks the stopped node down", watch.seconds)
@@ -389,7 +391,7 @@ def test_a_cut_network_gives_503_within_the_bound_and_no_duplicate_after(setup):
     bed.cut_network(node)
     watch.start()
     try:
-        first_503, served, answers = through_fault(stack, bed, model, began)
+        first_503, served, answers = through_fault(stack, bed, model, node, began)
     finally:
         watch.join(60)
         report(f"swarm marks the cut-off node {node} down", watch.seconds)
